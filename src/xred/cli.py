@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -34,7 +35,8 @@ def _table(rows: list[list[Any]], header: list[str]) -> str:
     cells = [header] + [[str(c) for c in r] for r in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
     line = lambda r: "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True))  # noqa: E731
-    return "\n".join([line(cells[0]), line(["-" * w for w in widths])] + [line(r) for r in cells[1:]])
+    rule = ["-" * w for w in widths]
+    return "\n".join([line(cells[0]), line(rule)] + [line(r) for r in cells[1:]])
 
 
 # ---------------------------------------------------------------- commands
@@ -69,7 +71,8 @@ def cmd_data(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
         entry: dict[str, Any] = {"description": desc}
         if args.action == "check":
             try:
-                sizes = {s: len(load_dataset(name, s, args.data_dir)) for s in ("train", "test")}
+                sizes = {s: len(load_dataset(name, s, args.data_dir, args.download))
+                         for s in ("train", "test")}
                 entry.update(ok=True, sizes=sizes)
             except XredError as e:
                 entry.update(ok=False, error=str(e))
@@ -99,15 +102,18 @@ def cmd_train(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
     from xred.provenance import command_line
     from xred.train import recipe, train_model
 
-    config = recipe(args.model, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                    optimizer=args.optimizer, weight_decay=args.weight_decay, seed=args.seed,
-                    eval_mode=args.eval_mode or None, checkpoint_every=args.checkpoint_every,
-                    max_steps=args.max_steps, progress=not args.quiet)
+    config, augment = recipe(args.model, augment=args.augment, epochs=args.epochs,
+                             batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer,
+                             weight_decay=args.weight_decay, seed=args.seed,
+                             eval_mode=args.eval_mode or None,
+                             checkpoint_every=args.checkpoint_every, max_steps=args.max_steps,
+                             progress=not args.quiet)
     metrics = train_model(args.model, args.out, config, dataset=args.dataset,
-                          data_dir=args.data_dir, limit=args.limit, augment=not args.no_augment,
+                          data_dir=args.data_dir, download=args.download, limit=args.limit,
+                          augment=augment,
                           command=command_line(argv), device=args.device)
     print(f"{args.model}: test accuracy {100 * metrics['test_accuracy']:.2f} % on "
-          f"{metrics['test_size']} images after {metrics['steps']} steps -> {args.out}")
+          f"{metrics['test_size']} test inputs after {metrics['steps']} steps -> {args.out}")
     return metrics
 
 
@@ -124,7 +130,7 @@ def _evaluate_on_dataset(model_ref: str, args: argparse.Namespace) -> dict[str, 
         data = image_folder(args.image_folder, size=info["input_shape"][-1])
         dataset = str(args.image_folder)
     else:
-        data = load_dataset(dataset, args.split, args.data_dir)
+        data = load_dataset(dataset, args.split, args.data_dir, args.download)
     model = models.load(model_ref, weights=args.weights, device=args.device)
     topk = (1, 5) if len(info["classes"]) > 10 else (1,)
     acc = accuracy(model, data, device=args.device, topk=topk)
@@ -198,6 +204,8 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cpu)")
         sp.add_argument("--data-dir", help="folder with the data files (else $XRED_DATA, then "
                         "the system folders)")
+        sp.add_argument("--download", action="store_true", help="fetch missing Fashion-MNIST "
+                        "with torchvision's downloader (needs internet; off by default)")
         return sp
 
     sp = add("models", cmd_models, "list the models xred can load")
@@ -217,7 +225,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--weight-decay", type=float)
     sp.add_argument("--seed", type=int, default=0)
     sp.add_argument("--eval-mode", action="store_true", help="train with BatchNorm frozen")
-    sp.add_argument("--no-augment", action="store_true", help="no flips / shifts")
+    sp.add_argument("--augment", action=argparse.BooleanOptionalAction,
+                    help="random flips and shifts (default: the model's recipe)")
     sp.add_argument("--limit", type=int, help="train on a random subset of this many inputs")
     sp.add_argument("--max-steps", type=int, help="stop after this many steps")
     sp.add_argument("--checkpoint-every", type=int, help="steps between checkpoints")
@@ -244,8 +253,8 @@ def main(argv: list[str] | None = None) -> int:
         out = _out_dir(args)
         args.out, args.out_path = str(out), out
         metrics = args.func(args, argv)
-        path = _write_metrics(out, metrics, argv)
-        print(f"metrics: {path}")
+        if os.environ.get("RANK", "0") == "0":  # under torchrun only the first process writes
+            print(f"metrics: {_write_metrics(out, metrics, argv)}")
     except XredError as e:
         print(f"xred: error: {e}", file=sys.stderr)
         return EXIT_USAGE

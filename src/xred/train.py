@@ -20,26 +20,31 @@ from xred.errors import XredError
 from xred.metrics import accuracy
 from xred.provenance import record
 
-# Defaults per architecture (any field of TrainConfig can be overridden on the command line).
+# Defaults per architecture (any field of TrainConfig can be overridden on the command line;
+# "augment" switches the dataset's flips and shifts).
 RECIPES: dict[str, dict[str, Any]] = {
-    "fmnist-vgg": dict(epochs=12, batch_size=128, optimizer="adam", lr=1e-3, weight_decay=0.0),
+    "fmnist-vgg": dict(epochs=15, batch_size=128, optimizer="adam", lr=1e-3, weight_decay=0.0,
+                       augment=False),
     "fmnist-resnet": dict(epochs=12, batch_size=128, optimizer="sgd", lr=0.1, weight_decay=5e-4),
     "fmnist-densenet": dict(epochs=12, batch_size=128, optimizer="sgd", lr=0.1,
                             weight_decay=5e-4),
-    "adult-conv": dict(epochs=10, batch_size=256, optimizer="adam", lr=1e-3, weight_decay=0.0),
+    "adult-conv": dict(epochs=10, batch_size=128, optimizer="adam", lr=1e-3, weight_decay=0.0),
 }
 AUGMENT = {"fashion-mnist": lambda: flip_and_shift(max_shift=2)}
 
 
-def recipe(architecture: str, **overrides: Any) -> TrainConfig:
-    """The zoo recipe for ``architecture`` with ``overrides`` (None values ignored)."""
-    base = dict(RECIPES.get(architecture, {}))
+def recipe(architecture: str, **overrides: Any) -> tuple[TrainConfig, bool]:
+    """The zoo recipe for ``architecture`` with ``overrides`` (None values ignored):
+    the training config and whether to augment."""
+    base = {"augment": True, **RECIPES.get(architecture, {})}
     base.update({k: v for k, v in overrides.items() if v is not None})
-    return TrainConfig(**base)
+    augment = base.pop("augment")
+    return TrainConfig(**base), augment
 
 
 def train_model(architecture: str, out: str | os.PathLike, config: TrainConfig, *,
                 dataset: str | None = None, data_dir: str | os.PathLike | None = None,
+                download: bool = False,
                 limit: int | None = None, augment: bool = True, command: str | None = None,
                 device: str | None = None) -> dict[str, Any]:
     """Train ``architecture`` from scratch (resuming from ``out`` if interrupted), evaluate it
@@ -48,8 +53,8 @@ def train_model(architecture: str, out: str | os.PathLike, config: TrainConfig, 
     dataset = dataset or arch.dataset
     if arch.pretrained is not None and arch.dataset != dataset:
         raise XredError(f"{architecture} is built for {arch.dataset}, not {dataset}")
-    train = load_dataset(dataset, "train", data_dir)
-    test = load_dataset(dataset, "test", data_dir)
+    train = load_dataset(dataset, "train", data_dir, download)
+    test = load_dataset(dataset, "test", data_dir, download)
     if limit:
         gen = torch.Generator().manual_seed(config.seed)
         train = train.subset(torch.randperm(len(train), generator=gen)[:limit])

@@ -14,7 +14,8 @@ Augment = Callable[[Tensor], Tensor]
 def classification(augment: Augment | None = None, label_smoothing: float = 0.0):
     """Cross-entropy on (optionally augmented) inputs; logs the batch accuracy."""
 
-    def objective(model: nn.Module, batch: tuple[Tensor, Tensor]) -> tuple[Tensor, dict[str, float]]:
+    def objective(model: nn.Module, batch: tuple[Tensor, Tensor]
+                  ) -> tuple[Tensor, dict[str, float]]:
         x, y = batch
         if augment is not None:
             x = augment(x)

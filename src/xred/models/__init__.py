@@ -6,6 +6,7 @@ from xred.models.registry import (
     available,
     build,
     cam_layer,
+    check_input,
     describe,
     get_architecture,
     load,
@@ -13,5 +14,6 @@ from xred.models.registry import (
     save,
 )
 
-__all__ = ["ARCHITECTURES", "Architecture", "available", "build", "cam_layer", "describe", "get_architecture", "load",
-           "register", "save"]
+__all__ = ["ARCHITECTURES", "Architecture", "available", "build", "cam_layer", "check_input",
+           "describe",
+           "get_architecture", "load", "register", "save"]

@@ -213,3 +213,25 @@ def save(model: nn.Module, path: str | os.PathLike, *, architecture: str,
     save_tensors(tensors_file, model.state_dict(), {"architecture": architecture})
     write_json(sidecar, sidecar_meta)
     return tensors_file
+
+
+def check_input(x: Tensor, name: str) -> None:
+    """Raise a one-line error unless ``x`` is a batch the registered model ``name`` can take:
+    shape (N, *input_shape) (any H, W for ImageNet models) with values in [0, 1]."""
+    arch = get_architecture(name)
+    expected = arch.input_shape
+    got = tuple(x.shape[1:])
+    if x.dim() != len(expected) + 1:
+        raise XredError(f"{name} takes a batch of shape (N, {', '.join(map(str, expected))}); got "
+                        f"{tuple(x.shape)}: add the batch dimension with x.unsqueeze(0)"
+                        if x.dim() == len(expected) else
+                        f"{name} takes a batch of shape (N, {', '.join(map(str, expected))}); "
+                        f"got {tuple(x.shape)}")
+    if got[0] != expected[0]:
+        fix = ("convert to grayscale" if expected[0] == 1 else "convert to RGB")
+        raise XredError(f"{name} takes {expected[0]}-channel inputs, got {got[0]} channels; {fix}")
+    if arch.dataset != "imagenet" and got != expected:
+        raise XredError(f"{name} takes inputs of shape {expected}, got {got}; resize them")
+    if x.is_floating_point() and x.numel() and (x.min() < 0 or x.max() > 1):
+        raise XredError(f"{name} takes inputs in [0, 1], got [{x.min():.3g}, {x.max():.3g}]; "
+                        "pass unnormalised images scaled to [0, 1] (normalisation is inside)")

@@ -24,8 +24,10 @@ _DENSENET_OLD_KEY = re.compile(
 
 
 def build(arch: str, num_classes: int = 1000) -> nn.Module:
-    """The torchvision architecture (random init) behind ImageNet normalisation; inputs in [0, 1]."""
-    net = getattr(torchvision.models, TORCHVISION_MODELS[arch])(weights=None, num_classes=num_classes)
+    """The torchvision architecture (random init) behind ImageNet normalisation; inputs in
+    [0, 1]."""
+    constructor = getattr(torchvision.models, TORCHVISION_MODELS[arch])
+    net = constructor(weights=None, num_classes=num_classes)
     return nn.Sequential(OrderedDict(normalize=Normalize(IMAGENET_MEAN, IMAGENET_STD), net=net))
 
 
@@ -49,7 +51,8 @@ def read_weights_file(path: str | Path) -> dict[str, Tensor]:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - unpickling refused or corrupt file: one line
         raise XredError(f"cannot read {path} as a plain state dict ({type(e).__name__}); "
-                        "save it with torch.save(model.state_dict(), path) or as .safetensors") from e
+                        "save it with torch.save(model.state_dict(), path) or as "
+                        ".safetensors") from e
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):

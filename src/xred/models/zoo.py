@@ -27,7 +27,8 @@ class Normalize(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         mean, std = self.mean, self.std
         if x.dim() != mean.dim():  # tabular (N, F) or 1-D (N, C, L) inputs
-            mean, std = mean.reshape(-1, *[1] * (x.dim() - 2)), std.reshape(-1, *[1] * (x.dim() - 2))
+            shape = (-1, *[1] * (x.dim() - 2))
+            mean, std = mean.reshape(shape), std.reshape(shape)
         return (x - mean) / std
 
 
@@ -114,7 +115,9 @@ class FmnistResNet(nn.Module):
         super().__init__()
         w = width
         self.normalize = Normalize(FMNIST_MEAN, FMNIST_STD)
-        self.stem = nn.Sequential(nn.Conv2d(1, w, 3, 1, 1, bias=False), nn.BatchNorm2d(w), nn.ReLU())
+        self.stem = nn.Sequential(
+            nn.Conv2d(1, w, 3, 1, 1, bias=False), nn.BatchNorm2d(w), nn.ReLU()
+        )
 
         def stage(c_in: int, c_out: int, stride: int) -> nn.Sequential:
             layers = [BasicBlock(c_in, c_out, stride)]

