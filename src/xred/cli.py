@@ -182,6 +182,80 @@ def cmd_eval(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
     return result
 
 
+def _explain_inputs(args: argparse.Namespace, info: dict[str, Any]) -> tuple[Any, list[str]]:
+    """The batch to explain: image files, the first --count test inputs, or the sample photos."""
+    import torch
+
+    from xred.data import load_dataset
+    from xred.data.photos import SAMPLE_PHOTOS, load_image, sample_photos
+
+    shape = info["input_shape"]
+    if args.image:
+        if shape[0] != 3:
+            raise XredError(f"{args.model} takes {tuple(shape)} inputs, not RGB photos; "
+                            "use --dataset with its own data")
+        return torch.stack([load_image(p, shape[-1]) for p in args.image]), [
+            Path(p).name for p in args.image]
+    if args.dataset or info["dataset"] != "imagenet":
+        data = load_dataset(args.dataset or info["dataset"], args.split, args.data_dir,
+                            args.download)
+        x, y = data[torch.arange(min(args.count, len(data)))]
+        return x, [f"{i}: {data.classes[int(c)]}" for i, c in enumerate(y)]
+    x, names = sample_photos(SAMPLE_PHOTOS, shape[-1])
+    return x, names
+
+
+def cmd_explain(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
+    import time as _time
+
+    import torch
+
+    from xred import explain, models
+    from xred.io import save_tensors
+    from xred.report import explanation_grid
+
+    info = models.describe(args.model)
+    model = models.load(args.model, weights=args.weights, device=args.device)
+    x, titles = _explain_inputs(args, info)
+    models.check_input(x, info["architecture"])
+    x = x.to(args.device or "cpu")
+    with torch.no_grad():
+        pred = model(x).argmax(1)
+    target = pred if args.target is None else args.target
+    methods = args.method or explain.runner.default_methods()
+    options: dict[str, dict[str, Any]] = {}
+    layer = args.layer or info["cam_layer"]
+    options["gradcam"] = {"layer": layer}
+    if args.interpreter:
+        options["rts"] = {"interpreter": args.interpreter}
+    skipped: dict[str, str] = {}
+    timings: dict[str, float] = {}
+    raw, shown = {}, {}
+    for name in methods:
+        start = _time.perf_counter()
+        r, s = explain.explain_many(model, x, [name], target, options=options, progress=False,
+                                    on_error=lambda m, e: skipped.__setitem__(m, str(e)))
+        timings[name] = _time.perf_counter() - start
+        raw.update(r)
+        shown.update(s)
+        print(f"{name}: {'skipped (' + skipped[name] + ')' if name in skipped else 'done'} "
+              f"in {timings[name]:.1f} s")
+    if not shown:
+        raise XredError(f"no method applies to {args.model}: {skipped}")
+    out = Path(args.out)
+    save_tensors(out / "maps.safetensors", raw, {"model": args.model, "inputs": titles})
+    classes = info["classes"]
+    column_titles = [f"{t}\n→ {classes[int(p)]}"[:40] for t, p in zip(titles, pred, strict=True)]
+    figure = None
+    if x.dim() == 4:
+        figure = str(explanation_grid(x.cpu(), {k: v.cpu() for k, v in shown.items()},
+                                      out / "explanations.png", column_titles=column_titles))
+        print(f"figure: {figure}")
+    return {"model": args.model, "inputs": titles, "methods": list(shown), "skipped": skipped,
+            "predictions": [classes[int(p)] for p in pred], "seconds": timings,
+            "figure": figure, "maps": str(out / "maps.safetensors")}
+
+
 def cmd_demo(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
     from xred.demo import run_demo
 
@@ -240,6 +314,20 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--split", default="test", choices=["train", "test"])
     sp.add_argument("--image", nargs="+", help="classify these image files")
     sp.add_argument("--image-folder", help="ImageFolder-layout folder to measure accuracy on")
+
+    sp = add("explain", cmd_explain, "explain a model's predictions with saliency methods; writes "
+             "a PNG grid (rows: methods, columns: inputs) and the raw maps")
+    sp.add_argument("--model", default="efficientnet-lite0",
+                    help="name or checkpoint path (default: efficientnet-lite0)")
+    sp.add_argument("--weights", help="weights file for a named architecture")
+    sp.add_argument("--image", nargs="+", help="image files to explain")
+    sp.add_argument("--dataset", help="explain the first --count inputs of this dataset")
+    sp.add_argument("--split", default="test", choices=["train", "test"])
+    sp.add_argument("--count", type=int, default=8, help="inputs taken from --dataset")
+    sp.add_argument("--method", nargs="+", help="explainers (default: every one that applies)")
+    sp.add_argument("--target", type=int, help="class to explain (default: the prediction)")
+    sp.add_argument("--layer", help="layer for Grad-CAM (default: the model's last conv block)")
+    sp.add_argument("--interpreter", help="trained RTS interpreter (for --method rts)")
 
     add("demo", cmd_demo, "the main job: evaluate the zoo on Fashion-MNIST and "
         "EfficientNet-Lite0 on the sample photos")

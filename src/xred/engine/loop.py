@@ -221,6 +221,7 @@ def fit(model: nn.Module, objective: Objective, data: Dataset, config: TrainConf
                 if result.steps >= stop_at:
                     break
         save_checkpoint()
+        optimizer.zero_grad(set_to_none=True)  # leave no gradients on the trained model
     finally:
         bar.close()
         model.train(was_training)

@@ -113,6 +113,29 @@ for _arch in tvm.TORCHVISION_MODELS:
                           tvm.CAM_LAYERS[_arch], partial(tvm.torchvision_state_dict, _arch)))
 
 
+def _saliency_net(**kwargs: Any) -> nn.Module:
+    from xred.explain.learned import SaliencyNet
+
+    return SaliencyNet(**kwargs)
+
+
+def _no_shipped_weights(name: str, weights: str | Path | None = None) -> dict[str, Tensor]:
+    raise XredError(f"{name} has no shipped weights: train one for your classifier with "
+                    "xred.explain.learned.train_rts(classifier, data, config, out) and load the "
+                    "folder it writes")
+
+
+register(Architecture(
+    "rts-fmnist", "Real-time saliency masking net for a Fashion-MNIST classifier "
+    "(Dabkowski & Gal 2017; train with xred.explain.learned.train_rts)", _saliency_net,
+    "fashion-mnist", (1, 28, 28), _fmnist_classes, "", partial(_no_shipped_weights, "rts-fmnist"),
+    {"in_channels": 1, "num_classes": 10}))
+register(Architecture(
+    "rts", "Real-time saliency masking net for any image classifier (Dabkowski & Gal 2017; "
+    "arch_kwargs in_channels, num_classes, width)", _saliency_net, "any", (), list, "",
+    partial(_no_shipped_weights, "rts")))
+
+
 def available() -> list[str]:
     """Names :func:`load` accepts."""
     return sorted(ARCHITECTURES)
@@ -162,6 +185,9 @@ def load(name_or_path: str | os.PathLike, *, weights: str | os.PathLike | None =
     key = str(name_or_path)
     if key in ARCHITECTURES:
         arch = ARCHITECTURES[key]
+        if arch.pretrained is None:
+            raise XredError(f"{key} is an architecture without weights; train it with "
+                            f"`xred train --model {key}` or load a checkpoint folder")
         model = arch.build(**arch.kwargs)
         _load_state(model, arch.pretrained(weights), f"weights for {key}")
     elif path.exists() and (path.is_dir() or path.suffix == ".safetensors"):

@@ -1,0 +1,149 @@
+"""Speed of xred's explainers against their peers, as ratios measured in one run.
+
+For each model and batch, every method's median wall time is divided by the median time of one
+plain forward+backward of the model (the floor for gradient methods), and each xred method is
+divided by its peer's time (Captum, Zennit, pytorch-grad-cam) on the same batch.
+
+    python benchmarks/explainers.py [--repeats 5] [--out benchmarks/results/explainers.json]
+
+Prints a markdown table and writes it with the raw times to the JSON file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+import torchvision
+from torch import Tensor, nn
+
+from xred import explain, models
+from xred.io import write_json
+from xred.provenance import record
+
+
+def timed(fn: Callable[[], object], repeats: int) -> float:
+    fn()  # warm-up
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def setups() -> list[tuple[str, nn.Module, Tensor, str, str]]:
+    """(label, model, batch, layer for CAM methods, zennit canonizer name)."""
+    torch.manual_seed(0)
+    resnet = torchvision.models.resnet18(weights=None).eval()
+    vgg = torchvision.models.vgg11(weights=None).eval()
+    effnet = models.load("efficientnet-lite0")
+    return [
+        ("resnet18 112px x8", resnet, torch.rand(8, 3, 112, 112), "layer4", "resnet"),
+        ("vgg11 64px x16", vgg, torch.rand(16, 3, 64, 64), "features.19", "vgg"),
+        ("efficientnet-lite0 224px x4", effnet, torch.rand(4, 3, 224, 224),
+         models.cam_layer("efficientnet-lite0"), "none"),
+    ]
+
+
+def peers(model: nn.Module, x: Tensor, target: Tensor, layer: str, canonizer: str
+          ) -> dict[str, Callable[[], object]]:
+    """The independent implementations, each as a zero-argument call."""
+    from captum.attr import IntegratedGradients, LayerGradCam, Saliency
+    from pytorch_grad_cam import GradCAM
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+    from zennit.composites import EpsilonPlusFlat
+    from zennit.torchvision import ResNetCanonizer, VGGCanonizer
+
+    module = dict(model.named_modules())[layer]
+    canon = {"resnet": [ResNetCanonizer()], "vgg": [VGGCanonizer()], "none": []}[canonizer]
+    composite = EpsilonPlusFlat(canonizers=canon)
+    cam = GradCAM(model=model, target_layers=[module])
+    cam_targets = [ClassifierOutputTarget(int(t)) for t in target]
+
+    def zennit_lrp() -> Tensor:
+        from zennit.attribution import Gradient
+
+        with Gradient(model=model, composite=composite) as attributor:
+            return attributor(x, torch.eye(1000)[target])[1]
+
+    return {
+        "captum.Saliency": lambda: Saliency(model).attribute(x, target=target, abs=False),
+        "captum.LayerGradCam": lambda: LayerGradCam(model, module).attribute(x, target=target),
+        "captum.IG(32)": lambda: IntegratedGradients(model).attribute(x, target=target,
+                                                                     n_steps=32),
+        "pytorch-grad-cam.GradCAM": lambda: cam(input_tensor=x, targets=cam_targets),
+        "zennit.EpsilonPlusFlat": zennit_lrp,
+    }
+
+
+# xred method -> (options, the peer it is compared with)
+OURS = {
+    "gradient": ({}, "captum.Saliency"),
+    "gradcam": ({"layer": None}, "captum.LayerGradCam"),
+    "integrated_gradients": ({"n_steps": 32, "batch_size": 256}, "captum.IG(32)"),
+    "lrp": ({"composite": "epsilon_plus_flat"}, "zennit.EpsilonPlusFlat"),
+}
+ALSO = {"gradcam": "pytorch-grad-cam.GradCAM"}
+
+
+def run(repeats: int) -> dict:
+    rows = []
+    for label, model, x, layer, canonizer in setups():
+        target = torch.arange(x.shape[0]) % 10
+
+        def forward_backward(model: nn.Module = model, x: Tensor = x,
+                             target: Tensor = target) -> None:
+            leaf = x.detach().requires_grad_(True)
+            model(leaf).gather(1, target[:, None]).sum().backward()
+
+        floor = timed(forward_backward, repeats)
+        peer_times = {name: timed(fn, repeats)
+                      for name, fn in peers(model, x, target, layer, canonizer).items()}
+        for method, (opts, peer) in OURS.items():
+            if method not in explain.EXPLAINERS:
+                continue
+            opts = {**opts, **({"layer": layer} if "layer" in opts else {})}
+            explainer = explain.get(method, model, **opts)
+            ours = timed(lambda e=explainer, x=x, t=target: e.attribute(x, t), repeats)
+            row = {"setup": label, "method": method, "seconds": ours, "floor_seconds": floor,
+                   "x_forward_backward": ours / floor, "peer": peer,
+                   "peer_x_forward_backward": peer_times[peer] / floor,
+                   "ratio_to_peer": ours / peer_times[peer]}
+            if method in ALSO:
+                row["ratio_to_" + ALSO[method]] = ours / peer_times[ALSO[method]]
+            rows.append(row)
+    return {"rows": rows, "threads": torch.get_num_threads(), "machine": platform.processor()}
+
+
+def table(result: dict) -> str:
+    lines = ["| setup | method | × fwd+bwd | peer | peer × fwd+bwd | ours / peer | "
+             "ours / pytorch-grad-cam |", "|---|---|---|---|---|---|---|"]
+    for r in result["rows"]:
+        extra = r.get("ratio_to_pytorch-grad-cam.GradCAM")
+        lines.append(f"| {r['setup']} | {r['method']} | {r['x_forward_backward']:.2f} | "
+                     f"{r['peer']} | {r['peer_x_forward_backward']:.2f} | "
+                     f"{r['ratio_to_peer']:.2f} | {'' if extra is None else f'{extra:.2f}'} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--out", default=str(Path(__file__).parent / "results" /
+                                             "explainers.json"))
+    args = parser.parse_args()
+    result = run(args.repeats)
+    text = table(result)
+    print(text)
+    write_json(args.out, {**result, "table": text,
+                          "provenance": record("python benchmarks/explainers.py", vars(args))})
+
+
+if __name__ == "__main__":
+    main()
