@@ -5,7 +5,7 @@ are in :data:`EXPLAINERS`. Post-processing into heatmaps is :func:`heatmap`; ``s
 the context in which ReLU's backward is smooth (for input attacks on gradient-type maps).
 """
 
-from xred.explain import cam, gradient, learned, perturbation  # noqa: F401  (registers them)
+from xred.explain import cam, gradient, learned, lrp, perturbation  # noqa: F401  (registers)
 from xred.explain.base import EXPLAINERS, Explainer, find_layer, get, layer_names, register
 from xred.explain.postprocess import heatmap, upsample
 from xred.explain.runner import display_map, explain_many

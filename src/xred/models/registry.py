@@ -77,7 +77,7 @@ def _shipped_weights(name: str, weights: str | Path | None) -> dict[str, Tensor]
     path = WEIGHTS_DIR / f"{name}.safetensors"
     if not path.is_file():
         raise XredError(f"shipped weights for {name} are missing ({path}); re-install xred or "
-                        f"retrain with the command in docs/zoo.md")
+                        "retrain it with `make zoo` (commands: `xred models --verbose`)")
     return load_tensors(path)[0]
 
 
@@ -173,6 +173,14 @@ def _load_state(model: nn.Module, state: dict[str, Tensor], source: str) -> None
     model.load_state_dict(state)
 
 
+FOREIGN_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt")
+
+
+def _refuse_foreign(path: Path) -> None:
+    raise XredError(f"{path} is a foreign checkpoint; load it as weights of its architecture: "
+                    f"xred.models.load(ARCH, weights='{path}') (ARCH one of {available()})")
+
+
 def _checkpoint_files(path: Path) -> tuple[Path, Path]:
     tensors = path / "model.safetensors" if path.is_dir() else path
     return tensors, tensors.with_suffix(".json")
@@ -198,9 +206,8 @@ def load(name_or_path: str | os.PathLike, *, weights: str | os.PathLike | None =
                             "load it with xred.models.load(ARCH, weights=PATH)")
         model = build(meta["architecture"], **meta.get("arch_kwargs", {}))
         _load_state(model, load_tensors(tensors_file)[0], str(tensors_file))
-    elif path.suffix in (".pth", ".pt", ".bin", ".ckpt"):
-        raise XredError(f"{path} is a foreign checkpoint; load it as weights of its architecture: "
-                        f"xred.models.load(ARCH, weights='{path}') (ARCH one of {available()})")
+    elif path.suffix in FOREIGN_SUFFIXES:
+        _refuse_foreign(path)
     else:
         raise XredError(f"unknown model {key!r}; valid names: {', '.join(available())}, "
                         "or a folder / .safetensors written by xred")
@@ -216,9 +223,17 @@ def describe(name_or_path: str | os.PathLike) -> dict[str, Any]:
         meta = read_json(shipped) if shipped.is_file() else {}
         arch = ARCHITECTURES[key]
     else:
-        sidecar = _checkpoint_files(Path(key))[1]
+        path = Path(key)
+        if path.suffix in FOREIGN_SUFFIXES:
+            _refuse_foreign(path)
+        if not path.exists():
+            get_architecture(key)  # raises the "unknown model ... valid names" error
+        sidecar = _checkpoint_files(path)[1]
+        if not sidecar.is_file():
+            raise XredError(f"{path} has no xred sidecar {sidecar.name}; load it with "
+                            "xred.models.load(ARCH, weights=PATH)")
         meta = read_json(sidecar)
-        arch = get_architecture(meta["architecture"])
+        arch = get_architecture(meta.get("architecture", "?"))
     return {"name": key, "architecture": arch.name, "description": arch.description,
             "dataset": arch.dataset, "input_shape": list(arch.input_shape),
             "classes": meta.get("classes") or arch.classes(), "cam_layer": cam_layer(arch.name),

@@ -1,0 +1,118 @@
+"""Canonizers: rewrites of the traced forward pass into an equivalent form LRP's rules fit
+(the canonizers of Zennit, Anders et al. 2021, "Software for dataset-wide XAI").
+
+They act on xred's own trace of the model (:class:`~xred.explain.lrp.graph.Program`), never on
+the model: merged weights are computed from the model's parameters at every run (so gradients
+reach the original conv and BatchNorm parameters) and nothing needs undoing. The
+:func:`canonized` context manager gives the canonical forward as a callable twin of the model.
+
+- :class:`MergeBatchNorm`: a BatchNorm right after a conv or dense layer (whose output nothing
+  else reads) is merged into it, w' = w·γ/√(σ²+ε), b' = (b−μ)·γ/√(σ²+ε)+β, when it uses its
+  running statistics (eval mode). BatchNorm elsewhere, e.g. DenseNet's pre-activation
+  BN → ReLU → conv, where a ReLU stands between it and any linear layer, cannot be merged and
+  keeps the composite's BatchNorm rule (pass), as in Zennit.
+- :class:`SplitSum`: residual sums (``Add`` modules, ``a + b``, ``out += identity``) split
+  relevance in proportion to their summands (the composite's sum rule), like Zennit's
+  ``ResNetCanonizer`` turning them into a ``Sum`` module; without it a sum passes the full
+  relevance to both summands (its gradient).
+
+``torch.cat`` needs no canonizer: its gradient hands each part exactly its slice of relevance.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import operator
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from xred.explain.lrp.graph import BATCHNORM_TYPES, Program, Step
+from xred.models.zoo import Add
+
+
+class Canonizer:
+    """A rewrite of the traced program that keeps the model's output unchanged."""
+
+    def apply(self, program: Program) -> None:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+
+def _foldable(step: Step) -> bool:
+    m = step.module
+    if m is None or not hasattr(m, "weight") or step.fold is not None:
+        return False
+    return not (getattr(m, "transposed", False) and getattr(m, "groups", 1) != 1)
+
+
+class MergeBatchNorm(Canonizer):
+    """Merge each BatchNorm that directly follows a conv or dense layer into that layer."""
+
+    def apply(self, program: Program) -> None:
+        for step in program.steps:
+            if (step.op != "call_module" or not isinstance(step.module, BATCHNORM_TYPES)
+                    or len(step.inputs) != 1):
+                continue
+            prev = step.inputs[0]
+            if prev.kind in ("conv", "dense") and len(prev.users) == 1 and _foldable(prev):
+                prev.fold = step.module
+                step.folded = True
+
+
+def _is_sum(step: Step) -> bool:
+    operands = [a for a in step.args if isinstance(a, Step)]
+    if step.op == "call_module":
+        return isinstance(step.module, Add)
+    if step.op == "call_function":
+        is_add = step.target in (operator.add, torch.add) and "alpha" not in step.kwargs
+    elif step.op == "call_method":
+        is_add = step.target == "add" and "alpha" not in step.kwargs
+    else:
+        return False
+    return is_add and len(step.args) == 2 and len(operands) == 2
+
+
+class SplitSum(Canonizer):
+    """Make residual sums of two tensors sum steps (relevance split proportionally)."""
+
+    def apply(self, program: Program) -> None:
+        for step in program.steps:
+            if _is_sum(step):
+                step.kind = "sum"
+
+
+#: What xred's composites use unless they say otherwise.
+DEFAULT_CANONIZERS: tuple[Canonizer, ...] = (MergeBatchNorm(), SplitSum())
+
+
+class Canonical:
+    """The canonical forward pass of a model (a callable twin): same output, merged layers."""
+
+    def __init__(self, program: Program) -> None:
+        self.program: Program | None = program
+
+    def __call__(self, x: Tensor) -> Any:
+        if self.program is None:
+            raise RuntimeError("the canonical twin is only valid inside its `canonized` block")
+        return self.program.run(x).output
+
+
+@contextlib.contextmanager
+def canonized(model: nn.Module, canonizers: Sequence[Canonizer] = DEFAULT_CANONIZERS,
+              ) -> Iterator[Canonical]:
+    """``with canonized(model) as twin: twin(x)`` runs ``model``'s forward in canonical form
+    (output unchanged up to rounding). ``model`` itself is never modified, so there is nothing to
+    restore; the twin stops working when the block ends."""
+    program = Program(model)
+    for canonizer in canonizers:
+        canonizer.apply(program)
+    twin = Canonical(program)
+    try:
+        yield twin
+    finally:
+        twin.program = None
