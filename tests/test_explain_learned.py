@@ -17,7 +17,6 @@ from xred.explain.base import get
 from xred.explain.learned import SaliencyNet, rts_objective, train_rts
 from xred.io import read_json
 
-torch.set_num_threads(1)
 SIZE, SQUARE = 16, 4
 
 

@@ -61,9 +61,6 @@ from xred.explain.lrp import (
 from xred.models.efficientnet import Conv2dSame
 from xred.models.zoo import Add, Normalize
 
-torch.set_num_threads(1)
-
-
 # ----------------------------------------------------------------------------------- helpers
 
 def agreement(a: Tensor, b: Tensor) -> tuple[float, float]:

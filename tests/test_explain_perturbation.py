@@ -14,8 +14,6 @@ from xred.errors import XredError
 from xred.explain.base import get
 from xred.explain.perturbation import blend, gaussian_blur, total_variation
 
-torch.set_num_threads(1)
-
 
 def close(a: torch.Tensor, b: torch.Tensor, rtol: float = 1e-4) -> None:
     """Agreement up to ``rtol`` relative to the reference's largest magnitude."""
