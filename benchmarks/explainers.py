@@ -1,8 +1,9 @@
 """Speed of xred's explainers against their peers, as ratios measured in one run.
 
 For each model and batch, every method's median wall time is divided by the median time of one
-plain forward+backward of the model (the floor for gradient methods), and each xred method is
-divided by its peer's time (Captum, Zennit, pytorch-grad-cam) on the same batch.
+plain forward pass and backward pass to the input (the floor for gradient methods), and each
+xred method is divided by its peer's time (Captum, Zennit, pytorch-grad-cam) on the same batch.
+Run it on an otherwise idle machine: the ratios are only as steady as the machine.
 
     python benchmarks/explainers.py [--repeats 5] [--out benchmarks/results/explainers.json]
 
@@ -100,7 +101,7 @@ def run(repeats: int) -> dict:
         def forward_backward(model: nn.Module = model, x: Tensor = x,
                              target: Tensor = target) -> None:
             leaf = x.detach().requires_grad_(True)
-            model(leaf).gather(1, target[:, None]).sum().backward()
+            torch.autograd.grad(model(leaf).gather(1, target[:, None]).sum(), leaf)
 
         floor = timed(forward_backward, repeats)
         peer_times = {name: timed(fn, repeats)

@@ -170,11 +170,25 @@ def fit(model: nn.Module, objective: Objective, data: Dataset, config: TrainConf
                              resumed_from=state["step"])
         sums = state["sums"]
 
+    saved_step = result.resumed_from  # step of the checkpoint on disk (None: none yet)
+
+    def kept() -> str:
+        if ckpt is None:
+            return "no checkpoint (no output folder)"
+        if saved_step is None:
+            return "no checkpoint was written yet"
+        return f"the last checkpoint with finite weights (step {saved_step}) stays in {ckpt}"
+
     def save_checkpoint() -> None:
+        nonlocal saved_step
         if ckpt is not None and rank == 0:
+            if not all(bool(p.isfinite().all()) for p in params):  # never overwrite a good one
+                raise XredError(f"the weights became NaN or Inf at step {result.steps}; "
+                                f"{kept()}; lower the learning rate (--lr)")
             save_state(ckpt, {"step": result.steps, "config": asdict(config),
                               "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                               "history": result.history, "sums": sums})
+            saved_step = result.steps
 
     bar = tqdm(total=stop_at, initial=result.steps, disable=not config.progress or rank != 0,
                desc="train", unit="step", dynamic_ncols=True, mininterval=0.5)
@@ -191,7 +205,7 @@ def fit(model: nn.Module, objective: Objective, data: Dataset, config: TrainConf
                 loss, logs = objective(net, (x.to(device), y.to(device)))
                 if not torch.isfinite(loss):
                     raise XredError(f"loss became {loss.item()} at step {result.steps}; "
-                                    "lower the learning rate (--lr)")
+                                    f"{kept()}; lower the learning rate (--lr)")
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 if config.grad_clip:

@@ -1,5 +1,7 @@
 """Metrics: torch-native and batched."""
 
 from xred.metrics.classification import accuracy, predict, topk_accuracy
+from xred.metrics.maps import l1_distance, linf_distance, normalize_max, rank, spearman
 
-__all__ = ["accuracy", "predict", "topk_accuracy"]
+__all__ = ["accuracy", "l1_distance", "linf_distance", "normalize_max", "predict", "rank",
+           "spearman", "topk_accuracy"]

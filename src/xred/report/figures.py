@@ -18,6 +18,10 @@ def _to_image(x: Tensor) -> Tensor:
     return x[0] if x.shape[0] == 1 else x.permute(1, 2, 0)
 
 
+def _show(ax, image: Tensor, **kwargs) -> None:  # noqa: ANN001 - a matplotlib Axes
+    ax.imshow(image.numpy(), **kwargs)  # matplotlib wants arrays (the figure is the edge)
+
+
 def explanation_grid(images: Tensor, maps: dict[str, Tensor], path: str | os.PathLike, *,
                      column_titles: Sequence[str] | None = None, alpha: float = 0.55,
                      cmap: str = "jet") -> Path:
@@ -40,7 +44,7 @@ def explanation_grid(images: Tensor, maps: dict[str, Tensor], path: str | os.Pat
             ax.set_yticks([])
             img = _to_image(images[c])
             if name == "input":
-                ax.imshow(img, cmap="gray" if img.dim() == 2 else None, vmin=0, vmax=1)
+                _show(ax, img, cmap="gray" if img.dim() == 2 else None, vmin=0, vmax=1)
                 if column_titles is not None:
                     ax.set_title(column_titles[c], fontsize=8)
             else:
@@ -49,8 +53,8 @@ def explanation_grid(images: Tensor, maps: dict[str, Tensor], path: str | os.Pat
                     m = torch.nn.functional.interpolate(m[None, None], size=tuple(size),
                                                         mode="bilinear", align_corners=False)[0, 0]
                 gray = img if img.dim() == 2 else img.mean(-1)
-                ax.imshow(gray, cmap="gray", vmin=0, vmax=1)
-                ax.imshow(m, cmap=cmap, alpha=alpha, vmin=0, vmax=1)
+                _show(ax, gray, cmap="gray", vmin=0, vmax=1)
+                _show(ax, m, cmap=cmap, alpha=alpha, vmin=0, vmax=1)
             if c == 0:
                 ax.set_ylabel(name, fontsize=8)
     fig.tight_layout()

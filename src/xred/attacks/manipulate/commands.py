@@ -1,0 +1,269 @@
+"""``xred fool`` and ``xred evaluate``: thin command functions for Heo et al.'s model manipulation
+(the numerics live in :mod:`xred.attacks.manipulate` and :mod:`xred.metrics.fooling`).
+
+Wire them into the CLI with ``add_fool_parser(sub)`` / ``add_evaluate_parser(sub)`` (a subparser
+with xred's common options --out, --device, --data-dir, --download), or add only the command's
+own options to an existing subparser with ``add_fool_arguments`` / ``add_evaluate_arguments``.
+Each ``cmd_*(args, argv)`` returns the dict that goes to ``metrics.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from xred.errors import XredError
+from xred.metrics.fooling import FOOLINGS, INTERVALS
+
+__all__ = ["add_fool_parser", "add_fool_arguments", "cmd_fool", "add_evaluate_parser",
+           "add_evaluate_arguments", "cmd_evaluate", "parse_classes"]
+
+HEO_INTERPRETERS = ["gradcam", "lrp_t", "simplegrad_t"]  # the columns of the paper's Table 1
+FIGURE_IMAGES = 6
+EVAL_COMPOSITES = 200  # the paper's hold-out composites for Active FSR
+
+
+def _common(sp: argparse.ArgumentParser) -> None:
+    sp.add_argument("--out", help="output folder (default: runs/COMMAND-TIME)")
+    sp.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cpu)")
+    sp.add_argument("--data-dir", help="folder with the data files (else $XRED_DATA, then "
+                    "the system folders)")
+    sp.add_argument("--download", action="store_true", help="fetch missing Fashion-MNIST "
+                    "with torchvision's downloader (needs internet; off by default)")
+
+
+def _shared(sp: argparse.ArgumentParser, required: bool = True) -> None:
+    sp.add_argument("--fooling", required=required, choices=list(FOOLINGS),
+                    help="Heo et al.'s fooling: location, topk, center-mass or active"
+                    + ("" if required else " (default: the one the fooled model records)"))
+    sp.add_argument("--layer", help="layer of gradcam / lrp_t / simplegrad_t maps (default: the "
+                    "model's Grad-CAM layer)")
+    sp.add_argument("--classes", help="c1,c2 for active fooling (indices or class names)")
+    sp.add_argument("--k", type=float, default=10.0, help="top-k percentage (default 10)")
+    sp.add_argument("--eval-limit", type=int, help="evaluate on the first N test inputs "
+                    "(default: the whole test split)")
+    sp.add_argument("--batch-size", type=int, help="batch size (default 32)")
+    sp.add_argument("--seed", type=int, default=0)
+    sp.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def add_fool_arguments(sp: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The options of ``xred fool`` (without the common --out/--device/--data-dir)."""
+    sp.add_argument("--model", required=True, help="name (see `xred models`) or checkpoint path")
+    sp.add_argument("--explainer", required=True, help="interpreter to fool: gradcam, lrp_t, "
+                    "simplegrad_t, or any differentiable explainer name (lrp, gradient, ...)")
+    _shared(sp)
+    sp.add_argument("--lam", type=float, default=1.0, help="λ, weight of the fooling penalty")
+    sp.add_argument("--lr", type=float, help="Adam learning rate (default 1e-4)")
+    sp.add_argument("--epochs", type=int, help="epochs over the training data (default 1)")
+    sp.add_argument("--steps", type=int, help="stop after this many steps")
+    sp.add_argument("--limit", type=int, help="fine-tune on a random subset of N training inputs")
+    sp.add_argument("--checkpoint-every", type=int, help="steps between checkpoints")
+    sp.add_argument("--eval-explainers", nargs="+", help="interpreters to measure the FSR of "
+                    f"(default: {' '.join(HEO_INTERPRETERS)} and the fooled one)")
+    sp.set_defaults(func=cmd_fool)
+    return sp
+
+
+def add_fool_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Add ``xred fool`` (with the common options) to the CLI's subparsers."""
+    help_ = ("fool an interpreter by fine-tuning the model (Heo et al. 2019): writes the fooled "
+             "model, its accuracy and fooling success rate (FSR), and a figure")
+    sp = subparsers.add_parser("fool", help=help_, description=help_)
+    _common(sp)
+    return add_fool_arguments(sp)
+
+
+def add_evaluate_arguments(sp: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The options of ``xred evaluate`` (without the common options)."""
+    sp.add_argument("--original", required=True, help="the original model (name or path)")
+    sp.add_argument("--fooled", required=True, help="the fooled model (a folder from xred fool)")
+    sp.add_argument("--explainer", nargs="+",
+                    help="interpreters to measure (gradcam, lrp_t, simplegrad_t, ...; default: "
+                    "those three and the one the fooled model records)")
+    _shared(sp, required=False)
+    sp.set_defaults(func=cmd_evaluate)
+    return sp
+
+
+def add_evaluate_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Add ``xred evaluate`` (with the common options) to the CLI's subparsers."""
+    help_ = ("measure how much a fooled model's explanations lie: accuracy before/after, "
+             "per-sample test losses and FSR (Heo et al. 2019)")
+    sp = subparsers.add_parser("evaluate", help=help_, description=help_)
+    _common(sp)
+    return add_evaluate_arguments(sp)
+
+
+def parse_classes(text: str | None, names: list[str]) -> tuple[int, int] | None:
+    """``"c1,c2"`` (indices or class names) -> (c1, c2)."""
+    if text is None:
+        return None
+    parts = [p.strip() for p in text.split(",")]
+    if len(parts) != 2:
+        raise XredError(f"--classes takes two classes c1,c2, got {text!r}")
+    out = []
+    for p in parts:
+        if p.lstrip("-").isdigit():
+            c = int(p)
+        elif p in names:
+            c = names.index(p)
+        else:
+            raise XredError(f"unknown class {p!r}; use an index 0..{len(names) - 1} or one of "
+                            f"{names}")
+        if not 0 <= c < len(names):
+            raise XredError(f"class {c} outside 0..{len(names) - 1}")
+        out.append(c)
+    if out[0] == out[1]:
+        raise XredError("--classes needs two different classes")
+    return out[0], out[1]
+
+
+def _data(info: dict[str, Any], args: argparse.Namespace, split: str) -> Any:
+    from xred.data import load_dataset
+
+    if info["dataset"] in ("imagenet", "any"):
+        raise XredError(f"{info['name']} has no local labelled dataset; fool it from Python "
+                        "with xred.attacks.manipulate.fool(model, data=...)")
+    return load_dataset(info["dataset"], split, args.data_dir, args.download)
+
+
+def _evaluation(original: nn.Module, fooled: nn.Module, info: dict[str, Any],
+                args: argparse.Namespace, explainers: list[str], classes: tuple[int, int] | None,
+                out: Path) -> dict[str, Any]:
+    """Accuracy, test losses, FSR on the test split (composites for active), losses file and
+    the figure."""
+    from xred.data.composites import two_class_composites
+    from xred.io import save_tensors
+    from xred.metrics.fooling import evaluate_fooling
+
+    test = _data(info, args, "test")
+    if args.eval_limit:
+        test = test.subset(torch.arange(min(args.eval_limit, len(test))))
+    composites = None
+    if args.fooling == "active":
+        if classes is None:
+            raise XredError("active fooling needs --classes c1,c2")
+        composites = two_class_composites(test, classes[0], classes[1], EVAL_COMPOSITES,
+                                          seed=args.seed + 1)
+    device = torch.device(args.device or "cpu")
+    result = evaluate_fooling(original, fooled, test, args.fooling, explainers, layer=args.layer,
+                              classes=classes, composites=composites, k=args.k, device=device)
+    losses = result.pop("losses")
+    save_tensors(out / "losses.safetensors", losses,
+                 {"fooling": args.fooling, "interval": INTERVALS[args.fooling]})
+    shown = composites if composites is not None else test
+    x, y = shown[torch.arange(min(FIGURE_IMAGES, len(shown)))]
+    names = info["classes"]
+    figure = _figure(original, fooled, x.to(device), y.to(device), explainers, args, classes,
+                     [names[int(c)][:14] for c in y], out / "fooling.png")
+    print(f"accuracy {100 * result['accuracy_before']:.2f} % -> "
+          f"{100 * result['accuracy_after']:.2f} % on {len(test)} test inputs; FSR "
+          + ", ".join(f"{k} {100 * v:.1f} %" for k, v in result["fsr"].items()))
+    return {**result, "losses": str(out / "losses.safetensors"), "figure": str(figure)}
+
+
+def _figure(original: nn.Module, fooled: nn.Module, x: Tensor, y: Tensor, explainers: list[str],
+            args: argparse.Namespace, classes: tuple[int, int] | None, titles: list[str],
+            path: Path) -> Path:
+    """Like the paper's Fig. 2: original vs fooled maps on a few test images."""
+    from xred.metrics.fooling import fooling_maps, resolve_explainer
+    from xred.report import explanation_grid
+
+    rows: dict[str, Tensor] = {}
+    targets = [("", y)] if classes is None else [
+        (f" c{i + 1}", torch.full_like(y, c)) for i, c in enumerate(classes)]
+    for label in explainers:
+        name, opts = resolve_explainer(label, None, args.layer)
+        for suffix, t in targets:
+            for who, m in (("original", original), ("fooled", fooled)):
+                rows[f"{who} {label}{suffix}"] = fooling_maps(m, x, t, name, opts).cpu()
+    return explanation_grid(x.cpu(), rows, path, column_titles=titles)
+
+
+def _explainer_list(args: argparse.Namespace, fooled_with: str | None) -> list[str]:
+    listed = getattr(args, "eval_explainers", None) or (
+        list(args.explainer) if isinstance(args.explainer, list) else HEO_INTERPRETERS)
+    if fooled_with and fooled_with not in listed:
+        listed = [fooled_with, *listed]
+    return listed
+
+
+def cmd_fool(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
+    """``xred fool``: fine-tune, evaluate, draw; returns the metrics."""
+    from xred import models
+    from xred.attacks.manipulate import FOOLING_DEFAULTS, fool, fooling_config
+    from xred.io import read_json
+    from xred.provenance import command_line
+
+    info = models.describe(args.model)
+    classes = parse_classes(args.classes, info["classes"])
+    if args.fooling == "active" and classes is None:
+        raise XredError("active fooling needs --classes c1,c2")
+    args.layer = args.layer or info["cam_layer"]
+    train = _data(info, args, "train")
+    if args.limit:
+        gen = torch.Generator().manual_seed(args.seed)
+        train = train.subset(torch.randperm(len(train), generator=gen)[:args.limit])
+    epochs = args.epochs
+    if args.steps and not epochs:  # --steps alone: as many epochs as the steps need
+        per_epoch = math.ceil(len(train) / (args.batch_size or FOOLING_DEFAULTS["batch_size"]))
+        epochs = math.ceil(args.steps / per_epoch)
+    config = fooling_config(lr=args.lr, epochs=epochs, batch_size=args.batch_size,
+                            seed=args.seed, max_steps=args.steps,
+                            checkpoint_every=args.checkpoint_every, progress=not args.quiet)
+    out = Path(args.out)
+    fooled = fool(args.model, fooling=args.fooling, explainer=args.explainer, data=train,
+                  config=config, out=out, lam=args.lam, classes=classes, layer=args.layer,
+                  k=args.k, device=args.device, command=command_line(argv))
+    original = models.load(args.model, device=args.device or "cpu")
+    block = read_json(out / "model.json")["fooling"]
+    result = _evaluation(original, fooled, info, args, _explainer_list(args, args.explainer),
+                         classes, out)
+    return {"model": args.model, "fooled_model": str(out), "fooling": args.fooling,
+            "explainer": args.explainer, "lam": args.lam, "lr": config.lr,
+            "steps": block["steps"], "train_size": len(train), **result,
+            "history": block["history"]}
+
+
+def _recorded_fooling(path: str) -> dict[str, Any]:
+    """The ``fooling`` block of an xred fool output's sidecar ({} if there is none)."""
+    from xred.io import read_json
+
+    p = Path(path)
+    sidecar = p / "model.json" if p.is_dir() else p.with_suffix(".json")
+    return dict(read_json(sidecar).get("fooling") or {}) if sidecar.is_file() else {}
+
+
+def cmd_evaluate(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
+    """``xred evaluate``: compare a fooled model with its original; returns the metrics."""
+    from xred import models
+
+    info = models.describe(args.original)
+    fooled_info = models.describe(args.fooled)
+    if fooled_info["architecture"] != info["architecture"]:
+        raise XredError(f"{args.fooled} is a {fooled_info['architecture']}, {args.original} a "
+                        f"{info['architecture']}; compare a fooled model with its own original")
+    recorded = _recorded_fooling(args.fooled)
+    args.fooling = args.fooling or recorded.get("fooling")
+    if args.fooling is None:
+        raise XredError(f"{args.fooled} does not record its fooling; pass --fooling")
+    if args.explainer is None:
+        args.explainer = list(HEO_INTERPRETERS)
+        if recorded.get("explainer") and recorded["explainer"] not in args.explainer:
+            args.explainer.insert(0, recorded["explainer"])
+    if args.classes is None and recorded.get("classes"):
+        args.classes = ",".join(str(c) for c in recorded["classes"])
+    classes = parse_classes(args.classes, info["classes"])
+    args.layer = args.layer or info["cam_layer"]
+    device = args.device or "cpu"
+    original = models.load(args.original, device=device)
+    fooled = models.load(args.fooled, device=device)
+    result = _evaluation(original, fooled, info, args, _explainer_list(args, None), classes,
+                         Path(args.out))
+    return {"original": args.original, "fooled": args.fooled, **result}

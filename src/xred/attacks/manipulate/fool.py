@@ -1,0 +1,145 @@
+"""Adversarial model manipulation (Heo et al. 2019): fine-tune a copy of a model so that its
+explanations lie while its accuracy stays, with the one training loop :func:`xred.engine.fit`.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from collections.abc import Mapping
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from xred import models
+from xred.data.base import ArrayDataset
+from xred.engine import TrainConfig, fit
+from xred.errors import XredError
+from xred.io import read_json
+from xred.metrics.fooling import FOOLINGS, resolve_explainer
+
+__all__ = ["fool", "fooling_config", "resolve_model"]
+
+#: Heo et al.'s fine-tuning: Adam, BatchNorm frozen (eval mode), a constant learning rate.
+FOOLING_DEFAULTS: dict[str, Any] = dict(epochs=1, batch_size=32, optimizer="adam", lr=1e-4,
+                                        weight_decay=0.0, schedule="constant", eval_mode=True,
+                                        checkpoint_every=100)
+#: Composites built for Active fooling when none are given (the paper used 1,100).
+ACTIVE_COMPOSITES = 1000
+
+
+def _first_inputs(data: Any, n: int = 2) -> tuple[Tensor, Tensor]:
+    """A small batch of ``data`` (an ArrayDataset or any map-style (x, y) dataset)."""
+    if isinstance(data, ArrayDataset):
+        return data[torch.arange(min(n, len(data)))]
+    items = [data[i] for i in range(min(n, len(data)))]
+    return (torch.stack([torch.as_tensor(x) for x, _ in items]),
+            torch.as_tensor([int(y) for _, y in items]))
+
+
+def fooling_config(**overrides: Any) -> TrainConfig:
+    """A :class:`~xred.engine.TrainConfig` with Heo et al.'s fine-tuning defaults (Adam, eval
+    mode, constant lr 1e-4, no weight decay, batch 32, one epoch) and ``overrides`` (None values
+    are ignored)."""
+    return TrainConfig(**{**FOOLING_DEFAULTS,
+                          **{k: v for k, v in overrides.items() if v is not None}})
+
+
+def resolve_model(model: nn.Module | str | os.PathLike, architecture: str | None = None,
+                  arch_kwargs: Mapping[str, Any] | None = None
+                  ) -> tuple[nn.Module, str | None, dict[str, Any], str | None]:
+    """(model, architecture, arch_kwargs, reference string) for a model object or a registry
+    name / xred checkpoint path (loaded here)."""
+    if isinstance(model, nn.Module):
+        return model, architecture, dict(arch_kwargs or {}), None
+    ref = str(model)
+    info = models.describe(ref)
+    kwargs: dict[str, Any] = dict(arch_kwargs or {})
+    path = Path(ref)
+    if ref not in models.available() and path.exists():
+        sidecar = (path / "model.json") if path.is_dir() else path.with_suffix(".json")
+        kwargs = {**read_json(sidecar).get("arch_kwargs", {}), **kwargs}
+    return models.load(ref), architecture or info["architecture"], kwargs, ref
+
+
+def fool(model: nn.Module | str | os.PathLike, *, fooling: str, explainer: str,
+         explainer_options: Mapping[str, Any] | None = None, data: Any,
+         config: TrainConfig | None = None, out: str | os.PathLike, lam: float,
+         mask: Tensor | None = None, classes: tuple[int, int] | None = None,
+         composites: Any = None, layer: str | None = None, k: float = 10.0,
+         fool_batch_size: int | None = None, architecture: str | None = None,
+         arch_kwargs: Mapping[str, Any] | None = None, device: str | torch.device | None = None,
+         command: str | None = None) -> nn.Module:
+    """Fine-tune a copy of ``model`` with CE + λ·L_F (Heo et al. Eq. 2) and return it.
+
+    - ``model``: an ``nn.Module`` (then pass ``architecture=`` for saving) or a registry name /
+      xred checkpoint path; it is never modified (the fooled model is a new one).
+    - ``fooling``: location | topk | center-mass | active; ``explainer`` a registry name or
+      ``lrp_t`` / ``simplegrad_t`` with ``explainer_options``; ``layer`` (default: the
+      architecture's Grad-CAM layer) for gradcam, lrp_t and simplegrad_t.
+    - ``data``: the training set D (an ArrayDataset); for Active fooling also D_fool =
+      ``composites`` of ``classes`` = (c₁, c₂) (default: 1,000 built from ``data``).
+    - ``config``: a TrainConfig (default :func:`fooling_config`); it always runs in eval mode
+      (BatchNorm frozen). Interrupted runs resume from ``out``; exact resume holds.
+    - ``mask`` (Location): the target map, default the ⌊size/7⌋ frame; ``k`` (Top-k) in %.
+
+    Writes ``out/model.safetensors`` + sidecar via :func:`xred.models.save` (the original's
+    architecture; the sidecar's ``fooling`` block records fooling, explainer, λ, lr, steps, seed
+    and the per-epoch history; ``provenance`` the command and versions).
+    """
+    from xred.attacks.manipulate.objectives import fooling_objective
+    from xred.provenance import record
+
+    if fooling not in FOOLINGS:
+        raise XredError(f"unknown fooling {fooling!r}; valid: {', '.join(FOOLINGS)}")
+    original, arch, kwargs, source = resolve_model(model, architecture, arch_kwargs)
+    if arch is None:
+        raise XredError("fool() got a model object: pass architecture=NAME (its registry "
+                        "architecture) so the fooled model can be saved and loaded")
+    models.get_architecture(arch)
+    if layer is None and explainer in ("gradcam", "lrp_t", "simplegrad_t") and not (
+            explainer_options and "layer" in explainer_options):
+        layer = models.cam_layer(arch)
+    name, options = resolve_explainer(explainer, explainer_options, layer)
+    config = fooling_config() if config is None else replace(config, eval_mode=True)
+    if len(data) == 0:
+        raise XredError("fool() got an empty training set")
+    if fooling == "active":
+        if classes is None:
+            raise XredError("active fooling needs classes=(c1, c2)")
+        if composites is None:
+            from xred.data.composites import two_class_composites
+
+            composites = two_class_composites(data, int(classes[0]), int(classes[1]),
+                                              ACTIVE_COMPOSITES, seed=config.seed)
+
+    objective = fooling_objective(fooling, original, explainer, explainer_options, lam,
+                                  layer=layer, mask=mask, k=k, composites=composites,
+                                  classes=classes, fool_batch_size=fool_batch_size)
+    fooled = copy.deepcopy(original)
+    fooled.requires_grad_(True)
+    dev = torch.device(device) if device is not None else next(original.parameters()).device
+    fooled.to(dev)
+    x0, y0 = _first_inputs(data)
+    objective.check(fooled, x0.to(dev), y0.to(dev))
+
+    result = fit(fooled, objective, data, config, out, device=dev)
+    fooled.eval()
+    block = {"fooling": fooling, "explainer": explainer, "explainer_name": name,
+             "explainer_options": options, "lam": float(lam), "lr": config.lr,
+             "steps": result.steps, "epochs": config.epochs, "batch_size": config.batch_size,
+             "seed": config.seed, "k": k if fooling == "topk" else None,
+             "classes": list(classes) if classes is not None else None,
+             "mask": ("frame" if mask is None else "custom") if fooling == "location" else None,
+             "original": source, "history": result.history}
+    provenance = record(command, {**asdict(config), **{k_: v for k_, v in block.items()
+                                                       if k_ != "history"}}, config.seed)
+    if int(os.environ.get("RANK", "0")) == 0:
+        classes_meta = getattr(data, "classes", None)
+        models.save(fooled, Path(out), architecture=arch, arch_kwargs=kwargs,
+                    **({"classes": classes_meta} if classes_meta else {}),
+                    fooling=block, provenance=provenance)
+    return fooled
