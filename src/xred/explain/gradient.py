@@ -104,18 +104,23 @@ def _sum_of_gradients(model: nn.Module, x: Tensor, target: int | Tensor | None,
 
     The n_points · N evaluations are laid out point-major (row r is point r // N of sample r % N,
     Captum's order) and run in chunks of ``batch_size`` rows: one forward and backward per chunk,
-    no per-sample loop. One extra no-grad forward of x checks the input and resolves the target.
+    no per-sample loop. Only for ``target=None`` an extra no-grad forward of x finds the
+    prediction; a given target is checked against the first chunk's logits.
     """
     n = x.shape[0]
-    with torch.no_grad():  # checks the input and target; None: the prediction at x
-        t = resolve_target(target, run_model(model, x))
+    t = None
+    if target is None:
+        with torch.no_grad():
+            t = resolve_target(None, run_model(model, x))
     total = torch.zeros_like(x)
     shape = (-1,) + (1,) * (x.dim() - 1)
     for start in range(0, n_points * n, batch_size):
         rows = torch.arange(start, min(start + batch_size, n_points * n), device=x.device)
         step, sample = rows // n, rows % n
         pts = input_leaf(points(step, sample))
-        logits = run_model(model, pts)
+        logits = run_model(model, pts, shape=tuple(x.shape))
+        if t is None:
+            t = resolve_target(target, logits.new_empty(n, logits.shape[-1]))
         (grad,) = torch.autograd.grad(select(logits, t[sample]), pts, create_graph=create_graph)
         total = total.index_add(0, sample, grad * weights[step].to(grad.dtype).reshape(shape))
     return total
