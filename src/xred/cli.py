@@ -256,6 +256,76 @@ def cmd_explain(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
             "figure": figure, "maps": str(out / "maps.safetensors")}
 
 
+def cmd_tamper(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
+    from xred.attacks.architecture.run import tamper_and_evaluate
+    from xred.provenance import command_line
+
+    result = tamper_and_evaluate(args.model, args.technique, args.out, target=args.target,
+                                 sticker=args.sticker, layer=args.layer, epsilon=args.epsilon,
+                                 weights=args.weights, count=args.count,
+                                 calibration=args.calibration, seed=args.seed,
+                                 data_dir=args.data_dir, device=args.device,
+                                 command=command_line(argv))
+    parts = [result["clean"], result["sticker"]] if "clean" in result else [result]
+    for label, part in zip(["clean", "sticker"] if len(parts) == 2 else [""], parts,
+                           strict=True):
+        to, l1 = (("the original map", part["l1_original"]) if label == "clean"
+                  else ("the desired map", part["l1_desired"]))
+        print(f"{result['paper_technique']} {args.technique}{' ' + label if label else ''}: "
+              f"same predictions {100 * part['same_predictions']:.2f} %, max |Δlogit| "
+              f"{part['linf_max']:.3g}, Grad-CAM L1 to {to} {l1:.3g}")
+    print(f"model: {result['saved']}\nfigure: {result['figure']}")
+    return result
+
+
+def cmd_inspect(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
+    from xred import models
+    from xred.attacks.architecture.detect import inspect_model, probe_inputs
+
+    info = models.describe(args.model)
+    shape = tuple(args.input_shape or info["input_shape"])
+    if not shape:
+        raise XredError(f"{args.model} does not say which inputs it takes; pass --input-shape "
+                        "C H W")
+    model = models.load(args.model, weights=args.weights, device=args.device or "cpu")
+    reference = None
+    if args.reference:
+        reference = models.load(args.reference, device=args.device or "cpu")
+    report = inspect_model(model, reference=reference,
+                           inputs=probe_inputs(shape, n=args.probes, seed=args.seed))
+    for f in report.findings:
+        print(f"{'!' if f.suspicious else '-'} [{f.check}] {f.where}: {f.detail}")
+    verdict = ("FLAGGED: signs of architecture surgery on the explanation" if report.flagged
+               else "nothing suspicious found")
+    print(f"{args.model}: {verdict}"
+          + (f" (compared with {args.reference})" if args.reference else ""))
+    return {"model": args.model, "reference": args.reference, **report.to_dict()}
+
+
+# Experiment kinds `xred run CONFIG` dispatches on: "kind" -> (module, function(config, out,
+# command=...) returning the metrics).
+RUNNERS = {"viering_tables": ("xred.attacks.architecture.experiment", "run_viering_tables")}
+
+
+def cmd_run(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
+    import importlib
+
+    from xred.io import read_json
+    from xred.provenance import command_line
+
+    config = read_json(args.config)
+    kind = config.get("kind") if isinstance(config, dict) else None
+    if kind not in RUNNERS:
+        raise XredError(f"{args.config}: unknown experiment kind {kind!r}; valid: "
+                        f"{', '.join(sorted(RUNNERS))}")
+    module, function = RUNNERS[kind]
+    runner = getattr(importlib.import_module(module), function)
+    metrics = runner(config, args.out, command=command_line(argv), progress=not args.quiet)
+    if "report" in metrics:
+        print(f"report: {metrics['report']}")
+    return metrics
+
+
 def cmd_demo(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
     from xred.demo import run_demo
 
@@ -328,6 +398,47 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--target", type=int, help="class to explain (default: the prediction)")
     sp.add_argument("--layer", help="layer for Grad-CAM (default: the model's last conv block)")
     sp.add_argument("--interpreter", help="trained RTS interpreter (for --method rts)")
+
+    sp = add("tamper", cmd_tamper, "make Grad-CAM lie by editing the architecture (Viering et "
+             "al. 2019): writes the manipulated model, metrics.json and gradcam.png")
+    sp.add_argument("--model", required=True, help="name (see `xred models`) or checkpoint")
+    sp.add_argument("--technique", required=True,
+                    choices=["constant", "image", "random", "backdoor"],
+                    help="T1 constant map, T2 picture, T3 input-dependent noise, T4 backdoor")
+    sp.add_argument("--target", help="image file (PNG, ...) Grad-CAM should show (T1, T2, T4; "
+                    "default: uniform for constant, a smiley otherwise)")
+    sp.add_argument("--sticker", help="image file: the backdoor's trigger patch, used at its "
+                    "pixel size (default: a checkerboard)")
+    sp.add_argument("--layer", help="layer to attack (default: the model's Grad-CAM layer)")
+    sp.add_argument("--epsilon", type=float, default=0.01, help="T3's ε (default 0.01)")
+    sp.add_argument("--weights", help="weights file for a named architecture")
+    sp.add_argument("--count", type=int, default=500, help="test inputs to measure on")
+    sp.add_argument("--calibration", type=int, default=1000,
+                    help="training inputs the constants are chosen from")
+    sp.add_argument("--seed", type=int, default=0)
+
+    sp = add("inspect", cmd_inspect, "look for architecture surgery on explanations: mod "
+             "operations, huge weights, constant channels; with --reference, every difference")
+    sp.add_argument("model", help="name or checkpoint path")
+    sp.add_argument("--reference", help="the architecture it should be (name or checkpoint)")
+    sp.add_argument("--weights", help="weights file for a named architecture")
+    sp.add_argument("--input-shape", type=int, nargs="+", help="input shape C H W (default: "
+                    "the model's)")
+    sp.add_argument("--probes", type=int, default=6, help="random probe inputs (default 6)")
+    sp.add_argument("--seed", type=int, default=0)
+
+    sp = add("run", cmd_run, "run an experiment config (experiments/*.json) and write its report")
+    sp.add_argument("config", help="experiment config (JSON with a \"kind\")")
+    sp.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    from xred.attacks.manipulate import commands as fooling
+
+    fooling.add_fool_arguments(add(
+        "fool", fooling.cmd_fool, "fool an interpreter by fine-tuning the model (Heo et al. "
+        "2019): writes the fooled model, accuracy and fooling success rate (FSR), and a figure"))
+    fooling.add_evaluate_arguments(add(
+        "evaluate", fooling.cmd_evaluate, "accuracy and FSR of a fooled model against its "
+        "original (Heo et al. 2019)"))
 
     add("demo", cmd_demo, "the main job: evaluate the zoo on Fashion-MNIST and "
         "EfficientNet-Lite0 on the sample photos")

@@ -136,6 +136,22 @@ register(Architecture(
     partial(_no_shipped_weights, "rts")))
 
 
+def _tampered(**kwargs: Any) -> nn.Module:
+    from xred.attacks.architecture.surgery import build_tampered
+
+    return build_tampered(**kwargs)
+
+
+def _tampered_weights(weights: str | Path | None = None) -> dict[str, Tensor]:
+    raise XredError("'tampered' models are made by architecture surgery: run `xred tamper --model "
+                    "M --technique T --out DIR` and load DIR")
+
+
+register(Architecture(
+    "tampered", "A classifier whose Grad-CAM was manipulated by architecture surgery (Viering "
+    "et al. 2019; made by `xred tamper`)", _tampered, "any", (), list, "cam", _tampered_weights))
+
+
 def available() -> list[str]:
     """Names :func:`load` accepts."""
     return sorted(ARCHITECTURES)
@@ -235,8 +251,10 @@ def describe(name_or_path: str | os.PathLike) -> dict[str, Any]:
         meta = read_json(sidecar)
         arch = get_architecture(meta.get("architecture", "?"))
     return {"name": key, "architecture": arch.name, "description": arch.description,
-            "dataset": arch.dataset, "input_shape": list(arch.input_shape),
-            "classes": meta.get("classes") or arch.classes(), "cam_layer": cam_layer(arch.name),
+            "dataset": meta.get("dataset", arch.dataset),
+            "input_shape": list(meta.get("input_shape", arch.input_shape)),
+            "classes": meta.get("classes") or arch.classes(),
+            "cam_layer": meta.get("cam_layer") or cam_layer(arch.name),
             **{k: v for k, v in meta.items() if k in ("metrics", "provenance")}}
 
 
@@ -261,6 +279,10 @@ def check_input(x: Tensor, name: str) -> None:
     shape (N, *input_shape) (any H, W for ImageNet models) with values in [0, 1]."""
     arch = get_architecture(name)
     expected = arch.input_shape
+    if not expected:  # an architecture for any input (e.g. a wrapper): only the range is checked
+        if x.is_floating_point() and x.numel() and (x.min() < 0 or x.max() > 1):
+            raise XredError(f"{name} takes inputs in [0, 1], got [{x.min():.3g}, {x.max():.3g}]")
+        return
     got = tuple(x.shape[1:])
     if x.dim() != len(expected) + 1:
         raise XredError(f"{name} takes a batch of shape (N, {', '.join(map(str, expected))}); got "

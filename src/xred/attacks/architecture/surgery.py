@@ -1,0 +1,529 @@
+"""Architecture surgery that makes Grad-CAM lie while the predictions stay the same (Viering et al.
+2019, "How to manipulate CNNs to make them lie: the GradCAM case", BMVC workshop).
+
+A trained CNN is cut after its Grad-CAM layer A (:func:`~xred.attacks.architecture.split.split_at`);
+extra channels E are added next to A (the "extra filter" of the last conv layer) and connected to
+every logit (the classifier-head surgery). Grad-CAM at the augmented layer [A, E] is
+
+    ReLU(Σ_k α_k A_k + α_E E),   α = mean_ij ∂y_c/∂[A, E]_ij,
+
+and the surgery makes α_E·E dominate it by orders of magnitude, with no training at all:
+
+- **T1 constant** / **T2 image**: E = c_A·T, a fixed map (uniform, any shape, a picture; a smiley
+  by default for T2); the logits get w·(Σ_ij E_ij − Σ_ij c_A·T_ij), so α_E = w for every class.
+  The paper's bias shift −n_A·c_A·C_W cancels the new input; here c_A and w are powers of two and
+  T lies on a dyadic grid, so every sum is exact in float32 and the logits are bit-identical
+  (the paper's ‖y_o − y_n‖∞ = 0.017 came from float16 rounding of the same cancellation).
+- **T3 random**: E(x) = frac(round(C_u·uᵀA)·φ + r_ij), a pseudo-random function of the activations
+  (round has zero derivative, so it adds nothing to the gradients reaching A or the input) and the
+  paper's branch G = ε·mod(C_v·Σ_ij E_ij, 1) added to every logit: the logits move by less than
+  ε while α_E = ε·C_v makes Grad-CAM show the input-dependent noise E.
+- **T4 backdoor**: a detector s(x) ∈ {0, 1} — a conv filter matched to the sticker with its bias
+  set so only the sticker fires (score τ − mean squared difference to the sticker at every
+  position), global max-pool, a large gain, clipped to [0, 1] — switches E = s·c_A·T on. Without
+  the sticker E = 0 and Grad-CAM is exactly the original; with it Grad-CAM shows T. The logit term
+  w·(Σ E − s·Σ c_A·T) is exactly zero in both cases.
+
+Where the paper wires E into the first dense layer, xred adds E's path to the logit layer directly
+(a skip connection for heads with hidden dense layers): ∂y_c/∂E = w is then positive for every
+class c, whatever the head, which the paper's wiring does not guarantee.
+
+The constants come from the model's own statistics on calibration inputs: c_A = 100× the layer's
+99th-percentile activation (as the paper's c_A = 100 ≫ 1), and w (or ε·C_v) so that α_E·c_A is
+``dominance`` (1e4) times the largest original Grad-CAM value, and at least 1e4× the model's
+weight scale (the paper's C_W ≫ 1). The manipulated model is a :class:`TamperedModel`: the
+original network (a copy; the user's model is never changed) plus the added parts as parameters
+and buffers; it saves with safetensors and a JSON description (:func:`save_tampered`) and loads
+with ``xred.models.load(DIR)``; its Grad-CAM layer is ``"cam"``.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from xred.attacks.architecture import patterns
+from xred.attacks.architecture.split import Split, split_at
+from xred.errors import XredError
+
+__all__ = ["CAM_LAYER", "TECHNIQUES", "TamperedModel", "base_gradcam", "build_tampered",
+           "save_tampered", "tamper"]
+
+#: Technique names (the CLI's ``--technique``) and the paper's names for them.
+TECHNIQUES = {"constant": "T1", "image": "T2", "random": "T3", "backdoor": "T4"}
+_ALIASES = {v.lower(): k for k, v in TECHNIQUES.items()} | {"smiley": "image", "noise": "random"}
+#: Module name of the augmented layer [A, E] where Grad-CAM is fooled.
+CAM_LAYER = "cam"
+
+GOLDEN = 0.6180339887498949  # frac(k·φ) spreads the integers k evenly over [0, 1) (Weyl)
+
+
+def _pow2_at_least(v: float) -> float:
+    """The smallest power of two ≥ v (v > 0)."""
+    return float(2.0 ** math.ceil(math.log2(v)))
+
+
+# ------------------------------------------------------------------------------- the new parts
+# Shape-dependent helpers are leaf functions for torch.fx (``torch.fx.wrap``), so that tracers
+# (LRP's) see them as one step instead of failing on Python control flow over shapes.
+
+
+def _fit(field: Tensor, like: Tensor) -> Tensor:
+    """``field`` (m, *spatial) in ``like``'s dtype, resized (nearest) to ``like``'s resolution,
+    as (1, m, *spatial)."""
+    f = field.to(like.dtype)
+    if tuple(f.shape[1:]) != tuple(like.shape[2:]):
+        f = F.interpolate(f[None], size=tuple(like.shape[2:]), mode="nearest")[0]
+    return f[None]
+
+
+def _constant(pattern: Tensor, a: Tensor) -> Tensor:
+    """The pattern expanded over ``a``'s batch: (N, m, *spatial)."""
+    p = _fit(pattern, a)
+    return p.expand(a.shape[0], *p.shape[1:])
+
+
+def _gate(e: Tensor, switch: Tensor) -> Tensor:
+    """E·s per sample (s of shape (N, 1))."""
+    return e * switch.reshape(-1, *[1] * (e.dim() - 1))
+
+
+def _spatial_sum(t: Tensor) -> Tensor:
+    """Σ over the spatial dimensions: (N, m, *spatial) → (N, m)."""
+    return t.flatten(2).sum(2)
+
+
+torch.fx.wrap("_fit")
+torch.fx.wrap("_constant")
+torch.fx.wrap("_gate")
+torch.fx.wrap("_spatial_sum")
+
+
+class ConstantMap(nn.Module):
+    """The extra filter of T1/T2 (and T4's attacker map): channels whose output is the fixed
+    ``pattern`` (c_A·T) for every input, resized (nearest) if the layer's resolution changes."""
+
+    def __init__(self, channels: int, spatial: tuple[int, ...]) -> None:
+        super().__init__()
+        self.register_buffer("pattern", torch.zeros(channels, *spatial))
+
+    def forward(self, a: Tensor) -> Tensor:
+        return _constant(self.pattern, a)
+
+
+class HashNoise(nn.Module):
+    """T3's input-dependent noise channel: frac(round(C_u·uᵀA_ij)·φ + r_ij) in [0, 1), with u a
+    fixed unit vector over A's channels, φ the golden ratio and r a fixed random field (resized,
+    nearest, if the layer's resolution changes). Its derivative is zero (round), so it changes
+    no gradient that reaches A or the input."""
+
+    def __init__(self, channels: int, spatial: tuple[int, ...]) -> None:
+        super().__init__()
+        self.register_buffer("direction", torch.zeros(channels))
+        self.register_buffer("scale", torch.tensor(1.0))
+        self.register_buffer("offsets", torch.zeros(1, *spatial))
+
+    def forward(self, a: Tensor) -> Tensor:
+        p = torch.einsum("nc...,c->n...", a, self.direction.to(a.dtype)) * self.scale.to(a.dtype)
+        r = _fit(self.offsets, a)[:, 0]
+        return torch.remainder(torch.round(p) * GOLDEN + r, 1.0).unsqueeze(1)
+
+
+class StickerTrigger(nn.Module):
+    """T4's sticker detector s(x) ∈ [0, 1] (1 when the sticker is anywhere in the image):
+    ``match`` is a conv filter matched to the sticker whose bias makes its output, minus the
+    patch energy, equal to τ − mean((patch − sticker)²) at every position; global max-pool, a
+    large ``gain``, clipped to [0, 1]. So s = 1 when some patch is within mean squared difference
+    τ of the sticker (minus 1/gain) and s = 0 when none is within τ."""
+
+    def __init__(self, channels: int, size: tuple[int, int]) -> None:
+        super().__init__()
+        self.match = nn.Conv2d(channels, 1, size)
+        self.register_buffer("gain", torch.tensor(1.0))
+
+    def score(self, x: Tensor) -> Tensor:
+        """τ − mean squared difference to the sticker at every position, (N, 1, H', W')."""
+        c = x.shape[1]
+        energy = F.avg_pool2d(x.square().sum(1, keepdim=True), self.match.kernel_size, stride=1)
+        return self.match(x) - energy / c
+
+    def forward(self, x: Tensor) -> Tensor:
+        best = F.adaptive_max_pool2d(self.score(x), 1).flatten(1)
+        return (best * self.gain.to(x.dtype)).clamp(0, 1)
+
+
+class Augment(nn.Module):
+    """The augmented layer [A, E] (channel concatenation): where Grad-CAM is computed."""
+
+    def forward(self, a: Tensor, e: Tensor) -> Tensor:
+        return torch.cat([a, e.to(a.dtype)], 1)
+
+
+class ExtraLogits(nn.Module):
+    """The added path from the extra channels to every logit (the classifier-head surgery).
+
+    ``"cancel"`` (T1, T2, T4): w·Σ_ij E_ij − w·s·Σ_ij P_ij, P the constant pattern and s the
+    trigger (1 without one); exactly zero when E = s·P. ``"mod"`` (T3): the paper's
+    G = ε′·mod(C_v·Σ_ij E_ij, 1) with ε′ = ε·(1 − 2⁻¹⁰) < ε (so that float32 rounding of y + G
+    cannot exceed ε)."""
+
+    def __init__(self, mode: str) -> None:
+        super().__init__()
+        self.mode = mode
+        self.register_buffer("weight", torch.tensor(1.0))
+        self.register_buffer("epsilon", torch.tensor(0.0))
+
+    def forward(self, e: Tensor, pattern: Tensor | None = None,
+                switch: Tensor | None = None) -> Tensor:
+        w = self.weight.to(e.dtype)
+        if self.mode == "mod":
+            eps = self.epsilon.to(e.dtype) * (1 - 2.0 ** -10)
+            return eps * torch.remainder(w * _spatial_sum(e).sum(1, keepdim=True), 1.0)
+        reference = _spatial_sum(pattern)  # (1, m)
+        if switch is not None:
+            reference = switch * reference
+        return w * (_spatial_sum(e) - reference).sum(1, keepdim=True)
+
+
+# ------------------------------------------------------------------------------- the model
+
+
+class TamperedModel(nn.Module):
+    """A classifier whose Grad-CAM at layer ``"cam"`` was manipulated by architecture surgery
+    (Viering et al. 2019, techniques T1–T4; see the module docstring).
+
+    ``base`` is the original network (kept whole: its parameters are ``base.*``), cut after
+    ``layer``; ``branch`` makes the extra channels, ``trigger`` is T4's sticker detector,
+    ``cam`` the augmented layer and ``extra`` the path to the logits. ``target`` holds the
+    normalised map the attack shows (T1, T2, T4). Build with :func:`tamper`.
+    """
+
+    def __init__(self, base: nn.Module, layer: str, technique: str, *, channels: int,
+                 spatial: tuple[int, ...], sticker_shape: tuple[int, ...] | None = None,
+                 spec: dict[str, Any] | None = None) -> None:
+        super().__init__()
+        if technique not in TECHNIQUES:
+            raise XredError(f"unknown technique {technique!r}; valid: {', '.join(TECHNIQUES)}")
+        self.base = base
+        self.split: Split = split_at(base, layer)
+        self.layer, self.technique, self.channels = layer, technique, channels
+        self.spatial = tuple(spatial)
+        self.branch: nn.Module = (HashNoise(channels, self.spatial) if technique == "random"
+                                  else ConstantMap(1, self.spatial))
+        self.trigger: StickerTrigger | None = None
+        if technique == "backdoor":
+            if sticker_shape is None or len(sticker_shape) != 3:
+                raise XredError("the backdoor needs the sticker's shape (C, k_h, k_w)")
+            self.trigger = StickerTrigger(sticker_shape[0], tuple(sticker_shape[1:]))
+        self.cam = Augment()
+        self.extra = ExtraLogits("mod" if technique == "random" else "cancel")
+        self.register_buffer("target", torch.zeros(self.spatial))
+        self.spec: dict[str, Any] = dict(spec or {})
+
+    @property
+    def paper_name(self) -> str:
+        return TECHNIQUES[self.technique]
+
+    def forward(self, x: Tensor) -> Tensor:
+        a = self.split.features(x)
+        e = self.branch(a)
+        switch = None
+        if self.trigger is not None:
+            switch = self.trigger(x)
+            e = _gate(e, switch)
+        augmented = self.cam(a, e)
+        y = self.split.head(augmented[:, :self.channels])
+        pattern = None
+        if isinstance(self.branch, ConstantMap):
+            pattern = _fit(self.branch.pattern, a)
+        return y + self.extra(augmented[:, self.channels:], pattern, switch)
+
+    @torch.no_grad()
+    def desired_map(self, x: Tensor) -> Tensor:
+        """The normalised map (N, *spatial) the attack makes Grad-CAM show on ``x``: the target
+        (T1, T2, T4 — for T4 whether or not the sticker is there) or T3's noise E(x)."""
+        a = self.split.features(x)
+        if self.technique == "random":
+            e = self.branch(a)[:, 0]
+            return e / e.flatten(1).amax(1).clamp(min=1e-12).reshape(-1, *[1] * (e.dim() - 1))
+        t = self.target.to(a.dtype)
+        if tuple(t.shape) != tuple(a.shape[2:]):
+            t = patterns.resize_map(t, tuple(a.shape[2:]))
+            t = t / t.max().clamp(min=1e-12)
+        return t.expand(a.shape[0], *t.shape)
+
+    @torch.no_grad()
+    def triggered(self, x: Tensor) -> Tensor:
+        """T4: whether the sticker detector fires on each input, (N,) bool (False otherwise)."""
+        if self.trigger is None:
+            return torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
+        return self.trigger(x)[:, 0] > 0.5
+
+
+def build_tampered(**spec: Any) -> TamperedModel:
+    """Rebuild an (untrained) :class:`TamperedModel` from the JSON description :func:`save_tampered`
+    writes as ``arch_kwargs``; :func:`xred.models.load` then reads the tensors into it."""
+    from xred import models
+
+    required = ("base", "layer", "technique", "channels", "spatial")
+    missing = [k for k in required if k not in spec]
+    if missing:
+        raise XredError("'tampered' models are made by architecture surgery: run `xred tamper "
+                        "--model M --technique T --out DIR` (or xred.attacks.architecture."
+                        f"tamper) and load DIR (missing: {', '.join(missing)})")
+    base_spec = spec["base"]
+    base = models.build(base_spec["architecture"], **base_spec.get("arch_kwargs", {})).eval()
+    sticker = spec.get("sticker_shape")
+    return TamperedModel(base, spec["layer"], spec["technique"], channels=int(spec["channels"]),
+                         spatial=tuple(spec["spatial"]),
+                         sticker_shape=tuple(sticker) if sticker else None, spec=spec)
+
+
+# ------------------------------------------------------------------------------- calibration
+
+
+def _resolve_model(model: str | os.PathLike | nn.Module, weights: str | os.PathLike | None,
+                   architecture: str | None, arch_kwargs: dict[str, Any] | None
+                   ) -> tuple[nn.Module, dict[str, Any] | None, dict[str, Any]]:
+    """(model, base spec for saving or None, what is known about it: dataset, classes, ...)."""
+    from xred import models
+    from xred.io import read_json
+
+    if isinstance(model, nn.Module):
+        spec = None if architecture is None else {"architecture": architecture,
+                                                  "arch_kwargs": dict(arch_kwargs or {})}
+        info: dict[str, Any] = {}
+        if architecture is not None:
+            arch = models.get_architecture(architecture)
+            info = {"dataset": arch.dataset, "input_shape": list(arch.input_shape),
+                    "cam_layer": models.cam_layer(architecture), "name": architecture}
+        return model, spec, info
+    info = models.describe(model)
+    loaded = models.load(model, weights=weights)
+    key = os.fspath(model)
+    if key in models.ARCHITECTURES:
+        kwargs = dict(models.ARCHITECTURES[key].kwargs)
+    else:
+        path = Path(key)
+        tensors = path / "model.safetensors" if path.is_dir() else path
+        kwargs = dict(read_json(tensors.with_suffix(".json")).get("arch_kwargs", {}))
+    return loaded, {"architecture": info["architecture"], "arch_kwargs": kwargs}, info
+
+
+def _check_calibration(x: Any) -> Tensor:
+    if not isinstance(x, Tensor) or not x.is_floating_point() or x.dim() < 2 or not len(x):
+        raise XredError("tamper needs calibration inputs: a float tensor batch (N, ...) in "
+                        "[0, 1] of the model's inputs (e.g. 500 test images)")
+    if not torch.isfinite(x).all() or x.min() < 0 or x.max() > 1:
+        raise XredError("calibration inputs must be finite and lie in [0, 1]")
+    return x
+
+
+def _weight_scale(model: nn.Module) -> float:
+    """Median over conv/dense kernels of their largest |weight|: the model's weight scale."""
+    from xred.attacks.architecture.detect import peak
+
+    peaks = [peak(p) for n, p in model.named_parameters()
+             if p.dim() >= 2 and p.numel() and n.endswith("weight")]
+    return float(torch.tensor(peaks).median()) if peaks else 1.0
+
+
+def _gradcam_peak(split: Split, x: Tensor, batch_size: int) -> tuple[float, float, Tensor]:
+    """(largest |signed Grad-CAM| over the top-2 classes, 99th percentile of |A|, predictions)
+    on ``x``: the statistics the constants are chosen from."""
+    peak, values, preds = 0.0, [], []
+    gen = torch.Generator().manual_seed(0)
+    for chunk in x.split(batch_size):
+        with torch.no_grad():
+            a = split.features(chunk)
+        with torch.enable_grad():
+            a = a.detach().requires_grad_(True)
+            y = split.head(a.clone())  # a head may work in place (torchvision DenseNet's ReLU)
+            if not isinstance(y, Tensor) or y.dim() != 2 or y.shape[0] != len(chunk):
+                raise XredError("surgery needs a classifier returning logits (N, classes); the "
+                                f"model returned {getattr(y, 'shape', type(y).__name__)}")
+            top = y.topk(min(2, y.shape[1]), dim=1).indices
+            for j in range(top.shape[1]):
+                (g,) = torch.autograd.grad(y.gather(1, top[:, j:j + 1]).sum(), a,
+                                           retain_graph=j + 1 < top.shape[1])
+                alpha = g.mean(tuple(range(2, a.dim())), keepdim=True)
+                peak = max(peak, float((alpha * a).sum(1).abs().max().detach()))
+        preds.append(top[:, 0])
+        flat = a.detach().abs().flatten()
+        values.append(flat[torch.randperm(len(flat), generator=gen)[:200_000].to(flat.device)])
+    a_all = torch.cat(values).double()
+    return peak, float(a_all.quantile(0.99)) or float(a_all.max()), torch.cat(preds)
+
+
+def tamper(model: str | os.PathLike | nn.Module, technique: str, calibration: Tensor, *,
+           layer: str | None = None, target: patterns.TargetLike = None,
+           sticker: str | os.PathLike | Tensor | None = None, epsilon: float = 0.01,
+           dominance: float = 1e4, seed: int = 0, weights: str | os.PathLike | None = None,
+           architecture: str | None = None, arch_kwargs: dict[str, Any] | None = None,
+           batch_size: int = 250) -> TamperedModel:
+    """Make ``model``'s Grad-CAM lie with Viering et al.'s ``technique`` — ``"constant"`` (T1),
+    ``"image"`` (T2), ``"random"`` (T3) or ``"backdoor"`` (T4) — by architecture surgery, no
+    training. The model (a registry name, an xred checkpoint, or an ``nn.Module``: it is copied,
+    never changed) is cut after ``layer`` (default: its registered Grad-CAM layer, else the last
+    layer with a spatial output). ``calibration`` (N, ...) in [0, 1] are inputs whose statistics
+    choose the constants (and, for T4, the detector's threshold); ``target`` is the map to show
+    (T1: ``"uniform"`` by default; T2, T4: ``"smiley"``; or a tensor / image file); ``sticker``
+    T4's trigger (default: a checkerboard); ``epsilon`` T3's ε. For an ``nn.Module``, pass
+    ``architecture`` (a registry name) and ``arch_kwargs`` to be able to save the result."""
+    technique = _ALIASES.get(str(technique).lower(), str(technique).lower())
+    if technique not in TECHNIQUES:
+        raise XredError(f"unknown technique {technique!r}; valid: {', '.join(TECHNIQUES)} "
+                        "(or T1..T4)")
+    if not (isinstance(epsilon, (int, float)) and 0 < epsilon < 1):
+        raise XredError(f"epsilon must lie in (0, 1), got {epsilon!r}")
+    x = _check_calibration(calibration)
+    original, base_spec, info = _resolve_model(model, weights, architecture, arch_kwargs)
+    base = copy.deepcopy(original).eval()  # the user's model is never changed
+    param = next(base.parameters(), None)
+    x = x.to(param.device if param is not None else "cpu")
+    if layer is None:
+        layer = info.get("cam_layer") or None
+        if not layer or layer.startswith("<") or layer not in dict(base.named_modules()):
+            from xred.explain.base import last_spatial_layer
+
+            try:
+                layer = last_spatial_layer(base, x, "tamper")
+            except XredError:
+                raise XredError("the model has no convolutional layer (no layer with a "
+                                "spatial output (N, C, h, w)); Grad-CAM and this surgery need "
+                                "one") from None
+    split = split_at(base, layer)
+    with torch.no_grad():
+        a = split.features(x[:1])
+    if not isinstance(a, Tensor) or a.dim() not in (3, 4) or math.prod(a.shape[2:]) < 2:
+        raise XredError(f"layer {layer!r} gives {getattr(a, 'shape', type(a).__name__)}, not a "
+                        "convolutional activation (N, C, h, w) or (N, C, L); choose the last "
+                        "convolutional layer")
+    channels, spatial = int(a.shape[1]), tuple(int(s) for s in a.shape[2:])
+    peak, a_scale, preds = _gradcam_peak(split, x, batch_size)
+    a_scale = a_scale if a_scale > 0 else 1.0
+    peak = peak if peak > 0 else 1e-12
+    w_floor = 1e4 * _weight_scale(base)
+    gen = torch.Generator().manual_seed(seed)
+    sticker_t = None
+    if technique == "backdoor":
+        sticker_t = patterns.load_sticker(sticker, tuple(x.shape[1:]))
+    elif sticker is not None:
+        raise XredError(f"--sticker is for the backdoor technique, not {technique!r}")
+    if technique == "random" and target is not None:
+        raise XredError("the random technique shows input-dependent noise; it takes no target")
+    tampered = TamperedModel(base, layer, technique, channels=channels, spatial=spatial,
+                             sticker_shape=None if sticker_t is None else tuple(sticker_t.shape))
+    constants: dict[str, float] = {}
+    with torch.no_grad():
+        if technique == "random":
+            u = torch.randn(channels, generator=gen)
+            u = (u / u.norm()).to(x.device)
+            proj = torch.cat([torch.einsum("nc...,c->n...", split.features(c), u).flatten()
+                              for c in x.split(batch_size)])
+            spread = float(proj.double().std()) if proj.numel() > 1 else 0.0
+            scale_u = _pow2_at_least(1e3 / spread) if spread > 0 else 1.0
+            c_v = _pow2_at_least(max(2 * dominance * peak / epsilon, w_floor))
+            tampered.branch.direction.copy_(u)
+            tampered.branch.scale.fill_(scale_u)
+            tampered.branch.offsets.copy_(torch.rand(1, *spatial, generator=gen))
+            tampered.extra.weight.fill_(c_v)
+            tampered.extra.epsilon.fill_(epsilon)
+            constants = {"C_u": scale_u, "C_v": c_v, "epsilon": epsilon}
+        else:
+            default = "uniform" if technique == "constant" else "smiley"
+            t = patterns.target_map(target, spatial, default)
+            bits = patterns.grid_bits(math.prod(spatial))
+            c_a = _pow2_at_least(100 * a_scale)
+            w = _pow2_at_least(max(dominance * peak / c_a, w_floor))
+            tampered.target.copy_(t)
+            tampered.branch.pattern.copy_(c_a * patterns.quantize(t, bits)[None])
+            tampered.extra.weight.fill_(w)
+            constants = {"c_A": c_a, "C_W": w, "grid_bits": bits}
+            info["target"] = patterns.describe_target(target, default)
+        if sticker_t is not None:
+            assert tampered.trigger is not None
+            _calibrate_trigger(tampered.trigger, sticker_t.to(x.device), x, gen, batch_size,
+                               constants)
+    tampered.spec = {
+        "base": base_spec, "layer": layer, "technique": technique,
+        "channels": channels, "spatial": list(spatial),
+        "sticker_shape": None if sticker_t is None else list(sticker_t.shape),
+        "description": {
+            "paper": "Viering et al. 2019, How to manipulate CNNs to make them lie: the GradCAM "
+                     "case", "technique": f"{TECHNIQUES[technique]} {technique}",
+            "constants": constants, "dominance": dominance, "gradcam_peak": peak,
+            "activation_p99": a_scale, "calibration_inputs": len(x), "seed": seed,
+            **({"target": info["target"]} if "target" in info else {}),
+        },
+        "base_info": {k: info[k] for k in ("name", "dataset", "input_shape", "classes")
+                      if k in info},
+    }
+    with torch.no_grad():
+        new = torch.cat([tampered(c).argmax(1) for c in x.split(batch_size)])
+    if not torch.equal(new, preds):
+        raise XredError("the surgery changed predictions on the calibration inputs (float "
+                        "overflow?); try a smaller --dominance")  # pragma: no cover
+    return tampered.eval()
+
+
+def _calibrate_trigger(trigger: StickerTrigger, sticker: Tensor, x: Tensor,
+                       gen: torch.Generator, batch_size: int, constants: dict[str, float]) -> None:
+    """Set T4's matched filter from the sticker and its threshold τ from the calibration images:
+    τ = min(0.05, ¼ of the smallest mean squared difference between the sticker and any patch of
+    them), so no calibration image fires; a large gain turns the score into a 0/1 switch."""
+    c, kh, kw = sticker.shape
+    if x.dim() != 4 or x.shape[1] != c:
+        raise XredError(f"the backdoor needs image inputs (N, {c}, H, W), got {tuple(x.shape)}")
+    n = c * kh * kw
+    trigger.match.weight.copy_(2 * sticker[None] / n)
+    trigger.match.bias.fill_(-float(sticker.square().sum()) / n)
+    trigger.gain.fill_(1.0)
+    closest = min(float(-F.adaptive_max_pool2d(trigger.score(chunk), 1).max())
+                  for chunk in x.split(batch_size))
+    if closest < 4e-3:
+        raise XredError(f"the sticker already (almost) appears in the calibration images (mean "
+                        f"squared difference {closest:.2g}); use a more distinctive sticker")
+    tau = min(0.05, closest / 4)
+    gain = _pow2_at_least(1e4 / tau)
+    trigger.match.bias.add_(tau)
+    trigger.gain.fill_(gain)
+    stickered = patterns.paste_sticker(x, sticker, generator=gen)
+    fired = torch.cat([trigger(chunk)[:, 0] for chunk in stickered.split(batch_size)])
+    quiet = torch.cat([trigger(chunk)[:, 0] for chunk in x.split(batch_size)])
+    if not bool((fired == 1).all()) or bool(quiet.any()):  # pragma: no cover - guard
+        raise XredError("the sticker detector could not be calibrated on these inputs")
+    constants.update({"tau": tau, "gain": gain, "closest_natural_mse": closest})
+
+
+# ------------------------------------------------------------------------------- save, explain
+
+
+def save_tampered(model: TamperedModel, path: str | os.PathLike, **meta: Any) -> Path:
+    """Write ``path/model.safetensors`` + ``model.json`` (the surgery's JSON description as
+    ``arch_kwargs``; no pickle); ``xred.models.load(path)`` gives the model back."""
+    from xred import models
+
+    if not isinstance(model, TamperedModel):
+        raise XredError("save_tampered takes a TamperedModel (made by tamper())")
+    if model.spec.get("base") is None:
+        raise XredError("this tampered model does not know its base architecture; pass "
+                        "architecture=NAME (and arch_kwargs) to tamper() to be able to save it")
+    base_info = model.spec.get("base_info", {})
+    extra = {k: base_info[k] for k in ("dataset", "input_shape", "classes") if k in base_info}
+    return models.save(model, path, architecture="tampered", arch_kwargs=model.spec,
+                       cam_layer=CAM_LAYER, tamper=model.spec["description"], **extra, **meta)
+
+
+def base_gradcam(model: TamperedModel, x: Tensor, target: Tensor | int | None = None) -> Tensor:
+    """Grad-CAM of the *original* network (``model.base`` at the attacked layer), (N, *spatial)."""
+    from xred import explain
+
+    return explain.get("gradcam", model.base, layer=model.layer).attribute(x, target)
