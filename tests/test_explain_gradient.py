@@ -424,7 +424,9 @@ def test_smooth_relu_leaves_the_model_unchanged_and_is_removed_on_exception(mode
     assert not torch.allclose(before, smoothed)
     with pytest.raises(KeyError), smooth_relu(beta=5.0):
         raise KeyError
-    assert torch.equal(base.get("gradient", model).attribute(x, t[:1]), before)
+    # multi-threaded conv backward is not bitwise repeatable: equal up to float32 rounding
+    after = base.get("gradient", model).attribute(x, t[:1])
+    assert torch.allclose(after, before, rtol=1e-5, atol=1e-7)
     assert all_hooks_empty(model) and not model.training
     with pytest.raises(XredError, match="not both"), smooth_relu(beta=1.0, tau=1.0):
         pass
