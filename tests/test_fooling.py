@@ -3,7 +3,6 @@ scipy, a real Location fooling of fmnist-vgg's Grad-CAM, exact resume, and the e
 
 from __future__ import annotations
 
-import argparse
 import copy
 import math
 
@@ -408,16 +407,10 @@ def test_deletion_curve_and_aopc(fmnist_test):
 
 
 def test_fool_and_evaluate_commands(tmp_path, fmnist_test):
-    from xred.attacks.manipulate.commands import (
-        add_evaluate_parser,
-        add_fool_parser,
-        parse_classes,
-    )
+    from xred.attacks.manipulate.commands import parse_classes
+    from xred.cli import build_parser
 
-    parser = argparse.ArgumentParser()
-    sub = parser.add_subparsers(dest="command")
-    add_fool_parser(sub)
-    add_evaluate_parser(sub)
+    parser = build_parser()
     out = tmp_path / "fool"
     argv = ["fool", "--model", "fmnist-vgg", "--fooling", "active", "--explainer", "gradcam",
             "--classes", "Trouser,9", "--lam", "2", "--lr", "5e-4", "--steps", "6", "--limit",

@@ -1,9 +1,9 @@
 """``xred fool`` and ``xred evaluate``: thin command functions for Heo et al.'s model manipulation
 (the numerics live in :mod:`xred.attacks.manipulate` and :mod:`xred.metrics.fooling`).
 
-Wire them into the CLI with ``add_fool_parser(sub)`` / ``add_evaluate_parser(sub)`` (a subparser
-with xred's common options --out, --device, --data-dir, --download), or add only the command's
-own options to an existing subparser with ``add_fool_arguments`` / ``add_evaluate_arguments``.
+``xred.cli`` adds each command's own options to its subparser (which carries xred's common
+options --out, --device, --data-dir, --download) with ``add_fool_arguments`` /
+``add_evaluate_arguments``.
 Each ``cmd_*(args, argv)`` returns the dict that goes to ``metrics.json``.
 """
 
@@ -20,21 +20,14 @@ from torch import Tensor, nn
 from xred.errors import XredError
 from xred.metrics.fooling import FOOLINGS, INTERVALS
 
-__all__ = ["add_fool_parser", "add_fool_arguments", "cmd_fool", "add_evaluate_parser",
-           "add_evaluate_arguments", "cmd_evaluate", "parse_classes"]
+__all__ = ["add_evaluate_arguments", "add_fool_arguments", "cmd_evaluate", "cmd_fool",
+           "parse_classes"]
 
 HEO_INTERPRETERS = ["gradcam", "lrp_t", "simplegrad_t"]  # the columns of the paper's Table 1
 FIGURE_IMAGES = 6
 EVAL_COMPOSITES = 200  # the paper's hold-out composites for Active FSR
 
 
-def _common(sp: argparse.ArgumentParser) -> None:
-    sp.add_argument("--out", help="output folder (default: runs/COMMAND-TIME)")
-    sp.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cpu)")
-    sp.add_argument("--data-dir", help="folder with the data files (else $XRED_DATA, then "
-                    "the system folders)")
-    sp.add_argument("--download", action="store_true", help="fetch missing Fashion-MNIST "
-                    "with torchvision's downloader (needs internet; off by default)")
 
 
 def _shared(sp: argparse.ArgumentParser, required: bool = True) -> None:
@@ -70,13 +63,6 @@ def add_fool_arguments(sp: argparse.ArgumentParser) -> argparse.ArgumentParser:
     return sp
 
 
-def add_fool_parser(subparsers: Any) -> argparse.ArgumentParser:
-    """Add ``xred fool`` (with the common options) to the CLI's subparsers."""
-    help_ = ("fool an interpreter by fine-tuning the model (Heo et al. 2019): writes the fooled "
-             "model, its accuracy and fooling success rate (FSR), and a figure")
-    sp = subparsers.add_parser("fool", help=help_, description=help_)
-    _common(sp)
-    return add_fool_arguments(sp)
 
 
 def add_evaluate_arguments(sp: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -91,13 +77,6 @@ def add_evaluate_arguments(sp: argparse.ArgumentParser) -> argparse.ArgumentPars
     return sp
 
 
-def add_evaluate_parser(subparsers: Any) -> argparse.ArgumentParser:
-    """Add ``xred evaluate`` (with the common options) to the CLI's subparsers."""
-    help_ = ("measure how much a fooled model's explanations lie: accuracy before/after, "
-             "per-sample test losses and FSR (Heo et al. 2019)")
-    sp = subparsers.add_parser("evaluate", help=help_, description=help_)
-    _common(sp)
-    return add_evaluate_arguments(sp)
 
 
 def parse_classes(text: str | None, names: list[str]) -> tuple[int, int] | None:
