@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.func import functional_call
 
 import xred.models
 from xred.errors import XredError
@@ -40,3 +41,14 @@ def efficientnet() -> nn.Module:
         with torch.no_grad():
             model.train()(torch.rand(4, 3, 96, 96))
         return model.eval()
+
+
+class Functional(nn.Module):
+    """``net`` with some parameters replaced by the given tensors (the function's argument)."""
+
+    def __init__(self, net: nn.Module, params: dict[str, torch.Tensor]) -> None:
+        super().__init__()
+        self.net, self.params = net, params
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return functional_call(self.net, self.params, (x,))

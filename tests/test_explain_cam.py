@@ -14,12 +14,11 @@ from pytorch_grad_cam import GradCAM as PgcGradCAM
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from torch import nn
 from torch.autograd import gradcheck, gradgradcheck
-from torch.func import functional_call
 
 import xred.explain.base as base
 import xred.explain.cam  # noqa: F401 - registers gradcam and cam
 import xred.models
-from explain_helpers import all_hooks_empty, close, efficientnet
+from explain_helpers import Functional, all_hooks_empty, close, efficientnet
 from xred.errors import XredError
 from xred.explain.postprocess import heatmap, upsample
 from xred.explain.smooth import smooth_relu
@@ -245,17 +244,6 @@ def tiny_conv() -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(2, 3, 3, padding=1), nn.ReLU(inplace=True),
                          nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
                          nn.Flatten(), nn.Linear(4, 3)).double().eval()
-
-
-class Functional(nn.Module):
-    """``net`` with some parameters replaced by the given tensors (the function's argument)."""
-
-    def __init__(self, net: nn.Module, params: dict[str, torch.Tensor]) -> None:
-        super().__init__()
-        self.net, self.params = net, params
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return functional_call(self.net, self.params, (x,))
 
 
 @pytest.mark.parametrize("name, options", [("gradcam", {"layer": "3"}),

@@ -15,11 +15,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 from torch.autograd import gradcheck, gradgradcheck
-from torch.func import functional_call
 
 import xred.explain.base as base
 import xred.models
-from explain_helpers import all_hooks_empty, close, efficientnet
+from explain_helpers import Functional, all_hooks_empty, close, efficientnet
 from xred.errors import XredError
 from xred.explain.gradient import IG_METHODS, guided_relus, quadrature
 from xred.explain.postprocess import heatmap, upsample
@@ -229,17 +228,6 @@ def test_differentiable_in_the_input_deep_smooth_forward(name):
     x = torch.rand(1, 2, 4, 4, dtype=torch.float64, requires_grad=True)
     with smooth_relu(beta=4.0, smooth_forward=True):
         assert gradcheck(explainer_fn(name, model, torch.tensor([1])), (x,), atol=1e-6)
-
-
-class Functional(nn.Module):
-    """``net`` with some parameters replaced by the given tensors (the function's argument)."""
-
-    def __init__(self, net: nn.Module, params: dict[str, torch.Tensor]) -> None:
-        super().__init__()
-        self.net, self.params = net, params
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return functional_call(self.net, self.params, (x,))
 
 
 @pytest.mark.parametrize("name", GRADIENT_METHODS)

@@ -5,11 +5,9 @@ every difference is listed; a hand-made paper-style edit is caught; one-line err
 from __future__ import annotations
 
 import functools
-from collections import OrderedDict
 
 import pytest
 import torch
-import torchvision
 from torch import nn
 
 import xred.models as models
@@ -19,8 +17,7 @@ from xred.cli import main
 from xred.data import load_dataset
 from xred.errors import XredError
 from xred.io import read_json
-from xred.models.torchvision_models import IMAGENET_MEAN, IMAGENET_STD
-from xred.models.zoo import Normalize
+from xred.models import torchvision_models as tvm
 
 TORCHVISION = {"vgg11": "net.features.19", "resnet18": "net.layer4",
                "densenet121": "net.features"}
@@ -28,9 +25,7 @@ TORCHVISION = {"vgg11": "net.features.19", "resnet18": "net.layer4",
 
 def torchvision_model(name: str) -> nn.Module:
     torch.manual_seed(0)
-    net = getattr(torchvision.models, name)(weights=None)
-    return nn.Sequential(OrderedDict(normalize=Normalize(IMAGENET_MEAN, IMAGENET_STD),
-                                     net=net)).eval()
+    return tvm.build(name).eval()
 
 
 @functools.cache

@@ -6,13 +6,11 @@ from __future__ import annotations
 
 import copy
 import functools
-from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
 import pytest
 import torch
-import torchvision
 from PIL import Image
 from torch import nn
 
@@ -34,8 +32,7 @@ from xred.data import load_dataset
 from xred.data.photos import sample_photos
 from xred.errors import XredError
 from xred.io import read_json
-from xred.models.torchvision_models import IMAGENET_MEAN, IMAGENET_STD
-from xred.models.zoo import Normalize
+from xred.models import torchvision_models as tvm
 
 EPS = 0.01
 
@@ -60,9 +57,7 @@ def fmnist(n: int = 500) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
 
 def torchvision_model(name: str) -> nn.Module:
     torch.manual_seed(0)
-    net = getattr(torchvision.models, name)(weights=None)
-    return nn.Sequential(OrderedDict(normalize=Normalize(IMAGENET_MEAN, IMAGENET_STD),
-                                     net=net)).eval()
+    return tvm.build(name).eval()
 
 
 @functools.cache

@@ -24,9 +24,10 @@ _DENSENET_OLD_KEY = re.compile(
 
 
 def build(arch: str, num_classes: int = 1000) -> nn.Module:
-    """The torchvision architecture (random init) behind ImageNet normalisation; inputs in
-    [0, 1]."""
-    constructor = getattr(torchvision.models, TORCHVISION_MODELS[arch])
+    """The torchvision architecture ``arch`` (one of :data:`TORCHVISION_MODELS`, or any other
+    torchvision constructor name such as ``resnet18``; random init) behind ImageNet
+    normalisation; inputs in [0, 1]."""
+    constructor = getattr(torchvision.models, TORCHVISION_MODELS.get(arch, arch))
     net = constructor(weights=None, num_classes=num_classes)
     return nn.Sequential(OrderedDict(normalize=Normalize(IMAGENET_MEAN, IMAGENET_STD), net=net))
 

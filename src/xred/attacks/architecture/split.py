@@ -20,6 +20,7 @@ import torch.fx as fx
 from torch import nn
 
 from xred.errors import XredError
+from xred.explain.base import find_layer
 
 __all__ = ["Split", "split_at"]
 
@@ -73,14 +74,22 @@ def _describe(node: fx.Node) -> str:
     return repr(node.target) if node.op == "call_module" else node.name
 
 
+def _ancestors(node: fx.Node) -> set[fx.Node]:
+    """``node`` and every node it (transitively) reads."""
+    seen: set[fx.Node] = set()
+    stack = [node]
+    while stack:
+        n = stack.pop()
+        if n not in seen:
+            seen.add(n)
+            stack.extend(n.all_input_nodes)
+    return seen
+
+
 def split_at(model: nn.Module, layer: str) -> Split:
     """Cut ``model`` after the module called ``layer``; a one-line :class:`XredError` says why
     when it cannot be cut there."""
-    modules = dict(model.named_modules())
-    if not layer or layer not in modules:
-        names = [n for n in modules if n]
-        raise XredError(f"no layer {layer!r} in the model; valid names include: "
-                        f"{', '.join(names[-20:])}")
+    find_layer(model, layer)  # an unknown name: one line listing the valid ones
     tracer = _CutTracer(model, layer)
     try:
         graph = tracer.trace(model)
@@ -101,13 +110,7 @@ def split_at(model: nn.Module, layer: str) -> Split:
     if len(placeholders) != 1:
         raise XredError(f"cannot edit {type(model).__name__}: its forward takes "
                         f"{len(placeholders)} inputs; surgery needs a model of one input tensor")
-    before: set[fx.Node] = set()
-    stack = [cut]
-    while stack:
-        n = stack.pop()
-        if n not in before:
-            before.add(n)
-            stack.extend(n.all_input_nodes)
+    before = _ancestors(cut)
     after = [n for n in graph.nodes if n not in before]
     after_set = set(after)
     for n in after:
@@ -119,14 +122,7 @@ def split_at(model: nn.Module, layer: str) -> Split:
                     "it (a skip connection around the layer); choose a later layer, e.g. the "
                     "whole last block")
     output = next(n for n in graph.nodes if n.op == "output")
-    depends: set[fx.Node] = set()
-    stack = [output]
-    while stack:
-        n = stack.pop()
-        if n not in depends:
-            depends.add(n)
-            stack.extend(n.all_input_nodes)
-    if cut not in depends:
+    if cut not in _ancestors(output):
         raise XredError(f"cannot edit the model at {layer!r}: the output does not depend on it")
     fg = fx.Graph()
     env: dict[fx.Node, fx.Node] = {}
