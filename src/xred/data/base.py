@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset
 
 
 @dataclass
@@ -45,3 +46,31 @@ class ArrayDataset(Dataset):
             self.x[idx], self.y[idx], self.classes, name or self.name, self.feature_names,
             dict(self.info),
         )
+
+
+def batches(data: Dataset, index_batches: list[Tensor], workers: int = 0
+            ) -> Iterator[tuple[Tensor, Tensor]]:
+    """(x, y) batches of any map-style dataset for the given index batches: an ArrayDataset is
+    indexed a whole batch at a time; other datasets (an ImageFolder) go through a DataLoader."""
+    if isinstance(data, ArrayDataset):
+        for idx in index_batches:
+            yield data[idx]
+    else:
+        yield from DataLoader(data, batch_sampler=[b.tolist() for b in index_batches],
+                              num_workers=workers)
+
+
+def in_memory(data: Dataset, idx: Tensor | None = None, batch_size: int = 256) -> ArrayDataset:
+    """The rows ``idx`` (default: all) of any (x, y) dataset as an ArrayDataset (float inputs);
+    an ArrayDataset is subset without copying each sample."""
+    if isinstance(data, ArrayDataset):
+        return data if idx is None else data.subset(idx)
+    idx = torch.arange(len(data)) if idx is None else torch.as_tensor(idx)
+    xs, ys = [], []
+    for x, y in batches(data, list(idx.split(batch_size))):
+        xs.append(x)
+        ys.append(torch.as_tensor(y))
+    if not xs:
+        raise ValueError("no rows to hold in memory")
+    return ArrayDataset(torch.cat(xs), torch.cat(ys), list(getattr(data, "classes", []) or []),
+                        type(data).__name__)

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import math
 import operator
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from xred.data.base import ArrayDataset
+from xred.data.base import ArrayDataset, in_memory
 from xred.errors import XredError
 
 TILE_ORDER = ("top-left", "top-right", "bottom-left", "bottom-right")
@@ -47,8 +47,23 @@ def _draw(pool: Tensor, k: int, n: int, gen: torch.Generator) -> Tensor:
     return pool[perms[:, : per_perm * k].reshape(-1, k)[:n]]
 
 
+def _two_classes_in_memory(dataset: Any, c1: int, c2: int) -> ArrayDataset:
+    """The images of classes c1 and c2 of a map-style dataset with ``.targets`` (an
+    ImageFolder) as an ArrayDataset whose labels keep the dataset's class indices."""
+    targets = getattr(dataset, "targets", None)
+    if targets is None:
+        raise XredError(f"{type(dataset).__name__} has no .targets; pass an ArrayDataset or an "
+                        "ImageFolder to build composites from")
+    classes = list(getattr(dataset, "classes", []) or [])
+    for c in (c1, c2):
+        if not 0 <= c < len(classes):
+            raise XredError(f"class index {c} is not in the dataset; use 0..{len(classes) - 1}")
+    t = torch.as_tensor(targets)
+    return in_memory(dataset, ((t == c1) | (t == c2)).nonzero().squeeze(1))
+
+
 def two_class_composites(
-    dataset: ArrayDataset,
+    dataset: ArrayDataset | Any,
     c1: int,
     c2: int,
     n: int,
@@ -75,6 +90,8 @@ def two_class_composites(
     tiles are, ``masks[:, 1]`` the ``c2`` tiles), ``c1``, ``c2``, ``per_class``, ``seed`` and
     ``size``.
     """
+    if not isinstance(dataset, ArrayDataset):  # e.g. an ImageFolder: hold c1's and c2's images
+        dataset = _two_classes_in_memory(dataset, int(c1), int(c2))
     x = dataset.x
     if x.ndim not in (3, 4):
         raise XredError(f"{dataset.name}: composites need images (N, C, H, W) or (N, H, W), "

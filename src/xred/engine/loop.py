@@ -8,7 +8,10 @@ interpretability-aware training) is ``fit(model, objective, data, config)``.
   ``out/checkpoint.safetensors`` (atomically); randomness is re-seeded from (seed, rank, step)
   at every step and the data order from (seed, epoch), so a resumed run reaches bit-identical
   weights;
-- distributed data parallel under ``torchrun`` (gloo on CPU, NCCL on GPUs);
+- distributed data parallel under ``torchrun`` (gloo on CPU, NCCL on GPUs); objectives that
+  backpropagate through gradients (``create_graph=True``, e.g. fooling by fine-tuning) declare
+  ``manual_gradient_sync = True``, get the bare model and have their gradients averaged across
+  ranks after ``backward`` (DDP's reducer does not support double backward);
 - a live progress bar with the running loss and logged values.
 """
 
@@ -23,10 +26,10 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
-from xred.data.base import ArrayDataset
+from xred.data.base import batches
 from xred.errors import XredError
 from xred.io import load_state, save_state
 
@@ -114,16 +117,6 @@ def make_optimizer(config: TrainConfig, params: list[nn.Parameter]) -> torch.opt
     return cls(params, lr=config.lr, weight_decay=config.weight_decay)
 
 
-def _batches(data: Dataset, index_batches: list[Tensor], workers: int):
-    """Yield (x, y) batches; in-memory datasets are indexed a whole batch at a time."""
-    if isinstance(data, ArrayDataset):
-        for idx in index_batches:
-            yield data[idx]
-    else:
-        yield from DataLoader(data, batch_sampler=[b.tolist() for b in index_batches],
-                              num_workers=workers)
-
-
 _RESUME_KEYS = ("epochs", "batch_size", "optimizer", "lr", "momentum", "weight_decay", "schedule",
                 "warmup_steps", "seed", "eval_mode", "grad_clip")
 
@@ -144,7 +137,8 @@ def fit(model: nn.Module, objective: Objective, data: Dataset, config: TrainConf
         raise XredError("the model has no trainable parameters (all requires_grad=False)")
     optimizer = make_optimizer(config, params)
     net: nn.Module = model
-    if world > 1:
+    manual_sync = world > 1 and getattr(objective, "manual_gradient_sync", False)
+    if world > 1 and not manual_sync:
         net = nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None)
 
@@ -195,10 +189,10 @@ def fit(model: nn.Module, objective: Objective, data: Dataset, config: TrainConf
     try:
         while result.steps < stop_at:
             epoch, first = divmod(result.steps, steps_per_epoch)
-            batches = epoch_batches(n, config.batch_size, config.seed, epoch, rank, world)
+            index_batches = epoch_batches(n, config.batch_size, config.seed, epoch, rank, world)
             if first == 0:
                 sums.clear()
-            for x, y in _batches(data, batches[first:], config.workers):
+            for x, y in batches(data, index_batches[first:], config.workers):
                 torch.manual_seed(hash((config.seed, rank, result.steps)) & 0x7FFF_FFFF)
                 for group in optimizer.param_groups:
                     group["lr"] = config.lr * lr_factor(config, result.steps, total)
@@ -208,6 +202,8 @@ def fit(model: nn.Module, objective: Objective, data: Dataset, config: TrainConf
                                     f"{kept()}; lower the learning rate (--lr)")
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
+                if manual_sync:
+                    average_gradients(params, world)
                 if config.grad_clip:
                     nn.utils.clip_grad_norm_(params, config.grad_clip)
                 optimizer.step()
@@ -240,6 +236,16 @@ def fit(model: nn.Module, objective: Objective, data: Dataset, config: TrainConf
         bar.close()
         model.train(was_training)
     return result
+
+
+def average_gradients(params: list[nn.Parameter], world: int) -> None:
+    """All-reduce the gradients of ``params`` to their mean over the ``world`` ranks (what DDP
+    does, for objectives that cannot run under DDP)."""
+    for p in params:
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+        dist.all_reduce(p.grad)
+        p.grad /= world
 
 
 def _param_device(model: nn.Module) -> torch.device:

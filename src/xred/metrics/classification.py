@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
-from xred.data.base import ArrayDataset
+from xred.data.base import batches
 
 
 @torch.no_grad()
@@ -21,13 +21,8 @@ def predict(model: nn.Module, data: Dataset | Tensor, batch_size: int = 500,
         if isinstance(data, Tensor):
             chunks = [model(x.to(device)).cpu() for x in data.split(batch_size)]
             return torch.cat(chunks), None
-        if isinstance(data, ArrayDataset):
-            idx = torch.arange(len(data)).split(batch_size)
-            batches = (data[i] for i in idx)
-        else:
-            batches = iter(DataLoader(data, batch_size=batch_size))
         logits, labels = [], []
-        for x, y in batches:
+        for x, y in batches(data, list(torch.arange(len(data)).split(batch_size))):
             logits.append(model(x.to(device)).cpu())
             labels.append(torch.as_tensor(y))
         return torch.cat(logits), torch.cat(labels)

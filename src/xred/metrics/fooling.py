@@ -227,8 +227,9 @@ def _as_dataset(data: Any) -> Any:
 
 
 def _batches(data: Any, batch_size: int):
-    for idx in torch.arange(len(data)).split(batch_size):
-        yield data[idx]
+    from xred.data.base import batches
+
+    return batches(data, list(torch.arange(len(data)).split(batch_size)))
 
 
 def evaluate_fooling(original: nn.Module, fooled: nn.Module, data: Any, fooling: str,
@@ -236,8 +237,8 @@ def evaluate_fooling(original: nn.Module, fooled: nn.Module, data: Any, fooling:
                      layer: str | None = None, mask: Tensor | None = None,
                      classes: tuple[int, int] | None = None, composites: Any = None,
                      k: float = 10.0, intervals: Mapping[str, tuple[float, float]] | None = None,
-                     batch_size: int = 100, device: str | torch.device | None = None
-                     ) -> dict[str, Any]:
+                     batch_size: int = 100, device: str | torch.device | None = None,
+                     top5: bool = False) -> dict[str, Any]:
     """Accuracy of both models on ``data`` (an ArrayDataset or an (x, y) pair) and, per
     explainer label (a registry name or ``lrp_t`` / ``simplegrad_t``; ``layer`` fills in their
     layer), the per-sample test losses and the FSR of ``fooling``.
@@ -248,7 +249,8 @@ def evaluate_fooling(original: nn.Module, fooled: nn.Module, data: Any, fooling:
     Returns {"accuracy_before", "accuracy_after", "fsr": {label: rate}, "losses": {label: (N,)
     tensor on CPU}, "mean_loss": {label: float (NaN losses left out)}, "interval", "size"}.
     ``intervals`` overrides the paper's R_f per fooling name; ``mask`` is Location's target
-    (default: the frame of the map's size); ``k`` Top-k's percentage.
+    (default: the frame of the map's size); ``k`` Top-k's percentage; ``top5`` adds
+    ``accuracy_before_top5`` / ``accuracy_after_top5`` (ImageNet models).
     """
     from xred import explain
     from xred.metrics.classification import accuracy
@@ -264,11 +266,13 @@ def evaluate_fooling(original: nn.Module, fooled: nn.Module, data: Any, fooling:
     fooled.eval()
     try:
         data = _as_dataset(data)
-        result: dict[str, Any] = {
-            "fooling": fooling,
-            "accuracy_before": accuracy(original, data, batch_size, device)["top1"],
-            "accuracy_after": accuracy(fooled, data, batch_size, device)["top1"],
-        }
+        ks = (1, 5) if top5 else (1,)
+        before = accuracy(original, data, batch_size, device, ks)
+        after = accuracy(fooled, data, batch_size, device, ks)
+        result: dict[str, Any] = {"fooling": fooling, "accuracy_before": before["top1"],
+                                  "accuracy_after": after["top1"]}
+        if top5:
+            result.update(accuracy_before_top5=before["top5"], accuracy_after_top5=after["top5"])
         if fooling == "active":
             if classes is None or composites is None:
                 raise XredError("active fooling is evaluated on two-class composites: pass "

@@ -15,8 +15,10 @@ from xred.errors import XredError
 from xred.models.zoo import Normalize
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-TORCHVISION_MODELS = {"vgg19": "vgg19", "resnet50": "resnet50", "densenet121": "densenet121"}
-CAM_LAYERS = {"vgg19": "net.features.35", "resnet50": "net.layer4", "densenet121": "net.features"}
+TORCHVISION_MODELS = {"vgg19": "vgg19", "resnet50": "resnet50", "densenet121": "densenet121",
+                      "vgg11": "vgg11", "resnet18": "resnet18"}
+CAM_LAYERS = {"vgg19": "net.features.35", "resnet50": "net.layer4", "densenet121": "net.features",
+              "vgg11": "net.features.19", "resnet18": "net.layer4"}
 # torchvision's old DenseNet checkpoints name 'norm.1' what the module now calls 'norm1'.
 _DENSENET_OLD_KEY = re.compile(
     r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var))$"

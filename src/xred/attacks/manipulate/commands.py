@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 from pathlib import Path
 from typing import Any
 
@@ -43,11 +44,19 @@ def _shared(sp: argparse.ArgumentParser, required: bool = True) -> None:
     sp.add_argument("--batch-size", type=int, help="batch size (default 32)")
     sp.add_argument("--seed", type=int, default=0)
     sp.add_argument("--quiet", action="store_true", help="no progress bar")
+    sp.add_argument("--train-folder", help="ImageFolder of training images (ImageNet-scale "
+                    "models: root/<class>/<image>, classes in the model's order)")
+    sp.add_argument("--test-folder", help="ImageFolder of test images (default for models "
+                    "with a local dataset: its test split)")
+    sp.add_argument("--image-size", type=int, help="side of the images read from folders "
+                    "(default: the model's input size)")
 
 
 def add_fool_arguments(sp: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """The options of ``xred fool`` (without the common --out/--device/--data-dir)."""
     sp.add_argument("--model", required=True, help="name (see `xred models`) or checkpoint path")
+    sp.add_argument("--weights", help="weights file for a named architecture (torchvision "
+                    ".pth read with weights_only=True, or .safetensors)")
     sp.add_argument("--explainer", required=True, help="interpreter to fool: gradcam, lrp_t, "
                     "simplegrad_t, or any differentiable explainer name (lrp, gradient, ...)")
     _shared(sp)
@@ -69,6 +78,7 @@ def add_evaluate_arguments(sp: argparse.ArgumentParser) -> argparse.ArgumentPars
     """The options of ``xred evaluate`` (without the common options)."""
     sp.add_argument("--original", required=True, help="the original model (name or path)")
     sp.add_argument("--fooled", required=True, help="the fooled model (a folder from xred fool)")
+    sp.add_argument("--weights", help="weights file of the original, for a named architecture")
     sp.add_argument("--explainer", nargs="+",
                     help="interpreters to measure (gradcam, lrp_t, simplegrad_t, ...; default: "
                     "those three and the one the fooled model records)")
@@ -104,12 +114,31 @@ def parse_classes(text: str | None, names: list[str]) -> tuple[int, int] | None:
 
 
 def _data(info: dict[str, Any], args: argparse.Namespace, split: str) -> Any:
+    """The ``split`` data: an ImageFolder from --train-folder / --test-folder, else the model's
+    own dataset."""
     from xred.data import load_dataset
 
+    folder = getattr(args, f"{split}_folder", None)
+    if folder:
+        from xred.data.photos import image_folder
+
+        data = image_folder(folder, size=args.image_size or info["input_shape"][-1])
+        if len(data.classes) > len(info["classes"]):
+            raise XredError(f"{folder} has {len(data.classes)} class folders but "
+                            f"{info['name']} has {len(info['classes'])} classes")
+        return data
     if info["dataset"] in ("imagenet", "any"):
-        raise XredError(f"{info['name']} has no local labelled dataset; fool it from Python "
-                        "with xred.attacks.manipulate.fool(model, data=...)")
+        raise XredError(f"{info['name']} has no local labelled dataset; give --train-folder and "
+                        "--test-folder (ImageFolder layout root/<class>/<image>)")
     return load_dataset(info["dataset"], split, args.data_dir, args.download)
+
+
+def _first(data: Any, n: int) -> Any:
+    """The first ``n`` rows of a dataset (an ArrayDataset subset or a torch Subset)."""
+    from torch.utils.data import Subset
+
+    idx = torch.arange(min(n, len(data)))
+    return data.subset(idx) if hasattr(data, "subset") else Subset(data, idx.tolist())
 
 
 def _evaluation(original: nn.Module, fooled: nn.Module, info: dict[str, Any],
@@ -123,7 +152,7 @@ def _evaluation(original: nn.Module, fooled: nn.Module, info: dict[str, Any],
 
     test = _data(info, args, "test")
     if args.eval_limit:
-        test = test.subset(torch.arange(min(args.eval_limit, len(test))))
+        test = _first(test, args.eval_limit)
     composites = None
     if args.fooling == "active":
         if classes is None:
@@ -132,16 +161,19 @@ def _evaluation(original: nn.Module, fooled: nn.Module, info: dict[str, Any],
                                           seed=args.seed + 1)
     device = torch.device(args.device or "cpu")
     result = evaluate_fooling(original, fooled, test, args.fooling, explainers, layer=args.layer,
-                              classes=classes, composites=composites, k=args.k, device=device)
+                              classes=classes, composites=composites, k=args.k, device=device,
+                              top5=len(info["classes"]) > 10)
     losses = result.pop("losses")
     save_tensors(out / "losses.safetensors", losses,
                  {"fooling": args.fooling, "interval": INTERVALS[args.fooling]})
+    from xred.data.base import in_memory
+
     shown = composites if composites is not None else test
-    x, y = shown[torch.arange(min(FIGURE_IMAGES, len(shown)))]
+    x, y = in_memory(shown, torch.arange(min(FIGURE_IMAGES, len(shown))))[:]
     names = info["classes"]
     figure = _figure(original, fooled, x.to(device), y.to(device), explainers, args, classes,
                      [names[int(c)][:14] for c in y], out / "fooling.png")
-    print(f"accuracy {100 * result['accuracy_before']:.2f} % -> "
+    print(f"top-1 accuracy {100 * result['accuracy_before']:.2f} % -> "
           f"{100 * result['accuracy_after']:.2f} % on {len(test)} test inputs; FSR "
           + ", ".join(f"{k} {100 * v:.1f} %" for k, v in result["fsr"].items()))
     return {**result, "losses": str(out / "losses.safetensors"), "figure": str(figure)}
@@ -187,8 +219,11 @@ def cmd_fool(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
     args.layer = args.layer or info["cam_layer"]
     train = _data(info, args, "train")
     if args.limit:
+        from torch.utils.data import Subset
+
         gen = torch.Generator().manual_seed(args.seed)
-        train = train.subset(torch.randperm(len(train), generator=gen)[:args.limit])
+        idx = torch.randperm(len(train), generator=gen)[:args.limit]
+        train = train.subset(idx) if hasattr(train, "subset") else Subset(train, idx.tolist())
     epochs = args.epochs
     if args.steps and not epochs:  # --steps alone: as many epochs as the steps need
         per_epoch = math.ceil(len(train) / (args.batch_size or FOOLING_DEFAULTS["batch_size"]))
@@ -199,8 +234,11 @@ def cmd_fool(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
     out = Path(args.out)
     fooled = fool(args.model, fooling=args.fooling, explainer=args.explainer, data=train,
                   config=config, out=out, lam=args.lam, classes=classes, layer=args.layer,
-                  k=args.k, device=args.device, command=command_line(argv))
-    original = models.load(args.model, device=args.device or "cpu")
+                  k=args.k, weights=args.weights, device=args.device,
+                  command=command_line(argv))
+    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun the first process evaluates
+        return {}
+    original = models.load(args.model, weights=args.weights, device=args.device or "cpu")
     block = read_json(out / "model.json")["fooling"]
     result = _evaluation(original, fooled, info, args, _explainer_list(args, args.explainer),
                          classes, out)
@@ -241,7 +279,7 @@ def cmd_evaluate(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
     classes = parse_classes(args.classes, info["classes"])
     args.layer = args.layer or info["cam_layer"]
     device = args.device or "cpu"
-    original = models.load(args.original, device=device)
+    original = models.load(args.original, weights=args.weights, device=device)
     fooled = models.load(args.fooled, device=device)
     result = _evaluation(original, fooled, info, args, _explainer_list(args, None), classes,
                          Path(args.out))

@@ -49,10 +49,12 @@ def fooling_config(**overrides: Any) -> TrainConfig:
 
 
 def resolve_model(model: nn.Module | str | os.PathLike, architecture: str | None = None,
-                  arch_kwargs: Mapping[str, Any] | None = None
+                  arch_kwargs: Mapping[str, Any] | None = None,
+                  weights: str | os.PathLike | None = None
                   ) -> tuple[nn.Module, str | None, dict[str, Any], str | None]:
     """(model, architecture, arch_kwargs, reference string) for a model object or a registry
-    name / xred checkpoint path (loaded here)."""
+    name / xred checkpoint path (loaded here, from ``weights`` if given: a user weights file
+    for a named architecture)."""
     if isinstance(model, nn.Module):
         return model, architecture, dict(arch_kwargs or {}), None
     ref = str(model)
@@ -62,7 +64,8 @@ def resolve_model(model: nn.Module | str | os.PathLike, architecture: str | None
     if ref not in models.available() and path.exists():
         sidecar = (path / "model.json") if path.is_dir() else path.with_suffix(".json")
         kwargs = {**read_json(sidecar).get("arch_kwargs", {}), **kwargs}
-    return models.load(ref), architecture or info["architecture"], kwargs, ref
+    return (models.load(ref, weights=weights), architecture or info["architecture"], kwargs,
+            ref)
 
 
 def fool(model: nn.Module | str | os.PathLike, *, fooling: str, explainer: str,
@@ -71,12 +74,15 @@ def fool(model: nn.Module | str | os.PathLike, *, fooling: str, explainer: str,
          mask: Tensor | None = None, classes: tuple[int, int] | None = None,
          composites: Any = None, layer: str | None = None, k: float = 10.0,
          fool_batch_size: int | None = None, architecture: str | None = None,
-         arch_kwargs: Mapping[str, Any] | None = None, device: str | torch.device | None = None,
-         command: str | None = None) -> nn.Module:
+         arch_kwargs: Mapping[str, Any] | None = None, weights: str | os.PathLike | None = None,
+         device: str | torch.device | None = None, command: str | None = None) -> nn.Module:
     """Fine-tune a copy of ``model`` with CE + λ·L_F (Heo et al. Eq. 2) and return it.
 
     - ``model``: an ``nn.Module`` (then pass ``architecture=`` for saving) or a registry name /
-      xred checkpoint path; it is never modified (the fooled model is a new one).
+      xred checkpoint path (``weights``: a user weights file for a named architecture); it is
+      never modified (the fooled model is a new one).
+    - Under ``torchrun`` every process fine-tunes on its share of each epoch and the gradients
+      are averaged across processes (the engine's manual sync; DDP cannot double-backward).
     - ``fooling``: location | topk | center-mass | active; ``explainer`` a registry name or
       ``lrp_t`` / ``simplegrad_t`` with ``explainer_options``; ``layer`` (default: the
       architecture's Grad-CAM layer) for gradcam, lrp_t and simplegrad_t.
@@ -95,7 +101,7 @@ def fool(model: nn.Module | str | os.PathLike, *, fooling: str, explainer: str,
 
     if fooling not in FOOLINGS:
         raise XredError(f"unknown fooling {fooling!r}; valid: {', '.join(FOOLINGS)}")
-    original, arch, kwargs, source = resolve_model(model, architecture, arch_kwargs)
+    original, arch, kwargs, source = resolve_model(model, architecture, arch_kwargs, weights)
     if arch is None:
         raise XredError("fool() got a model object: pass architecture=NAME (its registry "
                         "architecture) so the fooled model can be saved and loaded")

@@ -65,6 +65,8 @@ class FoolingObjective:
 
     kind: ClassVar[str] = ""
     needs_reference: ClassVar[bool] = True
+    #: the engine averages gradients across torchrun ranks itself (DDP cannot double-backward)
+    manual_gradient_sync: ClassVar[bool] = True
 
     def __init__(self, reference: nn.Module, explainer: str,
                  explainer_options: Mapping[str, Any] | None = None, lam: float = 1.0, *,
@@ -89,9 +91,6 @@ class FoolingObjective:
 
     def explainer_for(self, model: nn.Module) -> Explainer:
         """The explainer on the model being fine-tuned (built once per model)."""
-        if isinstance(model, nn.parallel.DistributedDataParallel):
-            raise XredError("fooling by fine-tuning runs in one process; start it without "
-                            "torchrun")
         if self._cached is None or self._cached[0] is not model:
             self._cached = (model, explain.get(self.name, model, **self.options))
         return self._cached[1]
