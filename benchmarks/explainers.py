@@ -3,7 +3,10 @@
 For each model and batch, every method's median wall time is divided by the median time of one
 plain forward pass and backward pass to the input (the floor for gradient methods), and each
 xred method is divided by its peer's time (Captum, Zennit, pytorch-grad-cam) on the same batch.
-Run it on an otherwise idle machine: the ratios are only as steady as the machine.
+Every method runs with its library's defaults (xred's IG picks its chunk size itself; Captum's
+runs all steps as one batch). The calls are timed interleaved, round by round, so a slow spell of
+the machine hits all alike (the cheap ones 3 × --repeats rounds, Integrated Gradients --repeats);
+still, run it on an otherwise idle machine.
 
     python benchmarks/explainers.py [--repeats 5] [--out benchmarks/results/explainers.json]
 
@@ -28,14 +31,17 @@ from xred.io import write_json
 from xred.provenance import record
 
 
-def timed(fn: Callable[[], object], repeats: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+def timed(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
+    """Median wall time of each call, measured interleaved (one round calls each once, in
+    turn), so that a slow spell of the machine hits every method alike; one warm-up round."""
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for round_ in range(repeats + 1):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            if round_:
+                times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def setups() -> list[tuple[str, nn.Module, Tensor, str, str]]:
@@ -64,8 +70,12 @@ def peers(model: nn.Module, x: Tensor, target: Tensor, layer: str, canonizer: st
     module = dict(model.named_modules())[layer]
     canon = {"resnet": [ResNetCanonizer()], "vgg": [VGGCanonizer()], "none": []}[canonizer]
     composite = EpsilonPlusFlat(canonizers=canon)
-    cam = GradCAM(model=model, target_layers=[module])
     cam_targets = [ClassifierOutputTarget(int(t)) for t in target]
+
+    def grad_cam() -> object:
+        # built per call and released on exit: its hooks must not slow down the other calls
+        with GradCAM(model=model, target_layers=[module]) as cam:
+            return cam(input_tensor=x, targets=cam_targets)
 
     def zennit_lrp() -> Tensor:
         from zennit.attribution import Gradient
@@ -78,7 +88,7 @@ def peers(model: nn.Module, x: Tensor, target: Tensor, layer: str, canonizer: st
         "captum.LayerGradCam": lambda: LayerGradCam(model, module).attribute(x, target=target),
         "captum.IG(32)": lambda: IntegratedGradients(model).attribute(x, target=target,
                                                                      n_steps=32),
-        "pytorch-grad-cam.GradCAM": lambda: cam(input_tensor=x, targets=cam_targets),
+        "pytorch-grad-cam.GradCAM": grad_cam,
         "zennit.EpsilonPlusFlat": zennit_lrp,
     }
 
@@ -87,7 +97,7 @@ def peers(model: nn.Module, x: Tensor, target: Tensor, layer: str, canonizer: st
 OURS = {
     "gradient": ({}, "captum.Saliency"),
     "gradcam": ({"layer": None}, "captum.LayerGradCam"),
-    "integrated_gradients": ({"n_steps": 32, "batch_size": 256}, "captum.IG(32)"),
+    "integrated_gradients": ({"n_steps": 32}, "captum.IG(32)"),
     "lrp": ({"composite": "epsilon_plus_flat"}, "zennit.EpsilonPlusFlat"),
 }
 ALSO = {"gradcam": "pytorch-grad-cam.GradCAM"}
@@ -103,15 +113,18 @@ def run(repeats: int) -> dict:
             leaf = x.detach().requires_grad_(True)
             torch.autograd.grad(model(leaf).gather(1, target[:, None]).sum(), leaf)
 
-        floor = timed(forward_backward, repeats)
-        peer_times = {name: timed(fn, repeats)
-                      for name, fn in peers(model, x, target, layer, canonizer).items()}
-        for method, (opts, peer) in OURS.items():
-            if method not in explain.EXPLAINERS:
-                continue
+        calls: dict[str, Callable[[], object]] = {"floor": forward_backward}
+        for method, (opts, _) in OURS.items():
             opts = {**opts, **({"layer": layer} if "layer" in opts else {})}
             explainer = explain.get(method, model, **opts)
-            ours = timed(lambda e=explainer, x=x, t=target: e.attribute(x, t), repeats)
+            calls[method] = lambda e=explainer, x=x, t=target: e.attribute(x, t)
+        calls.update(peers(model, x, target, layer, canonizer))
+        slow = {k: calls.pop(k) for k in ("integrated_gradients", "captum.IG(32)")}
+        times = {**timed(calls, 3 * repeats), **timed(slow, repeats)}  # cheap calls: more rounds
+        floor = times["floor"]
+        peer_times = {name: times[name] for name in calls if "." in name}
+        for method, (_, peer) in OURS.items():
+            ours = times[method]
             row = {"setup": label, "method": method, "seconds": ours, "floor_seconds": floor,
                    "x_forward_backward": ours / floor, "peer": peer,
                    "peer_x_forward_backward": peer_times[peer] / floor,
