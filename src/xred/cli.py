@@ -304,7 +304,11 @@ def cmd_inspect(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
 
 # Experiment kinds `xred run CONFIG` dispatches on: "kind" -> (module, function(config, out,
 # command=...) returning the metrics).
-RUNNERS = {"viering_tables": ("xred.attacks.architecture.experiment", "run_viering_tables")}
+RUNNERS = {"viering_tables": ("xred.attacks.architecture.experiment", "run_viering_tables"),
+           "heo": ("xred.attacks.manipulate.experiment", "run_heo"),
+           "heo_passive": ("xred.attacks.manipulate.experiment", "run_heo_passive"),
+           "heo_active": ("xred.attacks.manipulate.experiment", "run_heo_active"),
+           "heo_adult": ("xred.attacks.manipulate.experiment", "run_heo_adult")}
 
 
 def cmd_run(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:

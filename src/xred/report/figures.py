@@ -61,3 +61,35 @@ def explanation_grid(images: Tensor, maps: dict[str, Tensor], path: str | os.Pat
     out = atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
     plt.close(fig)
     return out
+
+
+Series = dict[str, tuple[Sequence[float], Sequence[float]]]
+
+
+def line_plots(panels: Sequence[tuple[str, str, str, Series]], path: str | os.PathLike, *,
+               columns: int = 3) -> Path:
+    """Curves side by side: each panel is (title, x label, y label, {label: (xs, ys)}), e.g. AOPC
+    deletion curves or a metric against ε or a noise level."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cols = max(1, min(columns, len(panels)))
+    rows = -(-len(panels) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows), squeeze=False)
+    for ax in axes.flat[len(panels):]:
+        ax.set_visible(False)
+    for ax, (title, xlabel, ylabel, series) in zip(axes.flat, panels, strict=False):
+        for label, (xs, ys) in series.items():
+            ax.plot(list(xs), list(ys), marker="o", markersize=3, label=label)
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel(xlabel, fontsize=8)
+        ax.set_ylabel(ylabel, fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    out = atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
+    plt.close(fig)
+    return out
