@@ -27,6 +27,7 @@ from xred.metrics.fooling import (
     active_losses,
     aopc,
     center_mass_shift,
+    center_mass_test_loss,
     center_of_mass,
     deletion_curve,
     evaluate_fooling,
@@ -100,6 +101,21 @@ def test_location_and_topk_losses_by_hand():
     h1[0, 3, 4] = -1  # 19 leaves the top 2, 18 stays: overlap 1/2
     assert topk_overlap(h1, h0).item() == pytest.approx(0.5)
     assert topk_overlap(h0, h0).item() == 1.0
+    # Zeros are not relevance: an empty fooled map keeps none of the original's top pixels,
+    # whatever order torch.topk gives tied zeros; an empty original has no top pixels (NaN).
+    assert topk_overlap(torch.zeros(1, 4, 5), h0).item() == 0.0
+    assert topk_overlap(h0, torch.zeros(1, 4, 5)).isnan().all()
+
+
+def test_center_mass_test_loss_fails_empty_maps():
+    h0 = torch.zeros(3, 7, 7)
+    h0[:, 3, 3] = 1.0
+    h = torch.zeros(3, 7, 7)
+    h[0, 0, 0] = 1.0  # moved to the corner: shift 6 / diagonal
+    h[1, 3, 3] = 1.0  # not moved
+    t = center_mass_test_loss(h, h0)  # h[2] is empty: no centre of mass
+    assert t[0].item() == pytest.approx(6 / math.hypot(7, 7)) and t[1].item() == 0.0
+    assert t[2].isnan() and fsr(t, "center-mass") == pytest.approx(1 / 3)
     with pytest.raises(XredError, match="mask"):
         location_loss(h, frame_mask((5, 5)))
 

@@ -8,8 +8,9 @@ Test losses t_i(w_fool, w₀, I) (§4.2) and their success intervals R_f:
 
 - Location: (1/d)‖h(w_fool) − m‖², R = [0, 0.2];
 - Top-k: |P_k(w_fool) ∩ P_k(w₀)| / |P_k(w₀)|, the fraction of the original top-k % pixels still in
-  the fooled top-k %, R = [0, 0.3];
-- Center-mass: ‖C(h(w_fool)) − C(h(w₀))‖₁ / diagonal of the map, R = [0.1, 1];
+  the fooled top-k % (only pixels of positive relevance count as a map's top k %), R = [0, 0.3];
+- Center-mass: ‖C(h(w_fool)) − C(h(w₀))‖₁ / diagonal of the map, R = [0.1, 1] (an empty map,
+  with no positive relevance, has no centre: a failure);
 - Active: s(c₁, c₂) − s(c₁, c₁) (and s(c₂, c₁) − s(c₂, c₂)), s(c, c′) the Spearman rank correlation
   of h_c(w_fool) with h_c′(w₀), R = [0.5, 2].
 
@@ -32,7 +33,8 @@ from xred.metrics.maps import spearman
 __all__ = [
     "FOOLINGS", "INTERVALS", "HEO_EXPLAINERS", "fooling_heatmap", "resolve_explainer",
     "frame_mask", "center_of_mass", "topk_indicator", "spearman", "location_loss",
-    "topk_penalty", "topk_overlap", "center_mass_shift", "active_losses", "fsr",
+    "topk_penalty", "topk_overlap", "center_mass_shift", "center_mass_test_loss",
+    "active_losses", "fsr",
     "fooling_maps", "evaluate_fooling", "deletion_curve", "aopc",
 ]
 
@@ -169,8 +171,12 @@ def topk_penalty(h: Tensor, h0: Tensor, k: float = 10.0) -> Tensor:
 
 
 def topk_overlap(h: Tensor, h0: Tensor, k: float = 10.0) -> Tensor:
-    """Top-k test loss: |P_k(h) ∩ P_k(h0)| / |P_k(h0)| per sample, in [0, 1]."""
-    a, b = topk_indicator(h, k), topk_indicator(h0, k)
+    """Top-k test loss: |P_k(h) ∩ P_k(h0)| / |P_k(h0)| per sample, in [0, 1], where a map's P_k
+    holds only pixels of positive relevance (a normalised map's zeros highlight nothing; without
+    this, an empty or nearly empty map's "top k %" would be whichever zeros torch.topk's tie order
+    picks). NaN if the original map h0 is empty (counted as a failure by :func:`fsr`)."""
+    a = topk_indicator(h, k) & (h.flatten(1) > 0)
+    b = topk_indicator(h0, k) & (h0.flatten(1) > 0)
     return (a & b).sum(1).double() / b.sum(1)
 
 
@@ -179,6 +185,15 @@ def center_mass_shift(h: Tensor, h0: Tensor, normalize: bool = True) -> Tensor:
     divided by the map's diagonal √(h² + w²) (the Center-mass test loss)."""
     shift = (center_of_mass(h) - center_of_mass(h0)).abs().sum(1)
     return shift / math.hypot(*h.shape[1:]) if normalize else shift
+
+
+def center_mass_test_loss(h: Tensor, h0: Tensor) -> Tensor:
+    """Center-mass test loss: ‖C(h) − C(h0)‖₁ / diagonal per sample, NaN where either map is
+    empty (no positive relevance: it has no centre of mass; :func:`fsr` counts it as a
+    failure)."""
+    empty = (h.flatten(1).amax(1) <= 0) | (h0.flatten(1).amax(1) <= 0)
+    shift = center_mass_shift(h, h0).double()
+    return torch.where(empty, torch.full_like(shift, math.nan), shift)
 
 
 def active_losses(h_c1: Tensor, h_c2: Tensor, h0_c1: Tensor, h0_c2: Tensor
@@ -247,7 +262,9 @@ def evaluate_fooling(original: nn.Module, fooled: nn.Module, data: Any, fooling:
     c₁ and c₂ (``classes``) on ``composites`` (two-class 2×2 grids, e.g. from the test split), and
     its FSR counts both test losses t(c₁), t(c₂) (also reported per class in ``fsr_by_class``).
     Returns {"accuracy_before", "accuracy_after", "fsr": {label: rate}, "losses": {label: (N,)
-    tensor on CPU}, "mean_loss": {label: float (NaN losses left out)}, "interval", "size"}.
+    tensor on CPU}, "mean_loss": {label: float (NaN losses left out)}, "empty_maps": {label:
+    fraction of the fooled model's (passive) maps with no positive relevance}, "interval",
+    "size"}.
     ``intervals`` overrides the paper's R_f per fooling name; ``mask`` is Location's target
     (default: the frame of the map's size); ``k`` Top-k's percentage; ``top5`` adds
     ``accuracy_before_top5`` / ``accuracy_after_top5`` (ImageNet models).
@@ -281,6 +298,7 @@ def evaluate_fooling(original: nn.Module, fooled: nn.Module, data: Any, fooling:
         else:
             source = data
         losses: dict[str, Tensor] = {}
+        empty: dict[str, float] = {}  # fraction of the fooled model's maps without relevance
         by_class: dict[str, dict[str, float]] = {}
         for label, opts in specs.items():
             name, opts = resolve_explainer(label, opts, layer)
@@ -288,6 +306,7 @@ def evaluate_fooling(original: nn.Module, fooled: nn.Module, data: Any, fooling:
             ex1 = explain.get(name, fooled, **opts)
             parts: list[Tensor] = []
             parts2: list[Tensor] = []
+            empties: list[Tensor] = []
             for x, y in _batches(source, batch_size):
                 x, y = x.to(device), y.to(device)
                 if fooling == "active":
@@ -302,6 +321,7 @@ def evaluate_fooling(original: nn.Module, fooled: nn.Module, data: Any, fooling:
                     parts2.append(t2.cpu())
                     continue
                 h1 = fooling_maps(fooled, x, y, name, explainer=ex1)
+                empties.append((h1.flatten(1).amax(1) <= 0).cpu())
                 h0 = None if fooling == "location" else fooling_maps(original, x, y, name,
                                                                      explainer=ex0)
                 if fooling == "location":
@@ -312,17 +332,19 @@ def evaluate_fooling(original: nn.Module, fooled: nn.Module, data: Any, fooling:
                     parts.append(topk_overlap(h1, h0, k).cpu())
                 else:
                     assert h0 is not None
-                    parts.append(center_mass_shift(h1, h0).cpu())
+                    parts.append(center_mass_test_loss(h1, h0).cpu())
             t = torch.cat(parts)
             if fooling == "active":
                 t2 = torch.cat(parts2)
                 by_class[label] = {"c1": fsr(t, interval), "c2": fsr(t2, interval)}
                 t = torch.cat([t, t2])
             losses[label] = t
+            if empties:
+                empty[label] = torch.cat(empties).double().mean().item()
         result.update({
             "fsr": {label: fsr(t, interval) for label, t in losses.items()},
             "mean_loss": {label: t.double().nanmean().item() for label, t in losses.items()},
-            "losses": losses, "interval": list(interval),
+            "losses": losses, "interval": list(interval), "empty_maps": empty,
             "size": len(source),
         })
         if by_class:

@@ -62,6 +62,8 @@ def add_fool_arguments(sp: argparse.ArgumentParser) -> argparse.ArgumentParser:
     _shared(sp)
     sp.add_argument("--lam", type=float, default=1.0, help="λ, weight of the fooling penalty")
     sp.add_argument("--lr", type=float, help="Adam learning rate (default 1e-4)")
+    sp.add_argument("--schedule", choices=["constant", "cosine"], help="learning-rate schedule "
+                    "(default constant, as Heo et al.; cosine decays it to 0 and keeps accuracy)")
     sp.add_argument("--epochs", type=int, help="epochs over the training data (default 1)")
     sp.add_argument("--steps", type=int, help="stop after this many steps")
     sp.add_argument("--limit", type=int, help="fine-tune on a random subset of N training inputs")
@@ -228,7 +230,8 @@ def cmd_fool(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
     if args.steps and not epochs:  # --steps alone: as many epochs as the steps need
         per_epoch = math.ceil(len(train) / (args.batch_size or FOOLING_DEFAULTS["batch_size"]))
         epochs = math.ceil(args.steps / per_epoch)
-    config = fooling_config(lr=args.lr, epochs=epochs, batch_size=args.batch_size,
+    config = fooling_config(lr=args.lr, schedule=args.schedule, epochs=epochs,
+                            batch_size=args.batch_size,
                             seed=args.seed, max_steps=args.steps,
                             checkpoint_every=args.checkpoint_every, progress=not args.quiet)
     out = Path(args.out)

@@ -16,7 +16,9 @@ Fooled models are cached under ``<out>/models`` (or the config's ``cache``), one
 (model, fooling, interpreter) with the settings in its sidecar; a rerun with the same settings
 reuses them (and an interrupted fine-tuning resumes from its checkpoint).
 
-Per-run settings (``lam``, ``lr``, ``steps``, ``batch_size``) come from the config's ``settings``,
+Per-run settings (``lam``, ``lr``, ``steps``, ``batch_size``, optional ``schedule``: "constant"
+as in the paper, or "cosine", decaying the learning rate to 0 over the steps, which keeps the
+accuracy) come from the config's ``settings``,
 merged from the least to the most specific key: ``default``, ``<model>``, ``<fooling>``,
 ``<fooling>/<interpreter>``, ``<model>/<fooling>``, ``<model>/<fooling>/<interpreter>``.
 """
@@ -74,7 +76,7 @@ def fooled_model(model: str, fooling: str, explainer: str, setting: dict[str, An
     folder = cache / model / f"{fooling}-{explainer}"
     wanted = {"lam": float(setting["lam"]), "lr": float(setting["lr"]),
               "steps": int(setting["steps"]), "batch_size": int(setting["batch_size"]),
-              "seed": seed}
+              "schedule": str(setting.get("schedule", "constant")), "seed": seed}
     sidecar = folder / "model.json"
     if sidecar.is_file():
         block = read_json(sidecar).get("fooling") or {}
@@ -84,9 +86,9 @@ def fooled_model(model: str, fooling: str, explainer: str, setting: dict[str, An
     config = fooling_config(lr=wanted["lr"], batch_size=wanted["batch_size"], seed=seed,
                             epochs=math.ceil(wanted["steps"] / math.ceil(
                                 len(data) / wanted["batch_size"])),
-                            max_steps=wanted["steps"], progress=progress,
-                            checkpoint_every=max(100, wanted["steps"] // 4))
-    options = {k: v for k, v in setting.items() if k not in SETTING_KEYS}
+                            max_steps=wanted["steps"], schedule=wanted["schedule"],
+                            progress=progress, checkpoint_every=max(100, wanted["steps"] // 4))
+    options = {k: v for k, v in setting.items() if k not in (*SETTING_KEYS, "schedule")}
     fooled = fool(model, fooling=fooling, explainer=explainer, data=data, config=config,
                   out=folder, lam=wanted["lam"], command=command, **options, **fool_options)
     return fooled, folder, time.perf_counter() - start
@@ -364,10 +366,13 @@ def _passive_report(cfg: dict[str, Any], results: dict[str, Any], report: Path) 
              "Each model is fine-tuned once per fooling × interpreter (rows) and every fooled "
              f"model is evaluated with every interpreter (columns) on {scope}. The matched case "
              "(fooled and evaluated with the same interpreter) is in bold. Accuracy is top-1 on "
-             "the same test images.", ""]
+             "the same test images. \"Empty maps\" is the share of test images whose fooled "
+             "map (matched interpreter) has no positive relevance at all: such a map hides the "
+             "original's top pixels (Top-k counts it a success) but has no centre of mass "
+             "(Center-mass counts it a failure).", ""]
     header = ("| model | fooling | fooled with | " + " | ".join(LABELS.get(t, t) for t in transfer)
-              + " | accuracy before → after (%) | drop (points) |")
-    lines += [header, "|" + "---|" * (5 + len(transfer))]
+              + " | accuracy before → after (%) | drop (points) | empty maps (%) |")
+    lines += [header, "|" + "---|" * (6 + len(transfer))]
     checks = []
     for key, r in runs.items():
         cells = []
@@ -377,7 +382,8 @@ def _passive_report(cfg: dict[str, Any], results: dict[str, Any], report: Path) 
         drop = 100 * (r["accuracy_before"] - r["accuracy_after"])
         lines.append(f"| {r['model']} | {r['fooling']} | {LABELS.get(r['explainer'])} | "
                      + " | ".join(cells) + f" | {_pct(r['accuracy_before'], 2)} → "
-                     f"{_pct(r['accuracy_after'], 2)} | {drop:.2f} |")
+                     f"{_pct(r['accuracy_after'], 2)} | {drop:.2f} | "
+                     f"{_pct(r.get('empty_maps', {}).get(r['explainer']))} |")
         matched = r["fsr"][r["explainer"]]
         checks.append((key, matched, drop))
     ok_fsr = all(m >= bounds["fsr"] for _, m, _ in checks)
@@ -390,12 +396,13 @@ def _passive_report(cfg: dict[str, Any], results: dict[str, Any], report: Path) 
               f"{'yes' if ok_drop else '**NO**'} (largest {worst_drop[2]:.2f}, {worst_drop[0]}).",
               "", "Settings per run (Adam, model in eval mode, batch of the training set; "
               "λ weighs the fooling penalty):", "",
-              "| model | fooling | fooled with | λ | lr | steps | batch |",
-              "|---|---|---|---|---|---|---|"]
+              "| model | fooling | fooled with | λ | lr | schedule | steps | batch |",
+              "|---|---|---|---|---|---|---|---|"]
     for r in runs.values():
         s = r["setting"]
         lines.append(f"| {r['model']} | {r['fooling']} | {LABELS.get(r['explainer'])} | "
-                     f"{s['lam']} | {s['lr']} | {s['steps']} | {s['batch_size']} |")
+                     f"{s['lam']} | {s['lr']} | {s.get('schedule', 'constant')} | {s['steps']} | "
+                     f"{s['batch_size']} |")
     lines.append("")
     if results.get("grid"):
         lines += ["## Fig. 2: original and fooled maps", "",
