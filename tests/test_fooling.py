@@ -39,6 +39,7 @@ from xred.metrics.fooling import (
     topk_indicator,
     topk_overlap,
     topk_penalty,
+    training_heatmap,
 )
 
 # ---------------------------------------------------------------- tiny model and data
@@ -169,6 +170,23 @@ def test_heo_normalisations():
 # ---------------------------------------------------------------- objectives by hand
 
 
+def test_training_heatmap_is_a_smooth_relu_map_by_hand():
+    raw = torch.tensor([[[-2.0, 1.0], [0.5, 2.0]]], dtype=torch.float64)
+    beta = 4.0
+    a = raw / 2.0  # divided by max |a|
+    soft = F.softplus(beta * a) / beta
+    assert torch.allclose(training_heatmap("gradcam", raw, beta), soft / soft.max())
+    # a large β gives the paper's ReLU map back; other explainers are never smoothed
+    assert torch.allclose(training_heatmap("gradcam", raw, 1e4), fooling_heatmap("gradcam", raw),
+                          atol=1e-3)
+    assert torch.equal(training_heatmap("gradcam", raw, None), fooling_heatmap("gradcam", raw))
+    assert torch.equal(training_heatmap("lrp", raw, beta), fooling_heatmap("lrp", raw))
+    # an all-negative Grad-CAM is empty after the ReLU, but the smooth map still has a gradient
+    neg = -torch.rand(1, 3, 3, dtype=torch.float64, requires_grad=True) - 0.1
+    (g,) = torch.autograd.grad(training_heatmap("gradcam", neg, beta)[0, 0, 0], neg)
+    assert fooling_heatmap("gradcam", neg).abs().max() == 0 and g.abs().max() > 0
+
+
 def _map(model: nn.Module, name: str, options: dict, x, t, create_graph: bool):
     return fooling_heatmap(name, explain.get(name, model, **options).attribute(
         x, t, create_graph=create_graph))
@@ -189,7 +207,8 @@ def test_passive_objectives_equal_the_equations(fooling, label, name, options):
     x, y = tiny_data()[torch.arange(6)]
     x = x.double()
     lam = 0.7
-    objective = fooling_objective(fooling, original, label, lam=lam, layer=LAYER)
+    objective = fooling_objective(fooling, original, label, lam=lam, layer=LAYER,
+                                  smooth_beta=None)  # the paper's exact maps
     loss, logs = objective(model, (x, y))
     grads = torch.autograd.grad(loss, list(model.parameters()))
 
@@ -226,7 +245,8 @@ def test_active_objective_equals_the_equation_and_draws_from_the_global_rng():
         for p in model.parameters():
             p.add_(0.05 * torch.randn_like(p))
     comp = torch.rand(10, 1, 8, 8, generator=torch.Generator().manual_seed(3))
-    objective = ActiveFooling(original, "gradcam", {"layer": LAYER}, 2.0, composites=comp,
+    objective = ActiveFooling(original, "gradcam", {"layer": LAYER}, 2.0, smooth_beta=None,
+                              composites=comp,
                               classes=(0, 2), fool_batch_size=4)
     x, y = tiny_data()[torch.arange(5)]
     torch.manual_seed(11)

@@ -31,7 +31,8 @@ from xred.explain.postprocess import heatmap, upsample
 from xred.metrics.maps import spearman
 
 __all__ = [
-    "FOOLINGS", "INTERVALS", "HEO_EXPLAINERS", "fooling_heatmap", "resolve_explainer",
+    "FOOLINGS", "INTERVALS", "HEO_EXPLAINERS", "fooling_heatmap", "training_heatmap",
+    "resolve_explainer",
     "frame_mask", "center_of_mass", "topk_indicator", "spearman", "location_loss",
     "topk_penalty", "topk_overlap", "center_mass_shift", "center_mass_test_loss",
     "active_losses", "fsr",
@@ -90,6 +91,30 @@ def fooling_heatmap(name: str, attr: Tensor, eps: float = 1e-12) -> Tensor:
     Differentiable; the denominators are at least ``eps``."""
     opts = _NORMALISATION.get(name, _DEFAULT_NORMALISATION)
     return heatmap(attr, eps=eps, **opts)
+
+
+#: Explainers whose normalised map starts with a ReLU that :func:`training_heatmap` smooths.
+SMOOTHED = ("gradcam", "cam")
+
+
+def training_heatmap(name: str, attr: Tensor, beta: float | None = 10.0,
+                     eps: float = 1e-12) -> Tensor:
+    """The map the fooling penalties see during fine-tuning: :func:`fooling_heatmap`, except that
+    for Grad-CAM and CAM (:data:`SMOOTHED`) the ReLU becomes a smooth positive part,
+    softplus(β·a/max|a|)/β, then divided by its max (``beta`` None: the exact ReLU map).
+
+    Why: ReLU has zero gradient where the map is negative, so fine-tuning falls into maps that are
+    negative everywhere — empty after the ReLU — and cannot leave them. Measured on fmnist-vgg,
+    Center-mass fooling of Grad-CAM: with the ReLU 75 % FSR with 92 % of the fooled maps empty;
+    with β = 10, 99.8 % FSR (experiments/heo, docs/heo.md). Evaluation always uses
+    :func:`fooling_heatmap`, the paper's map."""
+    if beta is None or name not in SMOOTHED:
+        return fooling_heatmap(name, attr, eps)
+    a = attr.sum(1) if attr.dim() >= 4 else attr
+    shape = (-1,) + (1,) * (a.dim() - 1)
+    a = a / a.flatten(1).abs().amax(1).clamp(min=eps).reshape(shape)
+    h = torch.nn.functional.softplus(beta * a) / beta
+    return h / h.flatten(1).amax(1).clamp(min=eps).reshape(shape)
 
 
 # ---------------------------------------------------------------- building blocks

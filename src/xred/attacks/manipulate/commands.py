@@ -61,6 +61,8 @@ def add_fool_arguments(sp: argparse.ArgumentParser) -> argparse.ArgumentParser:
                     "simplegrad_t, or any differentiable explainer name (lrp, gradient, ...)")
     _shared(sp)
     sp.add_argument("--lam", type=float, default=1.0, help="λ, weight of the fooling penalty")
+    sp.add_argument("--smooth-beta", type=float, default=10.0, help="β of the smooth positive "
+                    "part replacing Grad-CAM's ReLU in the penalty (0: the exact ReLU; default 10)")
     sp.add_argument("--lr", type=float, help="Adam learning rate (default 1e-4)")
     sp.add_argument("--schedule", choices=["constant", "cosine"], help="learning-rate schedule "
                     "(default constant, as Heo et al.; cosine decays it to 0 and keeps accuracy)")
@@ -237,7 +239,8 @@ def cmd_fool(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
     out = Path(args.out)
     fooled = fool(args.model, fooling=args.fooling, explainer=args.explainer, data=train,
                   config=config, out=out, lam=args.lam, classes=classes, layer=args.layer,
-                  k=args.k, weights=args.weights, device=args.device,
+                  k=args.k, smooth_beta=args.smooth_beta or None, weights=args.weights,
+                  device=args.device,
                   command=command_line(argv))
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun the first process evaluates
         return {}

@@ -73,7 +73,8 @@ def fool(model: nn.Module | str | os.PathLike, *, fooling: str, explainer: str,
          config: TrainConfig | None = None, out: str | os.PathLike, lam: float,
          mask: Tensor | None = None, classes: tuple[int, int] | None = None,
          composites: Any = None, layer: str | None = None, k: float = 10.0,
-         fool_batch_size: int | None = None, architecture: str | None = None,
+         fool_batch_size: int | None = None, smooth_beta: float | None = 10.0,
+         architecture: str | None = None,
          arch_kwargs: Mapping[str, Any] | None = None, weights: str | os.PathLike | None = None,
          device: str | torch.device | None = None, command: str | None = None) -> nn.Module:
     """Fine-tune a copy of ``model`` with CE + λ·L_F (Heo et al. Eq. 2) and return it.
@@ -91,6 +92,8 @@ def fool(model: nn.Module | str | os.PathLike, *, fooling: str, explainer: str,
     - ``config``: a TrainConfig (default :func:`fooling_config`); it always runs in eval mode
       (BatchNorm frozen). Interrupted runs resume from ``out``; exact resume holds.
     - ``mask`` (Location): the target map, default the ⌊size/7⌋ frame; ``k`` (Top-k) in %.
+    - ``smooth_beta``: β of the smooth positive part that replaces Grad-CAM's ReLU in the
+      penalties (:func:`xred.metrics.fooling.training_heatmap`; None: the exact ReLU).
 
     Writes ``out/model.safetensors`` + sidecar via :func:`xred.models.save` (the original's
     architecture; the sidecar's ``fooling`` block records fooling, explainer, λ, lr, steps, seed
@@ -124,7 +127,8 @@ def fool(model: nn.Module | str | os.PathLike, *, fooling: str, explainer: str,
 
     objective = fooling_objective(fooling, original, explainer, explainer_options, lam,
                                   layer=layer, mask=mask, k=k, composites=composites,
-                                  classes=classes, fool_batch_size=fool_batch_size)
+                                  classes=classes, fool_batch_size=fool_batch_size,
+                                  smooth_beta=smooth_beta)
     fooled = copy.deepcopy(original)
     fooled.requires_grad_(True)
     dev = torch.device(device) if device is not None else next(original.parameters()).device
@@ -137,7 +141,7 @@ def fool(model: nn.Module | str | os.PathLike, *, fooling: str, explainer: str,
     block = {"fooling": fooling, "explainer": explainer, "explainer_name": name,
              "explainer_options": options, "lam": float(lam), "lr": config.lr,
              "steps": result.steps, "epochs": config.epochs, "batch_size": config.batch_size,
-             "schedule": config.schedule,
+             "schedule": config.schedule, "smooth_beta": smooth_beta,
              "seed": config.seed, "k": k if fooling == "topk" else None,
              "classes": list(classes) if classes is not None else None,
              "mask": ("frame" if mask is None else "custom") if fooling == "location" else None,

@@ -35,11 +35,11 @@ from xred.explain.base import Explainer
 from xred.metrics.fooling import (
     FOOLINGS,
     center_mass_shift,
-    fooling_heatmap,
     frame_mask,
     location_loss,
     resolve_explainer,
     topk_penalty,
+    training_heatmap,
 )
 
 __all__ = ["FoolingObjective", "LocationFooling", "TopKFooling", "CenterMassFooling",
@@ -60,7 +60,9 @@ class FoolingObjective:
     ``reference`` is the original model w₀ (deep-copied and frozen here; the caller's model is
     never changed); ``explainer`` a label of :func:`xred.metrics.fooling.resolve_explainer` (a
     registry name, or ``lrp_t`` / ``simplegrad_t``) with ``explainer_options`` and ``layer``.
-    Explainers that cannot be differentiated (``occlusion``) are refused.
+    Explainers that cannot be differentiated (``occlusion``) are refused. The penalties see
+    :func:`~xred.metrics.fooling.training_heatmap` maps: Grad-CAM's ReLU smoothed with
+    ``smooth_beta`` (None: the paper's exact ReLU), which keeps fine-tuning out of empty maps.
     """
 
     kind: ClassVar[str] = ""
@@ -70,7 +72,7 @@ class FoolingObjective:
 
     def __init__(self, reference: nn.Module, explainer: str,
                  explainer_options: Mapping[str, Any] | None = None, lam: float = 1.0, *,
-                 layer: str | None = None) -> None:
+                 layer: str | None = None, smooth_beta: float | None = 10.0) -> None:
         if not isinstance(reference, nn.Module):
             raise XredError(f"fooling needs the original model (nn.Module), got "
                             f"{type(reference).__name__}")
@@ -79,6 +81,10 @@ class FoolingObjective:
         self.label = explainer
         self.name, self.options = resolve_explainer(explainer, explainer_options, layer)
         self.lam = float(lam)
+        if smooth_beta is not None and not smooth_beta > 0:
+            raise XredError(f"smooth_beta must be > 0 (or None for the exact ReLU), got "
+                            f"{smooth_beta!r}")
+        self.smooth_beta = smooth_beta
         self.reference = _frozen_copy(reference)
         self.reference_explainer = explain.get(self.name, self.reference, **self.options)
         if not self.reference_explainer.differentiable:
@@ -117,12 +123,13 @@ class FoolingObjective:
             if (isinstance(out, Tensor) and out.requires_grad and out.dim() == 2
                     and out.shape[0] == x.shape[0] and (same or not check_input)):
                 logits = out
-        return fooling_heatmap(self.name, raw), logits
+        return training_heatmap(self.name, raw, self.smooth_beta), logits
 
     def reference_maps(self, x: Tensor, target: Tensor) -> Tensor:
         """h₀: the original model's normalised maps (no gradient)."""
         self._to(x.device)
-        return fooling_heatmap(self.name, self.reference_explainer.attribute(x, target)).detach()
+        raw = self.reference_explainer.attribute(x, target)
+        return training_heatmap(self.name, raw, self.smooth_beta).detach()
 
     def _to(self, device: torch.device) -> None:
         p = next(self.reference.parameters(), None)
@@ -190,8 +197,10 @@ class LocationFooling(FoolingObjective):
 
     def __init__(self, reference: nn.Module, explainer: str,
                  explainer_options: Mapping[str, Any] | None = None, lam: float = 1.0, *,
-                 layer: str | None = None, mask: Tensor | None = None) -> None:
-        super().__init__(reference, explainer, explainer_options, lam, layer=layer)
+                 layer: str | None = None, mask: Tensor | None = None,
+                 smooth_beta: float | None = 10.0) -> None:
+        super().__init__(reference, explainer, explainer_options, lam, layer=layer,
+                         smooth_beta=smooth_beta)
         if mask is not None and not isinstance(mask, Tensor):
             raise XredError(f"mask must be a tensor of the map's shape, got {type(mask).__name__}")
         self.mask = mask
@@ -223,8 +232,10 @@ class TopKFooling(FoolingObjective):
 
     def __init__(self, reference: nn.Module, explainer: str,
                  explainer_options: Mapping[str, Any] | None = None, lam: float = 1.0, *,
-                 layer: str | None = None, k: float = 10.0) -> None:
-        super().__init__(reference, explainer, explainer_options, lam, layer=layer)
+                 layer: str | None = None, k: float = 10.0,
+                 smooth_beta: float | None = 10.0) -> None:
+        super().__init__(reference, explainer, explainer_options, lam, layer=layer,
+                         smooth_beta=smooth_beta)
         if not 0 < k <= 100:
             raise XredError(f"k is a percentage in (0, 100], got {k!r}")
         self.k = float(k)
@@ -260,8 +271,10 @@ class ActiveFooling(FoolingObjective):
     def __init__(self, reference: nn.Module, explainer: str,
                  explainer_options: Mapping[str, Any] | None = None, lam: float = 1.0, *,
                  layer: str | None = None, composites: Any, classes: tuple[int, int],
-                 fool_batch_size: int | None = None, batch_size: int = 64) -> None:
-        super().__init__(reference, explainer, explainer_options, lam, layer=layer)
+                 fool_batch_size: int | None = None, batch_size: int = 64,
+                 smooth_beta: float | None = 10.0) -> None:
+        super().__init__(reference, explainer, explainer_options, lam, layer=layer,
+                         smooth_beta=smooth_beta)
         if classes is None or len(classes) != 2 or classes[0] == classes[1]:
             raise XredError(f"active fooling needs two different classes (c1, c2), got "
                             f"{classes!r}")
@@ -318,7 +331,8 @@ def fooling_objective(fooling: str, reference: nn.Module, explainer: str,
                       explainer_options: Mapping[str, Any] | None = None, lam: float = 1.0,
                       *, layer: str | None = None, mask: Tensor | None = None, k: float = 10.0,
                       composites: Any = None, classes: tuple[int, int] | None = None,
-                      fool_batch_size: int | None = None) -> FoolingObjective:
+                      fool_batch_size: int | None = None, smooth_beta: float | None = 10.0
+                      ) -> FoolingObjective:
     """The objective of ``fooling`` (one of :data:`~xred.metrics.fooling.FOOLINGS`)."""
     if fooling not in _KINDS:
         raise XredError(f"unknown fooling {fooling!r}; valid: {', '.join(FOOLINGS)}")
@@ -329,4 +343,5 @@ def fooling_objective(fooling: str, reference: nn.Module, explainer: str,
         extra["k"] = k
     elif fooling == "active":
         extra.update(composites=composites, classes=classes, fool_batch_size=fool_batch_size)
-    return _KINDS[fooling](reference, explainer, explainer_options, lam, layer=layer, **extra)
+    return _KINDS[fooling](reference, explainer, explainer_options, lam, layer=layer,
+                           smooth_beta=smooth_beta, **extra)
