@@ -1,7 +1,15 @@
 """Metrics: torch-native and batched."""
 
 from xred.metrics.classification import accuracy, predict, topk_accuracy
-from xred.metrics.maps import l1_distance, linf_distance, normalize_max, rank, spearman
+from xred.metrics.maps import (
+    kendall,
+    l1_distance,
+    l2_distance,
+    linf_distance,
+    normalize_max,
+    rank,
+    spearman,
+)
 
-__all__ = ["accuracy", "l1_distance", "linf_distance", "normalize_max", "predict", "rank",
-           "spearman", "topk_accuracy"]
+__all__ = ["accuracy", "kendall", "l1_distance", "l2_distance", "linf_distance", "normalize_max",
+           "predict", "rank", "spearman", "topk_accuracy"]
