@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.xred-installed
 FMNIST := /usr/share/datasets/fashion-mnist
 
-.PHONY: demo test setup data lint lock clean zoo
+.PHONY: demo test setup data lint lock clean zoo reproduce
 
 demo: setup data
 	$(BIN)/xred demo --out runs/demo
@@ -55,3 +55,8 @@ zoo: setup data
 		cp runs/zoo/$$m/model.safetensors src/xred/models/weights/$$m.safetensors && \
 		cp runs/zoo/$$m/model.json src/xred/models/weights/$$m.json || exit 1; \
 	done
+
+# Regenerate the reproduced papers' reports (docs/*.md); fine-tunings are cached under runs/.
+reproduce: setup data
+	$(BIN)/xred run experiments/viering_tables.json --out runs/viering --quiet
+	$(BIN)/xred run experiments/heo.json --out runs/heo --quiet

@@ -444,6 +444,12 @@ def build_parser() -> argparse.ArgumentParser:
         "evaluate", fooling.cmd_evaluate, "accuracy and FSR of a fooled model against its "
         "original (Heo et al. 2019)"))
 
+    from xred.attacks.input import commands as attacks
+
+    attacks.add_attack_arguments(add(
+        "attack", attacks.cmd_attack, "attack a model's inputs: adversarial examples or attacks "
+        "on explanations (ADV², Ghorbani, Dombrowski, AAI); writes metrics, inputs, a figure"))
+
     add("demo", cmd_demo, "the main job: evaluate the zoo on Fashion-MNIST and "
         "EfficientNet-Lite0 on the sample photos")
     return p

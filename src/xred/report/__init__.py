@@ -1,5 +1,5 @@
 """Figures, tables and reports."""
 
-from xred.report.figures import explanation_grid, line_plots
+from xred.report.figures import explanation_grid, image_map_rows, line_plots
 
-__all__ = ["explanation_grid", "line_plots"]
+__all__ = ["explanation_grid", "image_map_rows", "line_plots"]

@@ -63,6 +63,47 @@ def explanation_grid(images: Tensor, maps: dict[str, Tensor], path: str | os.Pat
     return out
 
 
+def image_map_rows(rows: Sequence[tuple[str, Tensor, Tensor | None]], path: str | os.PathLike,
+                   *, column_titles: Sequence[str] | None = None, alpha: float = 0.55,
+                   cmap: str = "jet") -> Path:
+    """A grid with one row per (label, images (N, C, H, W), maps (N, h, w) in [0, 1] or None)
+    and one column per input: the images themselves where maps is None, else each map (resized
+    bilinearly) over its own row's greyed images; e.g. benign image, benign map, adversarial
+    image, adversarial map, target map of an explanation attack."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = rows[0][1].shape[0]
+    fig, axes = plt.subplots(len(rows), n, figsize=(1.9 * n + 1.2, 1.9 * len(rows)),
+                             squeeze=False)
+    for r, (label, images, maps) in enumerate(rows):
+        size = tuple(images.shape[-2:])
+        for c in range(n):
+            ax = axes[r][c]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            img = _to_image(images[c])
+            if maps is None:
+                _show(ax, img, cmap="gray" if img.dim() == 2 else None, vmin=0, vmax=1)
+            else:
+                m = maps[c].detach().float().cpu()
+                if tuple(m.shape) != size:
+                    m = torch.nn.functional.interpolate(m[None, None], size=size,
+                                                        mode="bilinear", align_corners=False)[0, 0]
+                _show(ax, img if img.dim() == 2 else img.mean(-1), cmap="gray", vmin=0, vmax=1)
+                _show(ax, m, cmap=cmap, alpha=alpha, vmin=0, vmax=1)
+            if r == 0 and column_titles is not None:
+                ax.set_title(column_titles[c], fontsize=8)
+            if c == 0:
+                ax.set_ylabel(label, fontsize=8)
+    fig.tight_layout()
+    out = atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
+    plt.close(fig)
+    return out
+
+
 Series = dict[str, tuple[Sequence[float], Sequence[float]]]
 
 

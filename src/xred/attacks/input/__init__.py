@@ -1,4 +1,4 @@
-"""Input attacks: adversarial examples and (later) attacks on explanations.
+"""Input attacks: adversarial examples and attacks on explanations through the input.
 
 ``xred.attacks.input.get(name, model, **options)`` builds an attack, ``attack(x, y)`` (or
 ``attack(x, y, target=t)``) runs it and returns an :class:`AttackResult`. Names are in
@@ -7,11 +7,21 @@ model (ε-ball projection, clipping to [0, 1]), random starts, restarts, best it
 stopping.
 """
 
-from xred.attacks.input import cw, fgsm, pgd  # noqa: F401  (registers)
+from xred.attacks.input import aai, adv2, cw, dombrowski, fgsm, ghorbani, pgd  # noqa: F401
+from xred.attacks.input.aai import AAI
+from xred.attacks.input.adv2 import ADV2
 from xred.attacks.input.base import ATTACKS, Attack, AttackResult, get, register
 from xred.attacks.input.cw import CW
+from xred.attacks.input.dombrowski import Dombrowski
+from xred.attacks.input.explanation import (
+    ExplanationAttack,
+    ExplanationResult,
+    random_baseline,
+)
 from xred.attacks.input.fgsm import FGSM
+from xred.attacks.input.ghorbani import Ghorbani
 from xred.attacks.input.pgd import BIM, PGD, PGDL2
 
-__all__ = ["ATTACKS", "BIM", "CW", "FGSM", "PGD", "PGDL2", "Attack", "AttackResult", "get",
-           "register"]
+__all__ = ["AAI", "ADV2", "ATTACKS", "BIM", "CW", "FGSM", "PGD", "PGDL2", "Attack", "AttackResult",
+           "Dombrowski", "ExplanationAttack", "ExplanationResult", "Ghorbani", "get",
+           "random_baseline", "register"]

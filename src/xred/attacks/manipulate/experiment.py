@@ -532,8 +532,9 @@ def _active_report(cfg: dict[str, Any], results: dict[str, Any], report: Path) -
              f"The maps of c₁ = {n1} and c₂ = {n2} are swapped on 2×2 composites showing both "
              f"(fine-tuned on {cfg['composites']} composites of training images; FSR on "
              f"{cfg['eval_composites']} held-out composites of test images, the success "
-             "interval [0.5, 2] on the Spearman difference). Accuracy is top-1 on the whole test "
-             "set.", "",
+             "interval [0.5, 2] on the Spearman difference). Accuracy is top-1 on "
+             + ("the whole test set." if cfg["count"] is None
+                else f"the first {cfg['count']} test images."), "",
              f"| model | fooled with | FSR c₁ ({n1}) | FSR c₂ ({n2}) | accuracy before → after "
              "(%) | drop (points) | λ | lr | steps |", "|---|---|---|---|---|---|---|---|---|"]
     ok = True
