@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import argparse
 import platform
-import statistics
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -30,6 +28,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 import torchattacks
+from timing import timed  # benchmarks/timing.py (scripts run from this folder)
 from torch import Tensor, nn
 
 from xred import models
@@ -41,17 +40,6 @@ from xred.provenance import record
 EPS, ALPHA = 8 / 255, 2 / 255
 
 
-def timed(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
-    """Median wall time of each call, measured interleaved (one round calls each once, in
-    turn), so that a slow spell of the machine hits every call alike; one warm-up round."""
-    times: dict[str, list[float]] = {name: [] for name in fns}
-    for round_ in range(repeats + 1):
-        for name, fn in fns.items():
-            start = time.perf_counter()
-            fn()
-            if round_:
-                times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def setups() -> list[tuple[str, nn.Module, Tensor, Tensor]]:

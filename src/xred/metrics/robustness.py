@@ -94,7 +94,9 @@ def label_preserved_rate(pred_adv: Tensor, pred_clean: Tensor) -> float:
     return _rate(label_preserved(pred_adv, pred_clean))
 
 
-def _count(k: int | float, d: int) -> int:
+def pixel_count(k: int | float, d: int) -> int:
+    """``k`` as a pixel count (an int) or a fraction of the ``d`` pixels (a float in (0, 1];
+    NaN is refused)."""
     if isinstance(k, bool) or not isinstance(k, (int, float)):
         raise XredError(f"k must be a pixel count (int) or a fraction in (0, 1], got {k!r}")
     if isinstance(k, int):
@@ -110,7 +112,7 @@ def topk_mask(maps: Tensor, k: int | float) -> Tensor:
     """(N, d) bool: each map's top ``k`` pixels of the flattened map (``k`` a count, or a
     fraction of the pixels if a float); ties broken by :func:`torch.topk`."""
     flat = maps.detach().flatten(1)
-    idx = flat.topk(_count(k, flat.shape[1]), dim=1).indices
+    idx = flat.topk(pixel_count(k, flat.shape[1]), dim=1).indices
     return torch.zeros_like(flat, dtype=torch.bool).scatter_(1, idx, True)
 
 

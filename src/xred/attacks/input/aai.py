@@ -24,12 +24,11 @@ from xred.attacks.input.explanation import (
     SMOOTHED,
     ExplanationAttack,
     ExplanationResult,
-    count,
     rank_metrics,
     topk_mass,
 )
 from xred.errors import XredError
-from xred.metrics.robustness import topk_mask
+from xred.metrics.robustness import pixel_count, topk_mask
 
 
 @register
@@ -58,7 +57,7 @@ class AAI(ExplanationAttack):
                          alpha=alpha, optimizer="sign",
                          restarts=restarts, random_start=random_start, smooth=smooth, beta=beta,
                          tau=tau, baseline_draws=baseline_draws, seed=seed)
-        count(k, 10**9)
+        pixel_count(k, 10**9)
         self.k = k
         self.lam = float(_positive(lam, "lam", "pass the hinge weight, e.g. lam=1", zero=True))
         self.options.update(k=k, lam=self.lam)
@@ -81,7 +80,8 @@ class AAI(ExplanationAttack):
                  ) -> dict[str, Tensor]:
         if target_map is not None:
             raise XredError("aai takes no target_map: it pushes the map away from its own top-k")
-        return {"map_class": labels, "topk": topk_mask(benign, count(self.k, benign[0].numel()))}
+        k = pixel_count(self.k, benign[0].numel())
+        return {"map_class": labels, "topk": topk_mask(benign, k)}
 
     def _objective(self, logits: Tensor, x_adv: Tensor, s: dict[str, Any]) -> Tensor:
         """−(λ·max(max_{j≠y} f_j − f_y, 0) + Σ_{i∈B} ĥ_i), to ascend."""

@@ -28,7 +28,6 @@ A subclass says which class's map it attacks and with which per-sample state
 from __future__ import annotations
 
 import contextlib
-import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar
@@ -53,7 +52,7 @@ from xred.explain.runner import ABSOLUTE
 from xred.explain.smooth import smooth_relu
 from xred.metrics.maps import kendall, l1_distance, spearman
 
-__all__ = ["SMOOTHED", "ExplanationAttack", "ExplanationResult", "check_target_map", "count",
+__all__ = ["SMOOTHED", "ExplanationAttack", "ExplanationResult", "check_target_map",
            "explanation_map", "mass_fractions", "random_baseline", "rank_map", "rank_metrics",
            "topk_mass", "uniform_noise"]
 
@@ -536,14 +535,3 @@ def rank_metrics(ranks: Tensor, benign_rank: Tensor) -> dict[str, Tensor]:
     return {"kendall": kendall(ranks, benign_rank), "spearman": spearman(ranks, benign_rank)}
 
 
-def count(k: int | float, d: int) -> int:
-    """``k`` as a pixel count (an int) or a fraction of the ``d`` pixels (a float in (0, 1])."""
-    if isinstance(k, bool) or not isinstance(k, (int, float)):
-        raise XredError(f"k must be a pixel count (int) or a fraction in (0, 1], got {k!r}")
-    if isinstance(k, int):
-        if not 1 <= k <= d:
-            raise XredError(f"k = {k} pixels, but the maps have {d}; pass 1 ≤ k ≤ {d}")
-        return k
-    if not 0 < k <= 1 or math.isnan(k):
-        raise XredError(f"k = {k} as a fraction must lie in (0, 1]; pass e.g. k=0.1 or an int")
-    return max(1, round(k * d))

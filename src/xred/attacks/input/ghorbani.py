@@ -25,7 +25,6 @@ from torch import Tensor, nn
 from xred.attacks.input.base import register
 from xred.attacks.input.explanation import (
     ExplanationAttack,
-    count,
     mass_fractions,
     rank_metrics,
     topk_mass,
@@ -33,7 +32,7 @@ from xred.attacks.input.explanation import (
 from xred.attacks.input.fgsm import _unit
 from xred.errors import XredError
 from xred.metrics.fooling import center_of_mass
-from xred.metrics.robustness import topk_mask
+from xred.metrics.robustness import pixel_count, topk_mask
 
 MODES = ("topk", "center_mass", "region")
 _OBJECTIVE = {"topk": ("topk_intersection", True), "center_mass": ("center_of_mass_shift", False),
@@ -87,7 +86,7 @@ class Ghorbani(ExplanationAttack):
         if region is not None and not isinstance(region, Tensor):
             raise XredError(f"region must be a bool tensor over the map, got "
                             f"{type(region).__name__}")
-        count(k, 10**9)  # type check now, the range once the map size is known
+        pixel_count(k, 10**9)  # type check now, the range once the map size is known
         self.mode, self.k, self.region = mode, k, region
         self.objective_metric, self.lower_is_better = _OBJECTIVE[mode]
         self.options.update(mode=mode, k=k, region=None if region is None else "given")
@@ -99,7 +98,7 @@ class Ghorbani(ExplanationAttack):
             raise XredError("ghorbani takes no target_map; for a target region use "
                             "mode='region' with region=")
         d = benign[0].numel()
-        kk = count(self.k, d)
+        kk = pixel_count(self.k, d)
         out = {"map_class": labels, "topk": topk_mask(benign, kk),
                "com0": center_of_mass(benign)}
         if self.mode == "region":
