@@ -108,7 +108,7 @@ def run(repeats: int) -> dict:
         slow = {k: calls.pop(k) for k in ("integrated_gradients", "captum.IG(32)")}
         times = {**timed(calls, 3 * repeats), **timed(slow, repeats)}  # cheap calls: more rounds
         floor = times["floor"]
-        peer_times = {name: times[name] for name in calls if "." in name}
+        peer_times = {name: t for name, t in times.items() if "." in name}
         for method, (_, peer) in OURS.items():
             ours = times[method]
             row = {"setup": label, "method": method, "seconds": ours, "floor_seconds": floor,

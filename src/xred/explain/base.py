@@ -58,18 +58,25 @@ def find_layer(model: nn.Module, name: str | nn.Module) -> nn.Module:
 
 
 @contextlib.contextmanager
-def capture_output(layer: nn.Module, requires_grad: bool = False) -> Iterator[dict[str, Tensor]]:
+def capture_output(layer: nn.Module, requires_grad: bool = False,
+                   start_graph: bool = False) -> Iterator[dict[str, Tensor]]:
     """Record ``layer``'s output during forward passes in ``store["out"]``; the hook is removed on
     exit, whatever happens. The network continues with a copy, so a later in-place operation
     (e.g. ``ReLU(inplace=True)``) cannot change the recorded activation. With ``requires_grad``
     (and grad mode on), an output that does not require grad (frozen parameters, input without
-    grad) is made a leaf that does, so gradients with respect to it can always be taken."""
+    grad) is made a leaf that does, so gradients with respect to it can always be taken.
+
+    ``start_graph``: the hook turns grad mode on, so a caller that runs the model under
+    ``torch.no_grad()`` records autograd history only from the layer on (a backward pass that
+    stops at the layer needs nothing before it; this saves the cost of recording it)."""
     store: dict[str, Tensor] = {}
 
     def hook(module: nn.Module, inputs: Any, output: Tensor) -> Tensor:
         if not isinstance(output, Tensor):
             raise XredError(f"layer {type(module).__name__} returns {type(output).__name__}, "
                             "not a tensor; choose a layer with a single tensor output")
+        if start_graph:
+            torch.set_grad_enabled(True)
         if requires_grad and torch.is_grad_enabled() and not output.requires_grad:
             output = output.detach().requires_grad_(True)
         store["out"] = output
@@ -77,7 +84,8 @@ def capture_output(layer: nn.Module, requires_grad: bool = False) -> Iterator[di
 
     handle = layer.register_forward_hook(hook)
     try:
-        yield store
+        with torch.no_grad() if start_graph else contextlib.nullcontext():
+            yield store
     finally:
         handle.remove()
 

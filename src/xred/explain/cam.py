@@ -82,7 +82,8 @@ class GradCAM(_LayerExplainer):
 
     def _attribute(self, x: Tensor, target: int | Tensor | None, create_graph: bool) -> Tensor:
         layer = self._resolve_layer(x)
-        with capture_output(layer, requires_grad=True) as store:
+        # without create_graph, autograd records the forward pass only from the layer on
+        with capture_output(layer, requires_grad=True, start_graph=not create_graph) as store:
             logits = run_model(self.model, x)
         act = self._activation(store)
         t = resolve_target(target, logits)

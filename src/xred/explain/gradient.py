@@ -43,7 +43,7 @@ def _layer_gradient(model: nn.Module, layer: nn.Module, x: Tensor, target: int |
                     create_graph: bool) -> tuple[Tensor, Tensor, Tensor]:
     """(∂y_t/∂A, A, logits) for the output A of ``layer``, in one forward and one backward that
     stops at A (the input gradient is not computed)."""
-    with capture_output(layer, requires_grad=True) as store:
+    with capture_output(layer, requires_grad=True, start_graph=not create_graph) as store:
         logits = run_model(model, x)
     if "out" not in store:
         raise XredError(f"layer {type(layer).__name__} was not used in the model's forward pass")
