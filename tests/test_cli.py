@@ -143,3 +143,7 @@ def test_demo_prints_the_table(run_xred, tmp_path):
     assert metrics["efficientnet_lite0_photos"]["coffee"]["class"] in ("espresso", "cup")
     assert all(m["test_accuracy"] >= 0.84 for m in metrics["zoo"].values())
     assert (tmp_path / "summary.md").read_text().startswith("# xred demo")
+    fooling = metrics["fooling"]  # Location fooling of fmnist-vgg's Grad-CAM (Heo et al.)
+    assert fooling["size"] == 10_000 and fooling["fsr"]["gradcam"] >= 0.9
+    assert fooling["accuracy_before"] - fooling["accuracy_after"] <= 0.01
+    assert (tmp_path / "fooling.png").is_file() and "Location fooling" in proc.stdout
