@@ -308,7 +308,8 @@ RUNNERS = {"viering_tables": ("xred.attacks.architecture.experiment", "run_vieri
            "heo": ("xred.attacks.manipulate.experiment", "run_heo"),
            "heo_passive": ("xred.attacks.manipulate.experiment", "run_heo_passive"),
            "heo_active": ("xred.attacks.manipulate.experiment", "run_heo_active"),
-           "heo_adult": ("xred.attacks.manipulate.experiment", "run_heo_adult")}
+           "heo_adult": ("xred.attacks.manipulate.experiment", "run_heo_adult"),
+           "input_attacks": ("xred.attacks.input.experiment", "run_input_attacks")}
 
 
 def cmd_run(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:

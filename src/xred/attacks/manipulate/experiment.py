@@ -39,6 +39,7 @@ from tqdm.auto import tqdm
 
 from xred.errors import XredError
 from xred.io import read_json, save_tensors, write_json
+from xred.report.text import merge_config, pct, relative
 
 __all__ = ["run_heo", "run_heo_active", "run_heo_adult", "run_heo_passive"]
 
@@ -119,11 +120,6 @@ def _test_subset(test: Any, count: int | None) -> Any:
     return test if count is None else test.subset(torch.arange(min(int(count), len(test))))
 
 
-def _pct(v: float | None, digits: int = 1) -> str:
-    return "–" if v is None or (isinstance(v, float) and math.isnan(v)) else (
-        f"{100 * v:.{digits}f}")
-
-
 def _finish(cfg: dict[str, Any], results: dict[str, Any], section: Any, out: Path,
             report: Path | None) -> dict[str, Any]:
     """A part's metrics with its report ``sections``; a part run on its own (``report`` None)
@@ -137,10 +133,6 @@ def _finish(cfg: dict[str, Any], results: dict[str, Any], section: Any, out: Pat
         atomic_write(path, lambda tmp: Path(tmp).write_text("\n".join(lines) + "\n"))
         results = {**results, "report": str(path)}
     return {"config": cfg, **results, "sections": lines}
-
-
-def _rel(path: str | Path, report: Path | None) -> str:
-    return os.path.relpath(path, report.parent) if report is not None else str(path)
 
 
 # ---------------------------------------------------------------- passive (Table 1, Figs. 2, 4, 5)
@@ -157,14 +149,6 @@ PASSIVE_DEFAULTS: dict[str, Any] = {
 }
 
 
-def _merge(defaults: dict[str, Any], config: dict[str, Any], kind: str) -> dict[str, Any]:
-    known = {"kind", "description", *defaults}
-    unknown = sorted(set(config) - known)
-    if unknown:
-        raise XredError(f"unknown keys in the {kind} config: {unknown}; valid: {sorted(known)}")
-    return {**copy.deepcopy(defaults), **config}
-
-
 def run_heo_passive(config: dict[str, Any], out: str | os.PathLike, *,
                     command: str | None = None, progress: bool = True,
                     report: Path | None = None) -> dict[str, Any]:
@@ -173,7 +157,7 @@ def run_heo_passive(config: dict[str, Any], out: str | os.PathLike, *,
     from xred import models
     from xred.data import load_dataset
 
-    cfg = _merge(PASSIVE_DEFAULTS, config, "heo_passive")
+    cfg = merge_config(PASSIVE_DEFAULTS, config, "heo_passive")
     out = Path(out)
     cache = Path(cfg["cache"]) if cfg["cache"] else out.parent / "models"
     figures = Path(cfg["figures"])
@@ -377,13 +361,13 @@ def _passive_report(cfg: dict[str, Any], results: dict[str, Any], report: Path) 
     for key, r in runs.items():
         cells = []
         for t in transfer:
-            v = _pct(r["fsr"].get(t))
+            v = pct(r["fsr"].get(t))
             cells.append(f"**{v}**" if t == r["explainer"] else v)
         drop = 100 * (r["accuracy_before"] - r["accuracy_after"])
         lines.append(f"| {r['model']} | {r['fooling']} | {LABELS.get(r['explainer'])} | "
-                     + " | ".join(cells) + f" | {_pct(r['accuracy_before'], 2)} → "
-                     f"{_pct(r['accuracy_after'], 2)} | {drop:.2f} | "
-                     f"{_pct(r.get('empty_maps', {}).get(r['explainer']))} |")
+                     + " | ".join(cells) + f" | {pct(r['accuracy_before'], 2)} → "
+                     f"{pct(r['accuracy_after'], 2)} | {drop:.2f} | "
+                     f"{pct(r.get('empty_maps', {}).get(r['explainer']))} |")
         matched = r["fsr"][r["explainer"]]
         checks.append((key, matched, drop))
     ok_fsr = all(m >= bounds["fsr"] for _, m, _ in checks)
@@ -391,7 +375,7 @@ def _passive_report(cfg: dict[str, Any], results: dict[str, Any], report: Path) 
     worst_fsr = min(checks, key=lambda c: c[1])
     worst_drop = max(checks, key=lambda c: c[2])
     lines += ["", f"- Matched FSR ≥ {100 * bounds['fsr']:.0f} % in every run: "
-              f"{'yes' if ok_fsr else '**NO**'} (lowest {_pct(worst_fsr[1])} %, {worst_fsr[0]}).",
+              f"{'yes' if ok_fsr else '**NO**'} (lowest {pct(worst_fsr[1])} %, {worst_fsr[0]}).",
               f"- Accuracy drop ≤ {100 * bounds['accuracy_drop']:.1f} points in every run: "
               f"{'yes' if ok_drop else '**NO**'} (largest {worst_drop[2]:.2f}, {worst_drop[0]}).",
               "", "Settings per run (Adam, model in eval mode, batch of the training set; "
@@ -406,7 +390,7 @@ def _passive_report(cfg: dict[str, Any], results: dict[str, Any], report: Path) 
     lines.append("")
     if results.get("grid"):
         lines += ["## Fig. 2: original and fooled maps", "",
-                  f"![original and fooled maps]({_rel(results['grid'], report)})", ""]
+                  f"![original and fooled maps]({relative(results['grid'], report)})", ""]
     if results.get("aopc"):
         a = results["aopc"]
         lines += ["## Fig. 4a: AOPC — the fooled models still use the same features", "",
@@ -420,7 +404,7 @@ def _passive_report(cfg: dict[str, Any], results: dict[str, Any], report: Path) 
                   "|---|---|---|---|---|"]
         for key, row in a["table"].items():
             lines.append(f"| {key} | " + " | ".join(f"{v:.3f}" for v in row.values()) + " |")
-        lines += ["", f"![AOPC curves]({_rel(a['figure'], report)})", ""]
+        lines += ["", f"![AOPC curves]({relative(a['figure'], report)})", ""]
     if results.get("noise"):
         n = results["noise"]
         lines += ["## Fig. 4b: Gaussian noise on the fooled weights", "",
@@ -431,9 +415,9 @@ def _passive_report(cfg: dict[str, Any], results: dict[str, Any], report: Path) 
                   "|---|" + "---|" * len(n["sigmas"])]
         for key, rows in n["table"].items():
             lines.append(f"| {key} | " + " | ".join(
-                f"{_pct(r['accuracy'])} % / {_pct(r['fsr'])} %" for r in rows) + " |")
+                f"{pct(r['accuracy'])} % / {pct(r['fsr'])} %" for r in rows) + " |")
         lines += ["", "(cells: accuracy / FSR)", "",
-                  f"![weight noise]({_rel(n['figure'], report)})", ""]
+                  f"![weight noise]({relative(n['figure'], report)})", ""]
     if results.get("smoothgrad"):
         s = results["smoothgrad"]
         lines += ["## Fig. 5b: fooling SmoothGrad costs accuracy", "",
@@ -443,8 +427,8 @@ def _passive_report(cfg: dict[str, Any], results: dict[str, Any], report: Path) 
         for explainer, r in s["runs"].items():
             opts = ", ".join(f"{k}={v}" for k, v in r["options"].items())
             lines.append(f"| {LABELS.get(explainer)}{f' ({opts})' if opts else ''} | "
-                         f"{_pct(r['fsr'][explainer])} | {_pct(r['accuracy_before'], 2)} → "
-                         f"{_pct(r['accuracy_after'], 2)} | {r['setting']['steps']} | "
+                         f"{pct(r['fsr'][explainer])} | {pct(r['accuracy_before'], 2)} → "
+                         f"{pct(r['accuracy_after'], 2)} | {r['setting']['steps']} | "
                          f"{r['setting']['lam']} |")
         lines.append("")
     return lines
@@ -470,7 +454,7 @@ def run_heo_active(config: dict[str, Any], out: str | os.PathLike, *,
     from xred.metrics.fooling import fooling_maps, resolve_explainer
     from xred.report import explanation_grid
 
-    cfg = _merge(ACTIVE_DEFAULTS, config, "heo_active")
+    cfg = merge_config(ACTIVE_DEFAULTS, config, "heo_active")
     out = Path(out)
     cache = Path(cfg["cache"]) if cfg["cache"] else out.parent / "models"
     figures = Path(cfg["figures"])
@@ -544,15 +528,15 @@ def _active_report(cfg: dict[str, Any], results: dict[str, Any], report: Path) -
         ok = ok and min(by["c1"], by["c2"]) >= bounds["fsr"] and drop <= 100 * bounds[
             "accuracy_drop"]
         s = r["setting"]
-        lines.append(f"| {r['model']} | {LABELS.get(r['explainer'])} | {_pct(by['c1'])} | "
-                     f"{_pct(by['c2'])} | {_pct(r['accuracy_before'], 2)} → "
-                     f"{_pct(r['accuracy_after'], 2)} | {drop:.2f} | {s['lam']} | {s['lr']} | "
+        lines.append(f"| {r['model']} | {LABELS.get(r['explainer'])} | {pct(by['c1'])} | "
+                     f"{pct(by['c2'])} | {pct(r['accuracy_before'], 2)} → "
+                     f"{pct(r['accuracy_after'], 2)} | {drop:.2f} | {s['lam']} | {s['lr']} | "
                      f"{s['steps']} |")
     lines += ["", f"- FSR ≥ {100 * bounds['fsr']:.0f} % for both classes with a drop ≤ "
               f"{100 * bounds['accuracy_drop']:.1f} points in every run: "
               f"{'yes' if ok else '**NO**'}.", ""]
     for name, path in results["grids"].items():
-        lines += [f"![{name} active fooling]({_rel(path, report)})", ""]
+        lines += [f"![{name} active fooling]({relative(path, report)})", ""]
     return lines
 
 
@@ -590,7 +574,7 @@ def run_heo_adult(config: dict[str, Any], out: str | os.PathLike, *,
     from xred.metrics.classification import accuracy
     from xred.report import line_plots
 
-    cfg = _merge(ADULT_DEFAULTS, config, "heo_adult")
+    cfg = merge_config(ADULT_DEFAULTS, config, "heo_adult")
     out = Path(out)
     cache = Path(cfg["cache"]) if cfg["cache"] else out.parent / "models"
     figures = Path(cfg["figures"])
@@ -653,14 +637,14 @@ def _adult_report(cfg: dict[str, Any], results: dict[str, Any], report: Path) ->
     for f, r in sorted(table.items(), key=lambda kv: kv[1]["rank_before"]):
         bold = "**" if f in hidden else ""
         lines.append(f"| {bold}{f}{bold} | {r['index']} | {r['rank_before']} | {r['rank_after']} | "
-                     f"{_pct(r['share_before'])} | {_pct(r['share_after'])} |")
-    lines += ["", f"Accuracy {_pct(results['accuracy_before'], 2)} % → "
-              f"{_pct(results['accuracy_after'], 2)} % (drop {drop:.2f} points).", "",
+                     f"{pct(r['share_before'])} | {pct(r['share_after'])} |")
+    lines += ["", f"Accuracy {pct(results['accuracy_before'], 2)} % → "
+              f"{pct(results['accuracy_after'], 2)} % (drop {drop:.2f} points).", "",
               f"- {' and '.join(hidden)} leave the top half of the ranking: "
               f"{'yes' if left else '**NO**'}; accuracy drop ≤ "
               f"{100 * cfg['bounds']['accuracy_drop']:.1f} points: "
               f"{'yes' if drop <= 100 * cfg['bounds']['accuracy_drop'] else '**NO**'}.", "",
-              f"![Adult relevance]({_rel(results['figure'], report)})", ""]
+              f"![Adult relevance]({relative(results['figure'], report)})", ""]
     return lines
 
 
@@ -726,6 +710,6 @@ def _table3(results: dict[str, Any]) -> list[str]:
              "|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['model']} | {r['fooling']} | {LABELS.get(r['explainer'])} | "
-                     f"{_pct(r['accuracy_before'], 2)} | {_pct(r['accuracy_after'], 2)} | "
+                     f"{pct(r['accuracy_before'], 2)} | {pct(r['accuracy_after'], 2)} | "
                      f"{100 * (r['accuracy_before'] - r['accuracy_after']):.2f} |")
     return lines + [""]

@@ -1,0 +1,500 @@
+"""Reproduce, at small scale, the attacks on explanations through the input:
+``xred run experiments/input_attacks.json`` writes the report (docs/input_attacks.md).
+
+- **ε**: targeted PGD with random target classes on the first ``count`` test inputs of each zoo
+  model, at every radius of ``eps_grid``; the ADV² runs use ε = 0.031 where PGD succeeds on at
+  least ``pgd_bar`` (98 %) of the inputs there, else the smallest grid radius where it does.
+- **ADV²** (Zhang et al. 2020, attack effectiveness): at that ε, for each interpreter (GRAD, CAM,
+  MASK, RTS), the targeted success rate and the L1 distance of the adversarial example's map to
+  the target map (the benign input's map), for ADV²'s examples, for plain PGD's examples with the
+  same targets, and at random noise of the same budget; EfficientNet-Lite0 on the sample photos
+  likewise.
+- **Against noise**: every other explanation attack (Ghorbani's top-k and centre-of-mass
+  attacks, Dombrowski's target-map attack, AAI) on its own objective, against uniform noise of
+  the same budget.
+- **AAI** (Boopathy et al. 2020): Kendall's τ between the benign and the attacked map over ε.
+
+Source classes are the model's predictions (every input counts, a misclassified one is explained
+for its predicted class); the random target of an input is a class other than its prediction,
+drawn with the config's seed. Each (model, attack, ε) cell runs in batches and each finished batch
+is saved at once under ``<out>/cells``, so an interrupted run resumes where it stopped and a rerun
+with the same settings reuses the work. RTS interpreters are trained once per model with
+:func:`xred.explain.learned.train_rts` and cached under ``<out>/rts``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from xred.io import atomic_write, load_tensors, save_tensors
+from xred.report.text import merge_config, pct, relative
+
+__all__ = ["run_input_attacks"]
+
+LABELS = {"gradient": "GRAD", "cam": "CAM", "mask": "MASK", "rts": "RTS", "gradcam": "Grad-CAM"}
+
+DEFAULTS: dict[str, Any] = {
+    "models": ["fmnist-vgg", "fmnist-resnet", "fmnist-densenet"], "count": 1000, "seed": 0,
+    "batch_size": 250, "eps_grid": [0.031, 0.05, 0.075, 0.1, 0.15, 0.2], "pgd_bar": 0.98,
+    "pgd": {"steps": 100},
+    # per interpreter, "options" may also hold "batch_size" and "count" (fewer inputs)
+    "adv2": {"explainers": ["gradient", "cam", "mask", "rts"], "options": {},
+             "explainer_options": {}, "bars": {"success": 0.95, "mask_success": 0.9,
+                                               "distance_ratio": 0.5}},
+    "rts": {"epochs": 2, "batch_size": 64, "lr": 1e-3, "width": 16},
+    "photos": {"model": "efficientnet-lite0", "eps": 0.031, "explainers": ["gradient", "cam"],
+               "options": {}, "pgd_steps": 100},
+    "versus_noise": [
+        {"attack": "ghorbani", "options": {"mode": "topk"}, "explainer": "gradient"},
+        {"attack": "ghorbani", "options": {"mode": "center_mass"}, "explainer": "gradient"},
+        {"attack": "dombrowski", "options": {}, "explainer": "gradient"},
+        {"attack": "aai", "options": {}, "explainer": None}],
+    "versus_noise_count": 200, "versus_noise_eps": 0.031,
+    "aai_curve": {"eps": [0.005, 0.01, 0.02, 0.031, 0.05], "options": {}},
+    "report": "docs/input_attacks.md", "figures": "docs/figures",
+}
+
+
+# ---------------------------------------------------------------- cells: batched, saved per batch
+
+
+def _cell_folder(root: Path, model: str, label: str, settings: dict[str, Any]) -> Path:
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode())
+    return root / model / f"{label}-{digest.hexdigest()[:10]}"
+
+
+def _batched(folder: Path, n: int, batch_size: int, run: Callable[[slice], dict[str, Tensor]],
+             desc: str, progress: bool) -> dict[str, Tensor]:
+    """``run(slice)`` over 0..n in batches, each batch's per-sample tensors saved in ``folder``
+    as soon as it is done (and loaded instead of recomputed on a rerun); concatenated."""
+    folder.mkdir(parents=True, exist_ok=True)
+    parts = []
+    starts = range(0, n, batch_size)
+    for i, start in enumerate(tqdm(starts, desc=desc, disable=not progress, leave=False)):
+        path = folder / f"batch_{i:04d}.safetensors"
+        if path.is_file():
+            parts.append(load_tensors(path)[0])
+            continue
+        done = run(slice(start, min(start + batch_size, n)))
+        out = {k: v.detach().cpu() for k, v in done.items()}
+        save_tensors(path, out, {"start": start})
+        parts.append(out)
+    return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+
+
+def _mean(t: Tensor) -> float:
+    t = t.double()
+    t = t[~t.isnan()]
+    return float(t.mean()) if t.numel() else float("nan")
+
+
+def random_targets(prediction: Tensor, num_classes: int, seed: int) -> Tensor:
+    """One class other than the prediction per input, uniformly, from ``seed``."""
+    g = torch.Generator().manual_seed(seed)
+    shift = torch.randint(1, num_classes, prediction.shape, generator=g)
+    return (prediction.cpu() + shift) % num_classes
+
+
+# ---------------------------------------------------------------- the parts
+
+
+def _pgd_cell(model: nn.Module, name: str, x: Tensor, targets: Tensor, eps: float,
+              cfg: dict[str, Any], cells: Path, progress: bool) -> dict[str, Tensor]:
+    """Targeted PGD at ``eps``: per-sample success and the adversarial inputs."""
+    from xred.attacks.input import get
+
+    options = {"eps": eps, "steps": int(cfg["pgd"]["steps"]), "seed": int(cfg["seed"])}
+    attack = get("pgd", model, **options)
+    folder = _cell_folder(cells, name, f"pgd-eps{eps:g}", {**options, "n": len(x)})
+
+    def run(sl: slice) -> dict[str, Tensor]:
+        result = attack(x[sl], None, target=targets[sl])
+        return {"success": result.success, "x_adv": result.x_adv}
+
+    return _batched(folder, len(x), int(cfg["batch_size"]), run, f"{name} pgd ε={eps:g}",
+                    progress)
+
+
+def _adv2_cell(model: nn.Module, name: str, explainer: str, explainer_options: dict[str, Any],
+               x: Tensor, targets: Tensor, pgd: dict[str, Tensor], eps: float,
+               options: dict[str, Any], cfg: dict[str, Any], cells: Path, progress: bool,
+               batch_size: int) -> dict[str, Tensor]:
+    """ADV² at ``eps``: per-sample success and map metrics of ADV²'s examples, of PGD's examples
+    (same targets) and of random noise, all scored on the real model and interpreter."""
+    from xred.attacks.input import get
+
+    settings = {"eps": eps, "seed": int(cfg["seed"]), **options}
+    attack = get("adv2", model, explainer=explainer, explainer_options=explainer_options,
+                 **settings)
+    # a trained interpreter enters the cell's key by its training settings (cfg["rts"])
+    shown = {k: (cfg["rts"] if isinstance(v, nn.Module) else v)
+             for k, v in explainer_options.items()}
+    folder = _cell_folder(cells, name, f"adv2-{explainer}-eps{eps:g}",
+                          {**settings, "explainer": explainer, "explainer_options": shown,
+                           "n": len(x), "pgd": float(pgd["x_adv"].sum())})
+
+    def run(sl: slice) -> dict[str, Tensor]:
+        result = attack(x[sl], None, target=targets[sl])
+        versus_pgd = attack.compare(result, pgd["x_adv"][sl].to(x.device))
+        return {"success": result.success, "pgd_success": pgd["success"][sl],
+                **{f"adv2/{k}": v for k, v in result.metrics.items()},
+                **{f"pgd/{k}": v for k, v in versus_pgd.items()},
+                **{f"random/{k}": v for k, v in result.random.items()}}
+
+    return _batched(folder, len(x), batch_size, run, f"{name} adv2 {explainer}", progress)
+
+
+def _rts_interpreter(model: nn.Module, name: str, train: Any, cfg: dict[str, Any], root: Path,
+                     progress: bool, command: str | None) -> nn.Module:
+    """A :class:`~xred.explain.learned.SaliencyNet` for ``model``, trained once and cached."""
+    from xred import models
+    from xred.engine import TrainConfig
+    from xred.explain.learned import train_rts
+
+    rts = cfg["rts"]
+    folder = root / name
+    if (folder / "model.safetensors").is_file():
+        return models.load(folder)
+    config = TrainConfig(epochs=int(rts["epochs"]), batch_size=int(rts["batch_size"]),
+                         lr=float(rts["lr"]), optimizer="adam", weight_decay=0.0,
+                         seed=int(cfg["seed"]), progress=progress)
+    return train_rts(model, train, config, folder, width=int(rts["width"]), command=command)
+
+
+def _summary(cell: dict[str, Tensor], prefix: str) -> dict[str, float]:
+    return {k[len(prefix):]: _mean(v) for k, v in cell.items() if k.startswith(prefix)}
+
+
+def _adv2_row(cell: dict[str, Tensor]) -> dict[str, Any]:
+    adv2, pgd, noise = (_summary(cell, p) for p in ("adv2/", "pgd/", "random/"))
+    ratio = adv2["map_l1_to_target"] / pgd["map_l1_to_target"]
+    return {"n": int(cell["success"].numel()), "success": _mean(cell["success"]),
+            "pgd_success": _mean(cell["pgd_success"]), "adv2": adv2, "pgd": pgd, "random": noise,
+            "distance_ratio": ratio}
+
+
+def run_input_attacks(config: dict[str, Any], out: str | os.PathLike, *,
+                      command: str | None = None, progress: bool = True) -> dict[str, Any]:
+    """Every part of the module docstring; writes the report and returns every number."""
+    from xred import models
+    from xred.data import load_dataset
+
+    cfg = merge_config(DEFAULTS, config, "input_attacks")
+    out = Path(out)
+    cells, figures = out / "cells", Path(cfg["figures"])
+    figures.mkdir(parents=True, exist_ok=True)
+    seed, count = int(cfg["seed"]), int(cfg["count"])
+    start = time.perf_counter()
+    results: dict[str, Any] = {"eps": {}, "adv2": {}, "versus_noise": {}, "aai_curve": {}}
+    for name in cfg["models"]:
+        info = models.describe(name)
+        model = models.load(name)
+        test = load_dataset(info["dataset"], "test")
+        x, _ = test[torch.arange(min(count, len(test)))]
+        with torch.no_grad():
+            prediction = model(x).argmax(1)
+        targets = random_targets(prediction, len(info["classes"]), seed)
+
+        sweep = {}  # ascending radii until PGD reaches the bar (larger ones are not needed)
+        for eps in sorted(float(e) for e in cfg["eps_grid"]):
+            sweep[f"{eps:g}"] = _pgd_cell(model, name, x, targets, eps, cfg, cells, progress)
+            if _mean(sweep[f"{eps:g}"]["success"]) >= cfg["pgd_bar"]:
+                break
+        rates = {k: _mean(v["success"]) for k, v in sweep.items()}
+        eps = float(list(sweep)[-1])
+        results["eps"][name] = {"pgd_success": rates, "chosen": eps,
+                                "reached": rates[f"{eps:g}"] >= cfg["pgd_bar"]}
+        pgd = sweep[f"{eps:g}"]
+
+        rows = {}
+        for wanted in cfg["adv2"]["explainers"]:
+            explainer = _cam_or_gradcam(model, x) if wanted == "cam" else wanted
+            options = dict(cfg["adv2"]["options"].get(wanted, {}))
+            ex_options = dict(cfg["adv2"]["explainer_options"].get(wanted, {}))
+            if explainer == "gradcam" and "layer" not in ex_options:
+                ex_options["layer"] = info["cam_layer"]
+            if explainer == "rts":
+                ex_options["interpreter"] = _rts_interpreter(
+                    model, name, load_dataset(info["dataset"], "train"), cfg, out / "rts",
+                    progress, command)
+            batch = int(options.pop("batch_size", cfg["batch_size"]))
+            n = int(options.pop("count", len(x)))  # a costly interpreter may use fewer inputs
+            cell = _adv2_cell(model, name, explainer, ex_options, x[:n], targets[:n],
+                              {k: v[:n] for k, v in pgd.items()}, eps, options, cfg, cells,
+                              progress, batch)
+            rows[wanted] = {**_adv2_row(cell), "explainer": explainer}
+            if progress:
+                r = rows[wanted]
+                tqdm.write(f"{name} adv2 {explainer}: success {pct(r['success'])} %, L1 to target "
+                           f"{r['adv2']['map_l1_to_target']:.3f} (PGD "
+                           f"{r['pgd']['map_l1_to_target']:.3f})")
+        results["adv2"][name] = rows
+        results["versus_noise"][name] = _versus_noise(model, name, test, cfg, cells, progress)
+        results["aai_curve"][name] = _aai_curve(model, name, x, cfg, cells, progress)
+    results["photos"] = _photos(cfg, cells, progress) if cfg["photos"] else None
+    results["figures"] = {"aai_curve": str(_aai_figure(results["aai_curve"], figures)),
+                          "examples": str(_examples_figure(cfg, results, figures))}
+    results["seconds"] = time.perf_counter() - start
+    report = Path(cfg["report"])
+    lines = _report(cfg, results, report, command)
+    atomic_write(report, lambda tmp: Path(tmp).write_text("\n".join(lines) + "\n"))
+    return {"config": cfg, **results, "report": str(report)}
+
+
+def _cam_or_gradcam(model: nn.Module, x: Tensor) -> str:
+    """"cam" if the model has CAM's head (global average pooling, one linear layer), else
+    "gradcam", CAM's generalisation to any head (as AAI does; Selvaraju et al. 2017, §3)."""
+    from xred import explain
+    from xred.errors import XredError
+
+    try:
+        explain.get("cam", model).attribute(x[:1])
+    except XredError:
+        return "gradcam"
+    return "cam"
+
+
+def _versus_noise(model: nn.Module, name: str, test: Any, cfg: dict[str, Any], cells: Path,
+                  progress: bool) -> dict[str, Any]:
+    """Each attack of ``versus_noise`` on its own objective, against noise of the same budget."""
+    from xred import models
+    from xred.attacks.input import get
+
+    info = models.describe(name)
+    x, _ = test[torch.arange(min(int(cfg["versus_noise_count"]), len(test)))]
+    eps = float(cfg["versus_noise_eps"])
+    rows = {}
+    for spec in cfg["versus_noise"]:
+        options = {"eps": eps, "seed": int(cfg["seed"]), **spec.get("options", {})}
+        # no explainer given: CAM where the head allows it, else Grad-CAM (AAI's choice)
+        options["explainer"] = spec.get("explainer") or _cam_or_gradcam(model, x)
+        if options["explainer"] == "gradcam":
+            options["explainer_options"] = {"layer": info["cam_layer"]}
+        attack = get(spec["attack"], model, **options)
+        mode = spec.get("options", {}).get("mode")
+        label = spec["attack"] + (f"-{mode}" if mode else "")
+        folder = _cell_folder(cells, name, label, {**options, "n": len(x)})
+
+        def run(sl: slice, attack: Any = attack) -> dict[str, Tensor]:
+            result = attack(x[sl], None)
+            return {"label_kept": result.metrics["label_kept"],
+                    "attack": result.metrics[attack.objective_metric],
+                    "random": result.random[attack.objective_metric],
+                    "beats": result.beats_random()}
+
+        cell = _batched(folder, len(x), int(cfg["batch_size"]), run, f"{name} {label}", progress)
+        rows[label] = {"explainer": attack.explainer_name, "metric": attack.objective_metric,
+                       "lower_is_better": attack.lower_is_better, "n": len(x),
+                       **{k: _mean(v) for k, v in cell.items()}}
+    return rows
+
+
+def _aai_curve(model: nn.Module, name: str, x: Tensor, cfg: dict[str, Any], cells: Path,
+               progress: bool) -> dict[str, Any]:
+    """Kendall τ (attack and noise) and the label-kept rate of AAI at each ε."""
+    from xred import models
+    from xred.attacks.input import get
+
+    explainer = _cam_or_gradcam(model, x)
+    chosen = {"explainer": explainer, **({"explainer_options": {
+        "layer": models.describe(name)["cam_layer"]}} if explainer == "gradcam" else {})}
+    curve: dict[str, Any] = {}
+    for eps in cfg["aai_curve"]["eps"]:
+        options = {"eps": float(eps), "seed": int(cfg["seed"]), **chosen,
+                   **cfg["aai_curve"]["options"]}
+        attack = get("aai", model, **options)
+        folder = _cell_folder(cells, name, f"aai-eps{eps:g}", {**options, "n": len(x)})
+
+        def run(sl: slice, attack: Any = attack) -> dict[str, Tensor]:
+            result = attack(x[sl], None)
+            return {"kendall": result.metrics["kendall"], "random": result.random["kendall"],
+                    "label_kept": result.metrics["label_kept"]}
+
+        cell = _batched(folder, len(x), int(cfg["batch_size"]), run, f"{name} aai ε={eps:g}",
+                        progress)
+        curve[f"{eps:g}"] = {k: _mean(v) for k, v in cell.items()}
+        curve[f"{eps:g}"]["explainer"] = attack.explainer_name
+    return curve
+
+
+def _photos(cfg: dict[str, Any], cells: Path, progress: bool) -> dict[str, Any]:
+    """ADV² against PGD on EfficientNet-Lite0 and the sample photos (random targets)."""
+    from xred import models
+    from xred.data.photos import sample_photos
+
+    spec = cfg["photos"]
+    name = spec["model"]
+    info = models.describe(name)
+    model = models.load(name)
+    x, names = sample_photos(None, info["input_shape"][-1])
+    with torch.no_grad():
+        prediction = model(x).argmax(1)
+    targets = random_targets(prediction, len(info["classes"]), int(cfg["seed"]))
+    eps = float(spec["eps"])
+    pgd = _pgd_cell(model, name, x, targets, eps, {**cfg, "pgd": {"steps": spec["pgd_steps"]}},
+                    cells, progress)
+    rows = {}
+    for wanted in spec["explainers"]:
+        explainer = _cam_or_gradcam(model, x) if wanted == "cam" else wanted
+        options = dict(spec["options"].get(wanted, {}))
+        batch = int(options.pop("batch_size", len(x)))
+        ex_options = {"layer": info["cam_layer"]} if explainer == "gradcam" else {}
+        cell = _adv2_cell(model, name, explainer, ex_options, x, targets, pgd, eps, options,
+                          cfg, cells, progress, batch)
+        rows[wanted] = {**_adv2_row(cell), "explainer": explainer}
+    return {"model": name, "photos": names, "eps": eps, "rows": rows}
+
+
+# ---------------------------------------------------------------- figures and report
+
+
+def _aai_figure(curves: dict[str, Any], figures: Path) -> Path:
+    from xred.report import line_plots
+
+    panels = []
+    for name, curve in curves.items():
+        eps = [float(k) for k in curve]
+        panels.append((name, "ε (L∞)", "Kendall τ (benign vs attacked map)", {
+            "AAI": (eps, [v["kendall"] for v in curve.values()]),
+            "random noise": (eps, [v["random"] for v in curve.values()])}))
+    return line_plots(panels, figures / "input_attacks_aai_kendall.png")
+
+
+def _examples_figure(cfg: dict[str, Any], results: dict[str, Any], figures: Path) -> Path:
+    """Benign map, PGD's map, ADV²'s map and the target map on a few inputs of the first model,
+    for its first interpreter (from the saved cells: nothing is recomputed but the maps)."""
+    from xred import models
+    from xred.attacks.input import get
+    from xred.attacks.input.explanation import explanation_map
+    from xred.data import load_dataset
+    from xred.report import image_map_rows
+
+    name = cfg["models"][0]
+    explainer = cfg["adv2"]["explainers"][0]
+    info = models.describe(name)
+    model = models.load(name)
+    x, _ = load_dataset(info["dataset"], "test")[torch.arange(6)]
+    with torch.no_grad():
+        prediction = model(x).argmax(1)
+    targets = random_targets(prediction, len(info["classes"]), int(cfg["seed"]))
+    eps = results["eps"][name]["chosen"]
+    options = dict(cfg["adv2"]["options"].get(explainer, {}))
+    options.pop("batch_size", None)
+    attack = get("adv2", model, explainer=explainer, eps=eps, seed=int(cfg["seed"]), **options)
+    result = attack(x, None, target=targets)
+    x_pgd = get("pgd", model, eps=eps, steps=int(cfg["pgd"]["steps"]),
+                seed=int(cfg["seed"]))(x, None, target=targets).x_adv
+    pgd_map = explanation_map(attack.explainer.attribute(x_pgd, targets), explainer)
+    rows = [("benign", x, result.maps["benign"]), ("PGD", x_pgd, pgd_map),
+            ("ADV²", result.x_adv, result.maps["adversarial"]),
+            ("target map", x, result.maps["target"])]
+    titles = [f"{info['classes'][int(p)][:10]} → {info['classes'][int(t)][:10]}"
+              for p, t in zip(prediction, targets, strict=True)]
+    return image_map_rows(rows, figures / f"input_attacks_adv2_{name}.png", column_titles=titles)
+
+
+def _report(cfg: dict[str, Any], results: dict[str, Any], report: Path,
+            command: str | None) -> list[str]:
+    from xred.provenance import git_commit
+
+    bars = cfg["adv2"]["bars"]
+    grid = sorted(float(e) for e in cfg["eps_grid"])
+    lines = [
+        "# Attacking explanations through the input (ADV², Ghorbani, Dombrowski, AAI)", "",
+        f"Generated by `{command or 'xred run experiments/input_attacks.json'}` (xred commit "
+        f"{git_commit()}) in {results['seconds'] / 60:.1f} min ({torch.get_num_threads()} "
+        "threads; finished cells are reused, so a rerun takes less). Every number and figure "
+        "comes from that command; do not edit by hand.", "",
+        f"Inputs: the first {cfg['count']} Fashion-MNIST test images per zoo model. Source class "
+        "= the model's prediction (every input counts; a misclassified one is explained for its "
+        "predicted class); each input's target class is drawn uniformly among the other nine "
+        f"(seed {cfg['seed']}). Every result is re-scored on the unmodified model and "
+        "interpreter; maps are normalised to a maximum of 1 and compared per pixel (mean L1).", "",
+        "## Which ε", "",
+        f"Targeted PGD ({cfg['pgd']['steps']} steps, random start) success (%) at each L∞ "
+        f"radius, tried from the smallest up until it reaches {pct(cfg['pgd_bar'], 0)} %; ADV² "
+        "runs at that radius (0.031, the paper's, when PGD reaches the bar there).", "",
+        "| model | " + " | ".join(f"ε={e:g}" for e in grid) + " | ε used |",
+        "|---|" + "---|" * (len(grid) + 1)]
+    for name, e in results["eps"].items():
+        lines.append(f"| {name} | " + " | ".join(pct(e["pgd_success"].get(f"{g:g}"))
+                                                 for g in grid)
+                     + f" | {e['chosen']:g}{'' if e['reached'] else ' (bar not reached)'} |")
+    lines += [
+        "", "## ADV² against PGD (attack effectiveness)", "",
+        "Success: the target class is predicted. L1: mean per-pixel distance of the example's "
+        "map (for the target class) to the target map, the benign input's map. Bars (the issue): "
+        f"ADV² success ≥ {pct(bars['success'], 0)} % (MASK ≥ {pct(bars['mask_success'], 0)} %), "
+        f"ADV²'s L1 ≤ {bars['distance_ratio']:g} × PGD's.", "",
+        ADV2_HEADER, ADV2_RULE]
+    for name, rows in results["adv2"].items():
+        eps = results["eps"][name]["chosen"]
+        for explainer, r in rows.items():
+            lines.append(_adv2_line(name, explainer, eps, r, bars))
+    photos = results.get("photos")
+    if photos:
+        lines += ["", f"{photos['model']} on the {len(photos['photos'])} sample photos "
+                  f"({', '.join(photos['photos'])}), ε = {photos['eps']:g}:", "",
+                  ADV2_HEADER, ADV2_RULE]
+        for explainer, r in photos["rows"].items():
+            lines.append(_adv2_line(photos["model"], explainer, photos["eps"], r, bars))
+    lines += ["", f"![benign, PGD, ADV² and target maps]"
+              f"({relative(results['figures']['examples'], report)})", "",
+              "## Every explanation attack against random noise of the same budget", "",
+              f"The first {cfg['versus_noise_count']} test images, L∞ ε = "
+              f"{cfg['versus_noise_eps']:g}; each attack's own objective metric at its output and "
+              "at uniform noise in the same ball (mean over inputs), and the share of inputs on "
+              "which the attack does better than the noise.", "",
+              "| model | attack | interpreter | metric | attack | noise | attack better on | "
+              "label kept |", "|---|---|---|---|---|---|---|---|"]
+    for name, rows in results["versus_noise"].items():
+        for label, r in rows.items():
+            arrow = "↓" if r["lower_is_better"] else "↑"
+            lines.append(f"| {name} | {label} | {LABELS.get(r['explainer'], r['explainer'])} | "
+                         f"{r['metric']} {arrow} | {r['attack']:.3f} | {r['random']:.3f} | "
+                         f"{pct(r['beats'])} % | {pct(r['label_kept'])} % |")
+    lines += ["", "## AAI: Kendall τ between the benign and the attacked map over ε", "",
+              "AAI keeps the label and pushes the true class's map off its top-8 pixels; lower τ "
+              "= a less robust interpretation.", "",
+              "| model | interpreter | " + " | ".join(
+                  f"ε={e:g}" for e in cfg["aai_curve"]["eps"]) + " |",
+              "|---|---|" + "---|" * len(cfg["aai_curve"]["eps"])]
+    for name, curve in results["aai_curve"].items():
+        first = next(iter(curve.values()))
+        lines.append(f"| {name} | {LABELS.get(first['explainer'], first['explainer'])} | " +
+                     " | ".join(f"{v['kendall']:.3f} (noise {v['random']:.3f}, kept "
+                                f"{pct(v['label_kept'], 0)} %)" for v in curve.values()) + " |")
+    lines += ["", f"![AAI Kendall τ]({relative(results['figures']['aai_curve'], report)})", ""]
+    return lines
+
+
+ADV2_HEADER = ("| model | interpreter | inputs | ε | PGD success | ADV² success | L1 PGD | "
+               "L1 ADV² | ADV² / PGD | L1 noise | IoU ADV² | IoU PGD | bars |")
+ADV2_RULE = "|---" * 13 + "|"
+
+
+def _adv2_line(name: str, explainer: str, eps: float, r: dict[str, Any],
+               bars: dict[str, float]) -> str:
+    bar = bars["mask_success"] if explainer == "mask" else bars["success"]
+    ok = r["success"] >= bar and r["distance_ratio"] <= bars["distance_ratio"]
+    a, p, noise = r["adv2"], r["pgd"], r["random"]
+    ratio = r["distance_ratio"]
+    used = r.get("explainer", explainer)
+    shown = LABELS.get(explainer, explainer) + (
+        f" (as {LABELS.get(used, used)}: no CAM head)" if used != explainer else "")
+    return (f"| {name} | {shown} | {r['n']} | {eps:g} | {pct(r['pgd_success'])} | "
+            f"{pct(r['success'])} | {p['map_l1_to_target']:.3f} | {a['map_l1_to_target']:.3f} | "
+            f"{'–' if math.isnan(ratio) else f'{ratio:.2f}'} | {noise['map_l1_to_target']:.3f} | "
+            f"{a['iou_with_target']:.2f} | {p['iou_with_target']:.2f} | "
+            f"{'met' if ok else 'not met'} |")

@@ -1,0 +1,61 @@
+"""The input-attacks reproduction (``xred run experiments/input_attacks.json``) on a tiny
+configuration: every part runs, the report holds its tables, and a rerun reuses the saved cells."""
+
+from __future__ import annotations
+
+import pytest
+
+from xred.attacks.input.experiment import random_targets, run_input_attacks
+
+pytestmark = pytest.mark.slow
+
+
+def tiny(tmp_path):
+    return {
+        "kind": "input_attacks", "models": ["fmnist-vgg"], "count": 6, "batch_size": 4,
+        "eps_grid": [0.031, 0.2], "pgd": {"steps": 10},
+        "adv2": {"explainers": ["gradient", "cam"],
+                 "options": {"gradient": {"steps": 12}, "cam": {"steps": 12}},
+                 "explainer_options": {},
+                 "bars": {"success": 0.95, "mask_success": 0.9, "distance_ratio": 0.5}},
+        "photos": None,
+        "versus_noise": [{"attack": "ghorbani", "options": {"mode": "topk", "steps": 5},
+                          "explainer": "gradient"}],
+        "versus_noise_count": 4,
+        "aai_curve": {"eps": [0.031, 0.1], "options": {"steps": 5}},
+        "report": str(tmp_path / "report.md"), "figures": str(tmp_path / "figures"),
+    }
+
+
+def test_every_part_runs_reports_and_a_rerun_reuses_the_cells(tmp_path):
+    config = tiny(tmp_path)
+    first = run_input_attacks(config, tmp_path / "out", progress=False)
+    eps = first["eps"]["fmnist-vgg"]
+    rates = eps["pgd_success"]  # from the smallest radius up, until PGD reaches 98 %
+    assert list(rates)[0] == "0.031" and eps["chosen"] == float(list(rates)[-1])
+    assert all(r < 0.98 for r in list(rates.values())[:-1])
+    assert eps["reached"] == (rates[f"{eps['chosen']:g}"] >= 0.98)
+    rows = first["adv2"]["fmnist-vgg"]
+    assert set(rows) == {"gradient", "cam"} and rows["cam"]["n"] == 6
+    for r in rows.values():
+        assert 0 <= r["success"] <= 1 and r["adv2"]["map_l1_to_target"] >= 0
+    assert "ghorbani-topk" in first["versus_noise"]["fmnist-vgg"]
+    assert set(first["aai_curve"]["fmnist-vgg"]) == {"0.031", "0.1"}
+    text = (tmp_path / "report.md").read_text()
+    for heading in ("## Which ε", "## ADV² against PGD", "against random noise", "Kendall"):
+        assert heading in text
+    assert (tmp_path / "figures" / "input_attacks_aai_kendall.png").is_file()
+
+    second = run_input_attacks(config, tmp_path / "out", progress=False)
+    assert second["adv2"] == first["adv2"] and second["aai_curve"] == first["aai_curve"]
+    assert second["seconds"] < first["seconds"]
+
+
+def test_random_targets_never_hit_the_prediction():
+    import torch
+
+    prediction = torch.arange(100) % 10
+    targets = random_targets(prediction, 10, seed=3)
+    assert (targets != prediction).all() and targets.min() >= 0 and targets.max() <= 9
+    assert torch.equal(targets, random_targets(prediction, 10, seed=3))
+    assert len(set(targets.tolist())) == 10
