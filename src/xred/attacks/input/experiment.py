@@ -19,7 +19,8 @@ for its predicted class); the random target of an input is a class other than it
 drawn with the config's seed. Each (model, attack, ε) cell runs in batches and each finished batch
 is saved at once under ``<out>/cells``, so an interrupted run resumes where it stopped and a rerun
 with the same settings reuses the work. RTS interpreters are trained once per model with
-:func:`xred.explain.learned.train_rts` and cached under ``<out>/rts``.
+:func:`xred.explain.learned.train_rts` and cached under ``<out>/rts`` (one folder per
+training setting).
 """
 
 from __future__ import annotations
@@ -163,7 +164,7 @@ def _rts_interpreter(model: nn.Module, name: str, train: Any, cfg: dict[str, Any
     from xred.explain.learned import train_rts
 
     rts = cfg["rts"]
-    folder = root / name
+    folder = _cell_folder(root, name, "interpreter", {**rts, "seed": cfg["seed"]})
     if (folder / "model.safetensors").is_file():
         return models.load(folder)
     config = TrainConfig(epochs=int(rts["epochs"]), batch_size=int(rts["batch_size"]),
