@@ -535,10 +535,14 @@ def test_create_graph_flag() -> None:
 def test_batch_equals_each_sample_alone(zoo_models) -> None:
     model = zoo_models["fmnist-resnet"]
     explainer = LRP(model, composite="epsilon_gamma_box")
-    x, target = torch.rand(4, 1, 28, 28), torch.tensor([0, 3, 5, 9])
+    x = torch.rand(4, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    target = torch.tensor([0, 3, 5, 9])
     together = explainer.attribute(x, target)
     alone = torch.cat([explainer.attribute(x[i:i + 1], target[i:i + 1]) for i in range(4)])
-    torch.testing.assert_close(together, alone, rtol=1e-4, atol=1e-6 * alone.abs().max())
+    # float32 convolutions sum in a different order for another batch size, and z^B's
+    # cancellations amplify that to ~3e-5 of the map's scale on this CPU (mixing samples, or
+    # anything coupling the batch, gives differences of the order of the scale itself)
+    torch.testing.assert_close(together, alone, rtol=1e-3, atol=1e-4 * alone.abs().max())
 
 
 @pytest.mark.parametrize("create_graph", [False, True])

@@ -63,7 +63,9 @@ def add_fool_arguments(sp: argparse.ArgumentParser) -> argparse.ArgumentParser:
     sp.add_argument("--lam", type=float, default=1.0, help="λ, weight of the fooling penalty")
     sp.add_argument("--smooth-beta", type=float, default=10.0, help="β of the smooth positive "
                     "part replacing Grad-CAM's ReLU in the penalty (0: the exact ReLU; default 10)")
-    sp.add_argument("--lr", type=float, help="Adam learning rate (default 1e-4)")
+    sp.add_argument("--lr", type=float, help="learning rate (default 1e-4)")
+    sp.add_argument("--optimizer", choices=["adam", "sgd", "adamw"],
+                    help="optimizer (default adam, as Heo et al.)")
     sp.add_argument("--schedule", choices=["constant", "cosine"], help="learning-rate schedule "
                     "(default constant, as Heo et al.; cosine decays it to 0 and keeps accuracy)")
     sp.add_argument("--epochs", type=int, help="epochs over the training data (default 1)")
@@ -232,7 +234,8 @@ def cmd_fool(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
     if args.steps and not epochs:  # --steps alone: as many epochs as the steps need
         per_epoch = math.ceil(len(train) / (args.batch_size or FOOLING_DEFAULTS["batch_size"]))
         epochs = math.ceil(args.steps / per_epoch)
-    config = fooling_config(lr=args.lr, schedule=args.schedule, epochs=epochs,
+    config = fooling_config(lr=args.lr, optimizer=args.optimizer, schedule=args.schedule,
+                            epochs=epochs,
                             batch_size=args.batch_size,
                             seed=args.seed, max_steps=args.steps,
                             checkpoint_every=args.checkpoint_every, progress=not args.quiet)
