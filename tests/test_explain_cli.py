@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import pytest
 import torch
 from PIL import Image
 
@@ -20,25 +19,6 @@ def test_explain_zoo_model_on_its_dataset(run_xred, tmp_path):
     assert maps["gradient"].shape == (4, 1, 28, 28) and maps["gradcam"].shape == (4, 7, 7)
     with Image.open(tmp_path / "explanations.png") as im:
         assert im.size[0] > 400 and im.size[1] > 400
-
-
-@pytest.mark.slow
-def test_explain_without_arguments_runs_every_method_on_the_photos(run_xred, tmp_path):
-    from xred.data.photos import SAMPLE_PHOTOS
-    from xred.explain import EXPLAINERS
-
-    proc = run_xred("explain", "--out", str(tmp_path))  # EfficientNet-Lite0 on the photos
-    assert proc.returncode == 0, proc.stderr
-    metrics = read_json(tmp_path / "metrics.json")
-    assert metrics["model"] == "efficientnet-lite0" and len(metrics["inputs"]) == len(SAMPLE_PHOTOS)
-    # every method but rts, which needs an interpreter trained for the model (--interpreter)
-    assert sorted(metrics["methods"]) == sorted(set(EXPLAINERS) - {"rts"})
-    assert metrics["predictions"][list(SAMPLE_PHOTOS).index("coffee")] in ("espresso", "cup")
-    maps, _ = load_tensors(tmp_path / "maps.safetensors")
-    assert maps["gradient"].shape == (len(SAMPLE_PHOTOS), 3, 224, 224)
-    assert all(torch.isfinite(m).all() for m in maps.values())
-    with Image.open(tmp_path / "explanations.png") as im:
-        assert im.size[1] > 200 * len(metrics["methods"])
 
 
 def test_explain_photo_file_and_unknown_method(run_xred, tmp_path):
