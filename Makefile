@@ -56,7 +56,9 @@ zoo: setup data
 		cp runs/zoo/$$m/model.json src/xred/models/weights/$$m.json || exit 1; \
 	done
 
-# Regenerate the reproduced papers' reports (docs/*.md); fine-tunings are cached under runs/.
+# Regenerate the reproduced papers' reports (docs/*.md); fine-tunings and attack cells are cached
+# under runs/.
 reproduce: setup data
 	$(BIN)/xred run experiments/viering_tables.json --out runs/viering --quiet
 	$(BIN)/xred run experiments/heo.json --out runs/heo --quiet
+	$(BIN)/xred run experiments/input_attacks.json --out runs/input-attacks --quiet
