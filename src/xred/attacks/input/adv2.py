@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from xred.attacks.input.base import _positive, register
+from xred.attacks.input.base import _positive, random_targets, register
 from xred.attacks.input.explanation import ExplanationAttack, check_target_map
 from xred.errors import XredError
 from xred.metrics.maps import l1_distance, l2_distance
@@ -91,8 +91,7 @@ class ADV2(ExplanationAttack):
         k = self._num_classes
         if k < 2:
             raise XredError("adv2 needs a model with at least two classes")
-        shift = torch.randint(1, k, labels.shape, generator=generator).to(labels.device)
-        return (labels + shift) % k
+        return random_targets(labels, k, generator)
 
     def _prepare(self, x: Tensor, labels: Tensor, targets: Tensor | None,
                  target_map: Tensor | None, benign: Tensor, benign_rank: Tensor

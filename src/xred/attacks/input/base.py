@@ -152,6 +152,13 @@ class AttackResult:
 # ------------------------------------------------------------------------------ checks
 
 
+def random_targets(labels: Tensor, num_classes: int, generator: torch.Generator) -> Tensor:
+    """One class other than ``labels`` per sample, uniformly among the other ``num_classes`` − 1
+    (drawn on the CPU with ``generator``, returned on the labels' device)."""
+    shift = torch.randint(1, num_classes, labels.shape, generator=generator).to(labels.device)
+    return (labels + shift) % num_classes
+
+
 def _positive(value: Any, what: str, fix: str, integer: bool = False, zero: bool = False) -> Any:
     ok_type = isinstance(value, int) if integer else isinstance(value, (int, float))
     if isinstance(value, bool) or not ok_type or not math.isfinite(value) or value < 0 or \

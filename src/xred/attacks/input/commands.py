@@ -109,9 +109,10 @@ def _targets(text: str | None, logits: Tensor, classes: list[str], seed: int) ->
     if text == "runner-up":
         return logits.topk(2, dim=1).indices[:, 1]
     if text == "random":
-        g = torch.Generator().manual_seed(seed)
-        shift = torch.randint(1, logits.shape[1], (logits.shape[0],), generator=g)
-        return (logits.argmax(1).cpu() + shift).to(logits.device) % logits.shape[1]
+        from xred.attacks.input.base import random_targets
+
+        return random_targets(logits.argmax(1), logits.shape[1],
+                              torch.Generator().manual_seed(seed))
     if text.lstrip("-").isdigit():
         c = int(text)
     elif text in classes:

@@ -38,6 +38,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from xred.attacks.input.base import random_targets
 from xred.io import atomic_write, load_tensors, save_tensors
 from xred.report.text import merge_config, pct, relative
 
@@ -100,11 +101,8 @@ def _mean(t: Tensor) -> float:
     return float(t.mean()) if t.numel() else float("nan")
 
 
-def random_targets(prediction: Tensor, num_classes: int, seed: int) -> Tensor:
-    """One class other than the prediction per input, uniformly, from ``seed``."""
-    g = torch.Generator().manual_seed(seed)
-    shift = torch.randint(1, num_classes, prediction.shape, generator=g)
-    return (prediction.cpu() + shift) % num_classes
+def _random_targets(prediction: Tensor, num_classes: int, seed: int) -> Tensor:
+    return random_targets(prediction.cpu(), num_classes, torch.Generator().manual_seed(seed))
 
 
 # ---------------------------------------------------------------- the parts
@@ -205,7 +203,7 @@ def run_input_attacks(config: dict[str, Any], out: str | os.PathLike, *,
         x, _ = test[torch.arange(min(count, len(test)))]
         with torch.no_grad():
             prediction = model(x).argmax(1)
-        targets = random_targets(prediction, len(info["classes"]), seed)
+        targets = _random_targets(prediction, len(info["classes"]), seed)
 
         sweep = {}  # ascending radii until PGD reaches the bar (larger ones are not needed)
         for eps in sorted(float(e) for e in cfg["eps_grid"]):
@@ -341,7 +339,7 @@ def _photos(cfg: dict[str, Any], cells: Path, progress: bool) -> dict[str, Any]:
     x, names = sample_photos(None, info["input_shape"][-1])
     with torch.no_grad():
         prediction = model(x).argmax(1)
-    targets = random_targets(prediction, len(info["classes"]), int(cfg["seed"]))
+    targets = _random_targets(prediction, len(info["classes"]), int(cfg["seed"]))
     eps = float(spec["eps"])
     pgd = _pgd_cell(model, name, x, targets, eps, {**cfg, "pgd": {"steps": spec["pgd_steps"]}},
                     cells, progress)
@@ -388,7 +386,7 @@ def _examples_figure(cfg: dict[str, Any], results: dict[str, Any], figures: Path
     x, _ = load_dataset(info["dataset"], "test")[torch.arange(6)]
     with torch.no_grad():
         prediction = model(x).argmax(1)
-    targets = random_targets(prediction, len(info["classes"]), int(cfg["seed"]))
+    targets = _random_targets(prediction, len(info["classes"]), int(cfg["seed"]))
     eps = results["eps"][name]["chosen"]
     options = dict(cfg["adv2"]["options"].get(explainer, {}))
     options.pop("batch_size", None)
