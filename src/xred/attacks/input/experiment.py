@@ -2,8 +2,9 @@
 ``xred run experiments/input_attacks.json`` writes the report (docs/input_attacks.md).
 
 - **ε**: targeted PGD with random target classes on the first ``count`` test inputs of each zoo
-  model, at every radius of ``eps_grid``; the ADV² runs use ε = 0.031 where PGD succeeds on at
-  least ``pgd_bar`` (98 %) of the inputs there, else the smallest grid radius where it does.
+  model, at the radii of ``eps_grid`` from the smallest up until PGD succeeds on at least
+  ``pgd_bar`` (98 %) of the inputs; the ADV² runs use that radius (0.031, the paper's, if PGD
+  reaches the bar there).
 - **ADV²** (Zhang et al. 2020, attack effectiveness): at that ε, for each interpreter (GRAD, CAM,
   MASK, RTS), the targeted success rate and the L1 distance of the adversarial example's map to
   the target map (the benign input's map), for ADV²'s examples, for plain PGD's examples with the
@@ -218,11 +219,9 @@ def run_input_attacks(config: dict[str, Any], out: str | os.PathLike, *,
 
         rows = {}
         for wanted in cfg["adv2"]["explainers"]:
-            explainer = _cam_or_gradcam(model, x) if wanted == "cam" else wanted
+            explainer, ex_options = _interpreter(model, name, x, wanted,
+                                                 cfg["adv2"]["explainer_options"].get(wanted))
             options = dict(cfg["adv2"]["options"].get(wanted, {}))
-            ex_options = dict(cfg["adv2"]["explainer_options"].get(wanted, {}))
-            if explainer == "gradcam" and "layer" not in ex_options:
-                ex_options["layer"] = info["cam_layer"]
             if explainer == "rts":
                 ex_options["interpreter"] = _rts_interpreter(
                     model, name, load_dataset(info["dataset"], "train"), cfg, out / "rts",
@@ -251,35 +250,41 @@ def run_input_attacks(config: dict[str, Any], out: str | os.PathLike, *,
     return {"config": cfg, **results, "report": str(report)}
 
 
-def _cam_or_gradcam(model: nn.Module, x: Tensor) -> str:
-    """"cam" if the model has CAM's head (global average pooling, one linear layer), else
-    "gradcam", CAM's generalisation to any head (as AAI does; Selvaraju et al. 2017, §3)."""
-    from xred import explain
+def _interpreter(model: nn.Module, name: str, x: Tensor, wanted: str | None,
+                 options: dict[str, Any] | None = None) -> tuple[str, dict[str, Any]]:
+    """(explainer, its options) for the interpreter ``wanted``: "cam" (or None) stays CAM if the
+    model has CAM's head (global average pooling, one linear layer), else becomes Grad-CAM, CAM's
+    generalisation to any head (as AAI does; Selvaraju et al. 2017, §3); Grad-CAM gets the
+    model's Grad-CAM layer unless ``options`` name one."""
+    from xred import explain, models
     from xred.errors import XredError
 
-    try:
-        explain.get("cam", model).attribute(x[:1])
-    except XredError:
-        return "gradcam"
-    return "cam"
+    explainer = wanted or "cam"
+    if explainer == "cam":
+        try:
+            explain.get("cam", model).attribute(x[:1])
+        except XredError:
+            explainer = "gradcam"
+    options = dict(options or {})
+    if explainer == "gradcam":
+        options.setdefault("layer", models.describe(name)["cam_layer"])
+    return explainer, options
 
 
 def _versus_noise(model: nn.Module, name: str, test: Any, cfg: dict[str, Any], cells: Path,
                   progress: bool) -> dict[str, Any]:
     """Each attack of ``versus_noise`` on its own objective, against noise of the same budget."""
-    from xred import models
     from xred.attacks.input import get
 
-    info = models.describe(name)
     x, _ = test[torch.arange(min(int(cfg["versus_noise_count"]), len(test)))]
     eps = float(cfg["versus_noise_eps"])
     rows = {}
     for spec in cfg["versus_noise"]:
         options = {"eps": eps, "seed": int(cfg["seed"]), **spec.get("options", {})}
         # no explainer given: CAM where the head allows it, else Grad-CAM (AAI's choice)
-        options["explainer"] = spec.get("explainer") or _cam_or_gradcam(model, x)
-        if options["explainer"] == "gradcam":
-            options["explainer_options"] = {"layer": info["cam_layer"]}
+        options["explainer"], ex_options = _interpreter(model, name, x, spec.get("explainer"))
+        if ex_options:
+            options["explainer_options"] = ex_options
         attack = get(spec["attack"], model, **options)
         mode = spec.get("options", {}).get("mode")
         label = spec["attack"] + (f"-{mode}" if mode else "")
@@ -302,12 +307,10 @@ def _versus_noise(model: nn.Module, name: str, test: Any, cfg: dict[str, Any], c
 def _aai_curve(model: nn.Module, name: str, x: Tensor, cfg: dict[str, Any], cells: Path,
                progress: bool) -> dict[str, Any]:
     """Kendall τ (attack and noise) and the label-kept rate of AAI at each ε."""
-    from xred import models
     from xred.attacks.input import get
 
-    explainer = _cam_or_gradcam(model, x)
-    chosen = {"explainer": explainer, **({"explainer_options": {
-        "layer": models.describe(name)["cam_layer"]}} if explainer == "gradcam" else {})}
+    explainer, ex_options = _interpreter(model, name, x, "cam")
+    chosen = {"explainer": explainer, **({"explainer_options": ex_options} if ex_options else {})}
     curve: dict[str, Any] = {}
     for eps in cfg["aai_curve"]["eps"]:
         options = {"eps": float(eps), "seed": int(cfg["seed"]), **chosen,
@@ -345,10 +348,9 @@ def _photos(cfg: dict[str, Any], cells: Path, progress: bool) -> dict[str, Any]:
                     cells, progress)
     rows = {}
     for wanted in spec["explainers"]:
-        explainer = _cam_or_gradcam(model, x) if wanted == "cam" else wanted
+        explainer, ex_options = _interpreter(model, name, x, wanted)
         options = dict(spec["options"].get(wanted, {}))
         batch = int(options.pop("batch_size", len(x)))
-        ex_options = {"layer": info["cam_layer"]} if explainer == "gradcam" else {}
         cell = _adv2_cell(model, name, explainer, ex_options, x, targets, pgd, eps, options,
                           cfg, cells, progress, batch)
         rows[wanted] = {**_adv2_row(cell), "explainer": explainer}
@@ -371,8 +373,8 @@ def _aai_figure(curves: dict[str, Any], figures: Path) -> Path:
 
 
 def _examples_figure(cfg: dict[str, Any], results: dict[str, Any], figures: Path) -> Path:
-    """Benign map, PGD's map, ADV²'s map and the target map on a few inputs of the first model,
-    for its first interpreter (from the saved cells: nothing is recomputed but the maps)."""
+    """Benign map, PGD's map, ADV²'s map and the target map on six inputs of the first model,
+    for its first interpreter (both attacks are rerun on these six inputs)."""
     from xred import models
     from xred.attacks.input import get
     from xred.attacks.input.explanation import explanation_map
