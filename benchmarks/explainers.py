@@ -2,11 +2,12 @@
 
 For each model and batch, every method's median wall time is divided by the median time of one
 plain forward pass and backward pass to the input (the floor for gradient methods), and each
-xred method is divided by its peer's time (Captum, Zennit, pytorch-grad-cam) on the same batch.
-Every method runs with its library's defaults (xred's IG picks its chunk size itself; Captum's
-runs all steps as one batch). The calls are timed interleaved, round by round, so a slow spell of
-the machine hits all alike (the cheap ones 3 × --repeats rounds, Integrated Gradients --repeats);
-still, run it on an otherwise idle machine.
+xred method is compared with its peer (Captum, Zennit, pytorch-grad-cam) on the same batch: the
+median, over rounds, of the per-round ratio ours / peer, with its quartiles. Every method runs
+with its library's defaults (xred's IG picks its chunk size itself; Captum's runs all steps as one
+batch). The calls are timed interleaved, round by round in a shuffled order, so a slow spell of
+the machine hits all alike (the cheap ones 6 × --repeats rounds, Integrated Gradients
+--repeats); still, run it on an otherwise idle machine.
 
     python benchmarks/explainers.py [--repeats 5] [--out benchmarks/results/explainers.json]
 
@@ -17,12 +18,13 @@ from __future__ import annotations
 
 import argparse
 import platform
+import statistics
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
 import torchvision
-from timing import timed  # benchmarks/timing.py (scripts run from this folder)
+from timing import paired_ratio, rounds  # benchmarks/timing.py (run from this folder)
 from torch import Tensor, nn
 
 from xred import explain, models
@@ -106,29 +108,33 @@ def run(repeats: int) -> dict:
             calls[method] = lambda e=explainer, x=x, t=target: e.attribute(x, t)
         calls.update(peers(model, x, target, layer, canonizer))
         slow = {k: calls.pop(k) for k in ("integrated_gradients", "captum.IG(32)")}
-        times = {**timed(calls, 3 * repeats), **timed(slow, repeats)}  # cheap calls: more rounds
+        raw = {**rounds(calls, 6 * repeats), **rounds(slow, repeats)}  # cheap calls: more rounds
+        times = {name: statistics.median(t) for name, t in raw.items()}
         floor = times["floor"]
-        peer_times = {name: t for name, t in times.items() if "." in name}
         for method, (_, peer) in OURS.items():
             ours = times[method]
+            ratio, low, high = paired_ratio(raw[method], raw[peer])
             row = {"setup": label, "method": method, "seconds": ours, "floor_seconds": floor,
                    "x_forward_backward": ours / floor, "peer": peer,
-                   "peer_x_forward_backward": peer_times[peer] / floor,
-                   "ratio_to_peer": ours / peer_times[peer]}
+                   "peer_x_forward_backward": times[peer] / floor,
+                   "ratio_to_peer": ratio, "ratio_to_peer_quartiles": [low, high],
+                   "raw_seconds": {method: raw[method], peer: raw[peer]}}
             if method in ALSO:
-                row["ratio_to_" + ALSO[method]] = ours / peer_times[ALSO[method]]
+                row["ratio_to_" + ALSO[method]] = paired_ratio(raw[method], raw[ALSO[method]])[0]
             rows.append(row)
     return {"rows": rows, "threads": torch.get_num_threads(), "machine": platform.processor()}
 
 
 def table(result: dict) -> str:
-    lines = ["| setup | method | × fwd+bwd | peer | peer × fwd+bwd | ours / peer | "
+    lines = ["| setup | method | × fwd+bwd | peer | peer × fwd+bwd | ours / peer (quartiles) | "
              "ours / pytorch-grad-cam |", "|---|---|---|---|---|---|---|"]
     for r in result["rows"]:
         extra = r.get("ratio_to_pytorch-grad-cam.GradCAM")
+        low, high = r["ratio_to_peer_quartiles"]
         lines.append(f"| {r['setup']} | {r['method']} | {r['x_forward_backward']:.2f} | "
                      f"{r['peer']} | {r['peer_x_forward_backward']:.2f} | "
-                     f"{r['ratio_to_peer']:.2f} | {'' if extra is None else f'{extra:.2f}'} |")
+                     f"{r['ratio_to_peer']:.2f} ({low:.2f}–{high:.2f}) | "
+                     f"{'' if extra is None else f'{extra:.2f}'} |")
     return "\n".join(lines)
 
 

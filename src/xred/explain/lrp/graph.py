@@ -135,12 +135,20 @@ def merged_parameters(module: nn.Module, bn: nn.Module) -> tuple[Tensor, Tensor]
     return weight, bias
 
 
+def standard_linear(module: nn.Module) -> bool:
+    """True for torch's own ``nn.Linear`` and ``nn.ConvNd`` forwards, which
+    :func:`linear_forward` runs as one ``F.linear`` / convolution (whose autograd nodes do not
+    keep their output: rules may reuse an output's buffer once its graph is built)."""
+    forward = type(module).forward
+    return forward is nn.Linear.forward or forward in _STANDARD_CONV_FORWARDS
+
+
 def linear_forward(module: nn.Module, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
     """``module``'s forward on ``x`` with ``weight`` and ``bias`` in place of its own (the modified
     forward of a rule), built from differentiable ops; the module is not changed."""
-    if isinstance(module, nn.Linear) and type(module).forward is nn.Linear.forward:
-        return F.linear(x, weight, bias)
-    if type(module).forward in _STANDARD_CONV_FORWARDS:
+    if standard_linear(module):
+        if isinstance(module, nn.Linear):
+            return F.linear(x, weight, bias)
         return module._conv_forward(x, weight, bias)
     # Any other conv (e.g. EfficientNet's Conv2dSame with its own padding): its own forward with
     # substituted tensors, restored on exit; a bias it lacks is added on the channel axis.

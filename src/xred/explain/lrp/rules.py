@@ -22,7 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from xred.errors import XredError
-from xred.explain.lrp.graph import Call
+from xred.explain.lrp.graph import Call, standard_linear
 
 Terms = list[tuple[Tensor, Tensor, Tensor | None]]
 
@@ -31,6 +31,22 @@ def stabilize(z: Tensor, epsilon: float) -> Tensor:
     """z + ε·sign(z), with sign(0) = +1 (Zennit's ``Stabilizer``): never zero, no gradient
     through the sign."""
     return z + torch.where(z >= 0, epsilon, -epsilon)
+
+
+def _scaled_positive(call: Call, relevance: Tensor, z: Tensor, epsilon: float) -> Tensor:
+    """R / stabilize(z, ε) for the z of :func:`_forward` when it is non-negative by construction
+    (z⁺ = Σ x⁺w⁺ + x⁻w⁻ + b⁺ sums non-negative products), where stabilize(z, ε) = z + ε exactly.
+
+    Without ``create_graph`` no sign test and no autograd graph are needed; for torch's own
+    linear and conv layers the result is written into z's buffer (their backward does not read
+    their output, so z stays a valid root of the redistribution's backward): allocating fresh
+    activation-sized buffers was a tenth of LRP's time on EfficientNet-Lite0."""
+    if call.create_graph:
+        return relevance / (z + epsilon)
+    with torch.no_grad():
+        out = z.detach()
+        out = out.add_(epsilon) if standard_linear(call.module) else out + epsilon
+        return torch.div(relevance, out, out=out)
 
 
 class Rule:
@@ -74,6 +90,11 @@ def _redistribute(call: Call, groups: list[tuple[Terms, list[Tensor], Tensor]]) 
             inputs[id(x)] = x  # an input shared by terms gets the sum of their products
     xs = list(inputs.values())
     grads = call.grad(outputs, xs, grad_outputs)
+    if not call.create_graph:  # the gradients are fresh buffers: multiply and sum in place
+        relevance = grads[0].mul_(xs[0].detach())
+        for x, g in zip(xs[1:], grads[1:], strict=True):
+            relevance.addcmul_(x.detach(), g)
+        return relevance
     relevance = xs[0] * grads[0]
     for x, g in zip(xs[1:], grads[1:], strict=True):
         relevance = relevance + x * g
@@ -115,7 +136,8 @@ class ZPlus(Rule):
         if xn is not None:
             terms.append((xn, w.clamp(max=0), None))
         zs, z = _forward(call, terms)
-        return [_redistribute(call, [(terms, zs, relevance / stabilize(z, self.stabilizer))])]
+        scaled = _scaled_positive(call, relevance, z, self.stabilizer)
+        return [_redistribute(call, [(terms, zs, scaled)])]
 
 
 @dataclass(frozen=True)
@@ -140,7 +162,7 @@ class AlphaBeta(Rule):
         pos: Terms = [(xp, wp, _positive(b))] + ([(xn, wn, None)] if xn is not None else [])
         neg: Terms = [(xp, wn, _negative(b))] + ([(xn, wp, None)] if xn is not None else [])
         zps, zp = _forward(call, pos)
-        groups = [(pos, zps, self.alpha * relevance / stabilize(zp, self.stabilizer))]
+        groups = [(pos, zps, self.alpha * _scaled_positive(call, relevance, zp, self.stabilizer))]
         if self.beta:
             zns, zn = _forward(call, neg)
             groups.append((neg, zns, -self.beta * relevance / stabilize(zn, self.stabilizer)))
