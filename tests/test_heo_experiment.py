@@ -76,3 +76,30 @@ def test_miniature_reproduction_writes_every_table(run_xred, tmp_path):
     rerun = read_json(out / "metrics.json")
     assert rerun["parts"][adult]["train_seconds"] == 0.0
     assert rerun["parts"][passive]["train_seconds"] == 0.0
+
+
+def test_cached_fine_tuning_is_reused_only_with_the_same_extra_options(tmp_path):
+    """fooled_model's cache covers every setting, also the extra fool() options (a changed
+    smooth_beta used to reuse the stale model silently)."""
+    import torch
+
+    from xred import models
+    from xred.attacks.manipulate.experiment import fooled_model
+    from xred.data import load_dataset
+
+    torch.set_num_threads(1)
+    info = models.describe("fmnist-vgg")
+    train = load_dataset(info["dataset"], "train").subset(torch.arange(8))
+    setting = {"lam": 1.0, "lr": 1e-4, "steps": 1, "batch_size": 4, "smooth_beta": 10.0}
+
+    def run(s):
+        return fooled_model("fmnist-vgg", "location", "gradcam", s, train, tmp_path, seed=0,
+                            progress=False, command=None, layer=info["cam_layer"])
+
+    _, folder, first = run(setting)
+    assert first > 0
+    assert run(setting)[2] == 0.0  # reused
+    _, _, changed = run({**setting, "smooth_beta": None})
+    assert changed > 0  # fine-tuned again, not the stale model
+    assert read_json(folder / "model.json")["fooling"]["smooth_beta"] is None
+    assert run({**setting, "smooth_beta": None})[2] == 0.0

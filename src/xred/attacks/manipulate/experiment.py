@@ -65,31 +65,51 @@ def settings_for(settings: dict[str, dict[str, Any]], model: str, fooling: str,
     return {k: merged[k] for k in (*SETTING_KEYS, *sorted(set(merged) - set(SETTING_KEYS)))}
 
 
+#: the file in a cached fine-tuning's folder that records the settings it was made with
+SETTING_FILE = "setting.json"
+
+
+def cache_key(wanted: dict[str, Any], options: dict[str, Any]) -> dict[str, Any]:
+    """What a cached fine-tuning must match to be reused: the training settings ``wanted`` and
+    every extra keyword of :func:`xred.attacks.manipulate.fool` from the config (smooth_beta,
+    k, fool_batch_size, ...), as JSON would store them."""
+    import json
+
+    return json.loads(json.dumps({**wanted, "options": dict(sorted(options.items()))}))
+
+
 def fooled_model(model: str, fooling: str, explainer: str, setting: dict[str, Any], data: Any,
                  cache: Path, *, seed: int, progress: bool, command: str | None,
                  **fool_options: Any) -> tuple[nn.Module, Path, float]:
     """(fooled model, its folder, seconds spent fine-tuning now): loaded from ``cache`` when a
-    run with the same settings is there, else fine-tuned with :func:`xred.attacks.manipulate.fool`
-    (resuming an interrupted run)."""
+    run with the same settings is there (:func:`cache_key`, recorded in the folder's
+    ``setting.json``: every key of ``setting``, also extra options such as smooth_beta), else
+    fine-tuned with :func:`xred.attacks.manipulate.fool` (resuming an interrupted run of the same
+    settings; a checkpoint of other settings is removed first)."""
     from xred import models
     from xred.attacks.manipulate import fool, fooling_config
+    from xred.engine.loop import CHECKPOINT
 
     folder = cache / model / f"{fooling}-{explainer}"
     wanted = {"lam": float(setting["lam"]), "lr": float(setting["lr"]),
               "steps": int(setting["steps"]), "batch_size": int(setting["batch_size"]),
               "schedule": str(setting.get("schedule", "constant")), "seed": seed}
-    sidecar = folder / "model.json"
-    if sidecar.is_file():
-        block = read_json(sidecar).get("fooling") or {}
-        if {k: block.get(k) for k in wanted} == wanted:
-            return models.load(folder), folder, 0.0
+    options = {k: v for k, v in setting.items() if k not in (*SETTING_KEYS, "schedule")}
+    key = cache_key(wanted, options)
+    sidecar, recorded = folder / "model.json", folder / SETTING_FILE
+    same = recorded.is_file() and read_json(recorded) == key
+    if same and sidecar.is_file():
+        return models.load(folder), folder, 0.0
+    if not same:  # a checkpoint of other settings must not be resumed
+        for stale in (CHECKPOINT, "model.json", "evaluation.json"):
+            (folder / stale).unlink(missing_ok=True)
+        write_json(recorded, key)
     start = time.perf_counter()
     config = fooling_config(lr=wanted["lr"], batch_size=wanted["batch_size"], seed=seed,
                             epochs=math.ceil(wanted["steps"] / math.ceil(
                                 len(data) / wanted["batch_size"])),
                             max_steps=wanted["steps"], schedule=wanted["schedule"],
                             progress=progress, checkpoint_every=max(100, wanted["steps"] // 4))
-    options = {k: v for k, v in setting.items() if k not in (*SETTING_KEYS, "schedule")}
     fooled = fool(model, fooling=fooling, explainer=explainer, data=data, config=config,
                   out=folder, lam=wanted["lam"], command=command, **options, **fool_options)
     return fooled, folder, time.perf_counter() - start
