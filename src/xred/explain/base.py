@@ -20,6 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from xred.errors import XredError
+from xred.explain.fused import head_shortcut
 
 EXPLAINERS: dict[str, type[Explainer]] = {}
 
@@ -107,12 +108,18 @@ def check_input(x: Tensor) -> None:
 
 
 def run_model(model: Callable[[Tensor], Tensor], x: Tensor,
-              shape: tuple[int, ...] | None = None) -> Tensor:
+              shape: tuple[int, ...] | None = None, *, differentiable: bool = True) -> Tensor:
     """``model(x)`` as (N, classes) logits; the model's own complaint about the input (wrong shape,
     wrong number of channels, ...) becomes a one-line :class:`XredError` naming it (and the input
-    shape, or ``shape`` if given: the user's batch when ``x`` is a slice of it)."""
+    shape, or ``shape`` if given: the user's batch when ``x`` is a slice of it).
+
+    torchvision's VGG and AlexNet run with their pool merged into the first dense layer where
+    that is exact and cheaper (:func:`xred.explain.fused.head_shortcut`); ``differentiable=False``
+    says the caller takes no derivatives with respect to parameters (the merged weight is then
+    memoised)."""
+    shortcut = head_shortcut(model, differentiable) if isinstance(model, nn.Module) else None
     try:
-        logits = model(x)
+        logits = (shortcut or model)(x)
     except XredError:
         raise
     except (RuntimeError, ValueError, TypeError, IndexError) as e:
@@ -252,7 +259,7 @@ def gradient_of(model: Callable[[Tensor], Tensor], x: Tensor, target: int | Tens
                 create_graph: bool, wrt: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
     """(∂y_target/∂x, the leaf x, logits) in one forward and backward pass."""
     leaf = input_leaf(x)
-    logits = run_model(model, leaf)
+    logits = run_model(model, leaf, differentiable=create_graph)
     t = resolve_target(target, logits)
     (grad,) = torch.autograd.grad(select(logits, t), wrt if wrt is not None else leaf,
                                   create_graph=create_graph)

@@ -84,7 +84,7 @@ class GradCAM(_LayerExplainer):
         layer = self._resolve_layer(x)
         # without create_graph, autograd records the forward pass only from the layer on
         with capture_output(layer, requires_grad=True, start_graph=not create_graph) as store:
-            logits = run_model(self.model, x)
+            logits = run_model(self.model, x, differentiable=create_graph)
         act = self._activation(store)
         t = resolve_target(target, logits)
         (grad,) = torch.autograd.grad(select(logits, t), act, create_graph=create_graph,
@@ -169,7 +169,7 @@ class CAM(_LayerExplainer):
         handle = self.fc.register_forward_hook(read_head)
         try:
             with capture_output(self.layer) as store:
-                logits = run_model(self.model, x)
+                logits = run_model(self.model, x, differentiable=create_graph)
         finally:
             handle.remove()
         act = self._activation(store)

@@ -44,7 +44,7 @@ def _layer_gradient(model: nn.Module, layer: nn.Module, x: Tensor, target: int |
     """(∂y_t/∂A, A, logits) for the output A of ``layer``, in one forward and one backward that
     stops at A (the input gradient is not computed)."""
     with capture_output(layer, requires_grad=True, start_graph=not create_graph) as store:
-        logits = run_model(model, x)
+        logits = run_model(model, x, differentiable=create_graph)
     if "out" not in store:
         raise XredError(f"layer {type(layer).__name__} was not used in the model's forward pass")
     act = store["out"]
@@ -111,14 +111,14 @@ def _sum_of_gradients(model: nn.Module, x: Tensor, target: int | Tensor | None,
     t = None
     if target is None:
         with torch.no_grad():
-            t = resolve_target(None, run_model(model, x))
+            t = resolve_target(None, run_model(model, x, differentiable=False))
     total = torch.zeros_like(x)
     shape = (-1,) + (1,) * (x.dim() - 1)
     for start in range(0, n_points * n, batch_size):
         rows = torch.arange(start, min(start + batch_size, n_points * n), device=x.device)
         step, sample = rows // n, rows % n
         pts = input_leaf(points(step, sample))
-        logits = run_model(model, pts, shape=tuple(x.shape))
+        logits = run_model(model, pts, shape=tuple(x.shape), differentiable=create_graph)
         if t is None:
             t = resolve_target(target, logits.new_empty(n, logits.shape[-1]))
         (grad,) = torch.autograd.grad(select(logits, t[sample]), pts, create_graph=create_graph)
@@ -351,7 +351,7 @@ class EnhancedGuidedBackprop(Explainer):
     def _attribute(self, x: Tensor, target: int | Tensor | None, create_graph: bool) -> Tensor:
         leaf = input_leaf(x)
         with guided_relus(self.model):
-            logits = run_model(self.model, leaf)
+            logits = run_model(self.model, leaf, differentiable=create_graph)
             t = resolve_target(target, logits)
             if self.contrast is None:
                 if logits.shape[1] < 2:

@@ -17,6 +17,12 @@ reach the original conv and BatchNorm parameters) and nothing needs undoing. The
   relevance to both summands (its gradient).
 
 ``torch.cat`` needs no canonizer: its gradient hands each part exactly its slice of relevance.
+
+:func:`merge_pooled_dense` is a speed-up rather than a canonizer, applied once the rules are
+known: an average pool read (through a flatten) only by a dense layer with the ε rule is merged
+into that layer where the pool upsamples (torchvision VGG on small inputs). ε on the merged
+layer equals the pool's proportional split followed by ε on the dense layer: both hand
+x_j Σ_k (W·P)_jk R_k / (z_k + ε) to the pool's input, up to the pool rule's 1e-6 stabiliser.
 """
 
 from __future__ import annotations
@@ -29,7 +35,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from xred.explain.fused import POOL_TYPES
 from xred.explain.lrp.graph import BATCHNORM_TYPES, Program, Step
+from xred.explain.lrp.rules import Epsilon, Gradient, Norm, Pass, Rule
 from xred.models.zoo import Add
 
 
@@ -84,6 +92,38 @@ class SplitSum(Canonizer):
         for step in program.steps:
             if _is_sum(step):
                 step.kind = "sum"
+
+
+def _flattens_from_dim_1(step: Step) -> bool:
+    if step.op == "call_module":
+        return (isinstance(step.module, nn.Flatten) and step.module.start_dim == 1
+                and step.module.end_dim == -1)
+    if step.op == "call_function" and step.target is torch.flatten:
+        dims = [*step.args[1:], *step.kwargs.values()]
+        return dims in ([1], [1, -1]) and set(step.kwargs) <= {"start_dim", "end_dim"}
+    if step.op == "call_method" and step.target == "flatten":
+        dims = [*step.args[1:], *step.kwargs.values()]
+        return dims in ([1], [1, -1]) and set(step.kwargs) <= {"start_dim", "end_dim"}
+    return False
+
+
+def merge_pooled_dense(program: Program, rules: dict[Step, Rule]) -> None:
+    """Let each dense layer with the ε rule absorb the average pool it reads through
+    ``flatten(·, 1)`` when nothing else reads them, neither is LRP_T's layer, and the pool has the
+    proportional (Norm) rule; whether it pays is decided per input size at run time."""
+    for dense in program.steps:
+        if (dense.kind != "dense" or type(dense.module) is not nn.Linear or len(dense.inputs) != 1
+                or not isinstance(rules.get(dense), Epsilon)):
+            continue
+        flat = dense.inputs[0]
+        if (not _flattens_from_dim_1(flat) or len(flat.users) != 1 or len(flat.inputs) != 1
+                or flat.mark or not isinstance(rules.get(flat), (Gradient, Pass))):
+            continue
+        pool = flat.inputs[0]
+        if (pool.op == "call_module" and isinstance(pool.module, POOL_TYPES)
+                and len(pool.users) == 1 and len(pool.inputs) == 1 and not pool.mark
+                and type(rules.get(pool)) is Norm):
+            pool.merges, dense.pooled = dense, pool
 
 
 #: What xred's composites use unless they say otherwise.

@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from xred.explain.base import Explainer, find_layer, input_leaf, register, resolve_target, run_model
+from xred.explain.lrp.canonizers import merge_pooled_dense
 from xred.explain.lrp.composites import Composite, get_composite
 from xred.explain.lrp.graph import Program, Run
 
@@ -57,13 +58,14 @@ class LRP(Explainer):
         for canonizer in self.composite.canonizers:
             canonizer.apply(self.program)
         self.rules = self.composite.assign(self.program)
+        merge_pooled_dense(self.program, self.rules)
 
     def _attribute(self, x: Tensor, target: int | Tensor | None, create_graph: bool) -> Tensor:
         leaf = input_leaf(x)
         runs: list[Run] = []
 
         def forward(v: Tensor) -> Tensor:
-            runs.append(self.program.run(v))
+            runs.append(self.program.run(v, differentiable=create_graph))
             return runs[-1].output
 
         logits = run_model(forward, leaf)

@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from xred.errors import XredError
+from xred.explain.fused import pooled_dense_weight, worthwhile
 from xred.models.zoo import Add, Normalize
 
 if TYPE_CHECKING:
@@ -87,7 +88,9 @@ class Step:
     ``kind`` is one of :data:`KINDS` (plus ``"input"``, ``"attr"``, ``"output"``); ``inputs`` are
     the steps it reads; ``fold`` is a BatchNorm merged into this linear step by
     :class:`~xred.explain.lrp.canonizers.MergeBatchNorm` and ``folded`` marks that BatchNorm;
-    ``mark`` marks the output of the layer whose relevance LRP_T returns. ``runner`` is an
+    ``mark`` marks the output of the layer whose relevance LRP_T returns; ``pooled`` is an average
+    pool that :func:`~xred.explain.lrp.canonizers.merge_pooled_dense` lets this dense step absorb
+    (the pool's ``merges`` names the dense step). ``runner`` is an
     out-of-place copy of an in-place module (``ReLU(inplace=True)``); ``nonnegative`` says the
     output cannot be negative (after a ReLU), so rules skip their terms for negative inputs.
     """
@@ -107,6 +110,8 @@ class Step:
     fold: nn.Module | None = None
     folded: bool = False
     mark: bool = False
+    pooled: Step | None = None
+    merges: Step | None = None
 
     def __repr__(self) -> str:
         where = self.module_name or getattr(self.target, "__name__", str(self.target))
@@ -348,8 +353,12 @@ class Program:
             return merged_parameters(m, step.fold)
         return m.weight, m.bias
 
-    def execute(self, step: Step, env: dict[Step, Any], params: dict[Step, Any]) -> Any:
-        """Run one step on the values in ``env`` (linear steps record their parameters)."""
+    def execute(self, step: Step, env: dict[Step, Any], params: dict[Step, Any],
+                merged: set[Step] | None = None, differentiable: bool = True) -> Any:
+        """Run one step on the values in ``env`` (linear steps record their parameters). With
+        ``merged`` (a set), a pool marked ``merges`` passes its input on and joins the set when
+        merging it into its dense layer pays (:mod:`xred.explain.fused`); that layer then runs
+        with the merged weight (``differentiable``: in the parameters, else memoised)."""
         if step.op == "placeholder":
             default = self._defaults[step]
             if not default:
@@ -366,8 +375,19 @@ class Program:
             assert m is not None
             if step.folded and uses_running_stats(m):
                 return args[0]  # merged into the linear step before it
+            if (merged is not None and step.merges is not None
+                    and worthwhile(m, tuple(args[0].shape[1:]), step.merges.module.weight)):
+                merged.add(step)
+                return args[0]  # merged into the dense layer that reads it
             if step.kind in ("conv", "dense"):
                 params[step] = self.parameters_of(step)
+                if merged is not None and step.pooled in merged:
+                    weight, bias = params[step]
+                    size = tuple(env[step.pooled].shape[2:])
+                    weight = pooled_dense_weight(weight, step.pooled.module, size,
+                                                 differentiable=differentiable)
+                    params[step] = (weight, bias)
+                    return F.linear(args[0], weight, bias)
                 if self.folding(step):
                     return linear_forward(m, args[0], *params[step])
             return (step.runner or m)(*args, **kwargs)
@@ -375,13 +395,16 @@ class Program:
             return step.target(*args, **kwargs)
         return getattr(args[0], step.target)(*args[1:], **kwargs)
 
-    def run(self, x: Tensor) -> Run:
-        """The forward pass on ``x``: every step's value (with its autograd history)."""
+    def run(self, x: Tensor, differentiable: bool = True) -> Run:
+        """The forward pass on ``x``: every step's value (with its autograd history).
+        ``differentiable=False``: no derivatives with respect to parameters will be taken."""
         env: dict[Step, Any] = {}
         params: dict[Step, Any] = {}
+        merged: set[Step] = set()
         for step in self.steps:
-            env[step] = x if step is self.input else self.execute(step, env, params)
-        return Run(self, env, params)
+            env[step] = (x if step is self.input
+                         else self.execute(step, env, params, merged, differentiable))
+        return Run(self, env, params, merged)
 
     def ancestors(self, step: Step) -> list[Step]:
         """The steps ``step`` depends on (itself included), in forward order."""
@@ -406,6 +429,10 @@ class Program:
                 return r if r is not None else torch.zeros_like(run.env[step])
             if r is None:
                 continue
+            if step in run.merged:  # its rule is part of the merged dense layer's
+                s = step.inputs[0]
+                pending[s] = pending[s] + r if s in pending else r
+                continue
             ins = [(s, run.env[s]) for s in step.inputs]
             for s, v in ins:
                 if isinstance(v, (tuple, list)) and any(isinstance(t, Tensor) for t in v):
@@ -426,11 +453,13 @@ class Program:
 
 @dataclass
 class Run:
-    """One forward pass: each step's value and the parameters linear steps used."""
+    """One forward pass: each step's value, the parameters linear steps used and the pools
+    merged into their dense layers."""
 
     program: Program
     env: dict[Step, Any]
     params: dict[Step, Any]
+    merged: set[Step] = field(default_factory=set)
 
     @property
     def output(self) -> Any:
