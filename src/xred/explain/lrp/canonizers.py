@@ -98,13 +98,11 @@ def _flattens_from_dim_1(step: Step) -> bool:
     if step.op == "call_module":
         return (isinstance(step.module, nn.Flatten) and step.module.start_dim == 1
                 and step.module.end_dim == -1)
-    if step.op == "call_function" and step.target is torch.flatten:
-        dims = [*step.args[1:], *step.kwargs.values()]
-        return dims in ([1], [1, -1]) and set(step.kwargs) <= {"start_dim", "end_dim"}
-    if step.op == "call_method" and step.target == "flatten":
-        dims = [*step.args[1:], *step.kwargs.values()]
-        return dims in ([1], [1, -1]) and set(step.kwargs) <= {"start_dim", "end_dim"}
-    return False
+    if not ((step.op == "call_function" and step.target is torch.flatten)
+            or (step.op == "call_method" and step.target == "flatten")):
+        return False
+    dims = [*step.args[1:], *step.kwargs.values()]  # torch.flatten(x, ...) or x.flatten(...)
+    return dims in ([1], [1, -1]) and set(step.kwargs) <= {"start_dim", "end_dim"}
 
 
 def merge_pooled_dense(program: Program, rules: dict[Step, Rule]) -> None:
