@@ -1,5 +1,7 @@
-"""The pool merged into VGG's first dense layer (xred.explain.fused): the same logits, maps and
-parameter gradients as the model's own forward; memoised weights follow in-place updates; LRP's
+"""Explainers' canonical forward (xred.explain.lrp.canonizers.canonical_forward): the pool merged
+into VGG's first dense layer (xred.explain.fused) and BatchNorm merged into the conv before it
+give the same logits, maps and parameter gradients as the model's own forward; memoised weights
+follow in-place updates; the model's own forward runs whenever the program might differ; LRP's
 merged program gives the unmerged relevance."""
 
 from __future__ import annotations
@@ -12,8 +14,10 @@ from torch import nn
 
 from explain_helpers import close
 from xred.explain import get
-from xred.explain.fused import head_shortcut, pool_matrix, pooled_dense_weight, worthwhile
+from xred.explain.fused import pool_matrix, pooled_dense_weight, worthwhile
 from xred.explain.lrp import LRP
+from xred.explain.lrp.canonizers import canonical_forward
+from xred.explain.lrp.graph import merged_parameters
 
 
 @pytest.fixture(scope="module")
@@ -47,23 +51,122 @@ def test_worthwhile_only_when_the_pool_upsamples():
     assert not worthwhile(nn.MaxPool2d(2), (512, 2, 2), weight)
 
 
-def test_shortcut_applies_to_plain_eval_vgg_only(vgg):
-    x = torch.rand(3, 3, 16, 16)  # 2x2 features
-    forward = head_shortcut(vgg, differentiable=False)
+class ConvBN(nn.Module):
+    """conv → BatchNorm → ReLU → global pool → dense, with trained-looking BN statistics."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(1)
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.bn = nn.BatchNorm2d(8)
+        self.relu = nn.ReLU(inplace=True)
+        self.head = nn.Linear(8, 4)
+        with torch.no_grad():
+            self.bn.running_mean.uniform_(-0.2, 0.2)
+            self.bn.running_var.uniform_(0.5, 2.0)
+            self.bn.weight.uniform_(0.5, 1.5)
+            self.bn.bias.uniform_(-0.3, 0.3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.relu(self.bn(self.conv(x))).mean((2, 3)))
+
+
+class Counting(ConvBN):
+    """Its forward depends on Python state a trace bakes in: the program would differ."""
+
+    calls = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        return super().forward(x) * self.calls
+
+
+def test_canonical_forward_applies_only_where_it_is_exact(vgg):
+    x = torch.rand(3, 3, 16, 16)  # 2x2 features: the pool upsamples
+    forward = canonical_forward(vgg, x, differentiable=False)
     assert forward is not None
     close(forward(x), vgg(x), rtol=1e-5)
     alexnet = torchvision.models.alexnet().eval()  # Dropout before its first dense layer
     x64 = torch.rand(2, 3, 64, 64)
-    forward = head_shortcut(alexnet, differentiable=False)
+    forward = canonical_forward(alexnet, x64, differentiable=False)
     assert forward is not None
     close(forward(x64), alexnet(x64), rtol=1e-5)
-    assert head_shortcut(torchvision.models.resnet18(), False) is None
+    bn = ConvBN().eval()
+    forward = canonical_forward(bn, x, differentiable=False)
+    assert forward is not None
+    close(forward(x), bn(x), rtol=1e-5)
+    mlp = nn.Sequential(nn.Flatten(), nn.Linear(3 * 16 * 16, 4)).eval()
+    assert canonical_forward(mlp, x) is None  # nothing to merge
     handle = vgg.avgpool.register_forward_hook(lambda *args: None)
-    assert head_shortcut(vgg, False) is None  # a hooked pool must run
+    assert canonical_forward(vgg, x) is None  # a hooked module must run
     handle.remove()
     vgg.train()
-    assert head_shortcut(vgg, False) is None  # dropout before the dense layer is live
+    assert canonical_forward(vgg, x) is None  # dropout is live
     vgg.eval()
+    assert canonical_forward(Counting().eval(), x) is None  # the check on x caught it
+    assert canonical_forward(bn, torch.rand(2, 5, 16, 16)) is not None  # cached; errors later
+
+
+def test_canonical_program_follows_submodule_swaps_and_dies_with_its_model():
+    import gc
+    import weakref
+
+    model, x = ConvBN().eval(), torch.rand(2, 3, 8, 8)
+    assert canonical_forward(model, x) is not None
+    model.bn = nn.Identity()  # nothing left to merge: the model's own forward again
+    assert canonical_forward(model, x) is None
+    model.bn = nn.BatchNorm2d(8).eval()
+    forward = canonical_forward(model, x)
+    assert forward is not None
+    close(forward(x), model(x), rtol=1e-5)
+    ref = weakref.ref(model)
+    del model, forward
+    gc.collect()
+    assert ref() is None  # the cache does not keep the model alive
+
+
+def test_batchnorm_merged_gradient_equals_captum_and_follows_in_place_updates():
+    model = ConvBN().double().eval()
+    x, t = torch.rand(3, 3, 8, 8, dtype=torch.float64), torch.tensor([0, 2, 3])
+    explainer = get("gradient", model)
+    close(explainer.attribute(x, t), Saliency(model).attribute(x, t, abs=False), rtol=1e-10)
+    with torch.no_grad():
+        model.bn.running_var.mul_(3.0)  # the memoised merged weight must not be reused
+        model.conv.weight.neg_()
+    close(explainer.attribute(x, t), Saliency(model).attribute(x, t, abs=False), rtol=1e-10)
+
+
+def test_batchnorm_merged_map_gradient_in_parameters_equals_the_model():
+    model = ConvBN().double().eval()
+    x, t = torch.rand(2, 3, 8, 8, dtype=torch.float64), torch.tensor([1, 3])
+    params = [model.conv.weight, model.bn.weight, model.head.weight]  # (the bias: zero)
+    explainer = get("gradient", model)
+
+    def grads() -> list[torch.Tensor]:
+        m = explainer.attribute(x, t, create_graph=True).square().sum()
+        return list(torch.autograd.grad(m, params))
+
+    merged = grads()
+    handle = model.bn.register_forward_hook(lambda *args: None)  # forces the model's forward
+    try:
+        plain = grads()
+    finally:
+        handle.remove()
+    for a, b in zip(merged, plain, strict=True):
+        close(a, b, rtol=1e-10)
+
+
+def test_memoised_merged_batchnorm_has_no_graph_and_is_reused():
+    model = ConvBN().eval()
+    a = merged_parameters(model.conv, model.bn, differentiable=False)
+    assert merged_parameters(model.conv, model.bn, differentiable=False)[0] is a[0]
+    assert a[0].grad_fn is None
+    b = merged_parameters(model.conv, model.bn, differentiable=True)
+    assert b[0].grad_fn is not None
+    torch.testing.assert_close(a[0], b[0].detach())
+    with torch.no_grad():
+        model.bn.bias.add_(1.0)
+    assert merged_parameters(model.conv, model.bn, differentiable=False)[1] is not a[1]
 
 
 def test_gradient_equals_captum_and_follows_in_place_updates(vgg):

@@ -20,7 +20,6 @@ import torch
 from torch import Tensor, nn
 
 from xred.errors import XredError
-from xred.explain.fused import head_shortcut
 
 EXPLAINERS: dict[str, type[Explainer]] = {}
 
@@ -113,13 +112,16 @@ def run_model(model: Callable[[Tensor], Tensor], x: Tensor,
     wrong number of channels, ...) becomes a one-line :class:`XredError` naming it (and the input
     shape, or ``shape`` if given: the user's batch when ``x`` is a slice of it).
 
-    torchvision's VGG and AlexNet run with their pool merged into the first dense layer where
-    that is exact and cheaper (:func:`xred.explain.fused.head_shortcut`); ``differentiable=False``
-    says the caller takes no derivatives with respect to parameters (the merged weight is then
-    memoised)."""
-    shortcut = head_shortcut(model, differentiable) if isinstance(model, nn.Module) else None
+    Modules run in canonical form where that is exact and cheaper (eval-mode BatchNorm merged
+    into the conv before it, an upsampling pool into the dense layer after it:
+    :func:`xred.explain.lrp.canonizers.canonical_forward`); ``differentiable=False`` says the
+    caller takes no derivatives with respect to parameters (merged weights are then memoised)."""
+    from xred.explain.lrp.canonizers import canonical_forward  # lrp imports this module
+
     try:
-        logits = (shortcut or model)(x)
+        forward = (canonical_forward(model, x, differentiable) if isinstance(model, nn.Module)
+                   else None)
+        logits = (forward or model)(x)
     except XredError:
         raise
     except (RuntimeError, ValueError, TypeError, IndexError) as e:

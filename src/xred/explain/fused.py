@@ -8,9 +8,9 @@ forward and backward. Average pooling is linear and acts on each channel alike, 
 dense ∘ flatten ∘ pool is a single dense layer on the small map with weight W·(I_C ⊗ P):
 the same logits and gradients up to rounding, with 12× less weight to read at 2×2.
 
-Used by every explainer's forward pass (:func:`head_shortcut` for torchvision's VGG and AlexNet,
-through :func:`xred.explain.base.run_model`) and by LRP's traced program (where ε on the merged
-layer equals the composite's proportional pooling rule followed by ε on the dense layer).
+Used by LRP's traced program (where ε on the merged layer equals the composite's proportional
+pooling rule followed by ε on the dense layer) and by every other explainer's forward pass
+(through :func:`xred.explain.lrp.canonizers.canonical_forward`).
 The merged weight is a differentiable function of W when the caller needs derivatives with
 respect to parameters; otherwise it is memoised per weight tensor and recomputed whenever the
 weight changes (in-place updates bump the tensor's version).
@@ -19,7 +19,6 @@ weight changes (in-place updates bump the tensor's version).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -77,45 +76,3 @@ def pooled_dense_weight(weight: Tensor, pool: nn.Module, size: tuple[int, ...], 
     if not needs_graph:
         _MEMO[weight] = (key, merged)
     return merged
-
-
-def _hooked(*modules: nn.Module) -> bool:
-    names = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
-    if any(getattr(nn.modules.module, f"_global{n}", None) for n in names):
-        return True
-    return any(getattr(m, n, None) for m in modules for n in names)
-
-
-def head_shortcut(model: nn.Module, differentiable: bool) -> Callable[[Tensor], Tensor] | None:
-    """``model``'s forward with the pool merged into the first dense layer, for torchvision's
-    ``VGG`` and ``AlexNet`` (whose forward is features → avgpool → flatten → classifier) in eval
-    mode with nothing hooked on the modules it bypasses; None for every other model (then call
-    the model itself). The shortcut falls back to the plain path when merging would not shrink
-    the weight (inputs large enough to fill the pool's grid)."""
-    try:
-        from torchvision.models import VGG, AlexNet
-    except ImportError:  # pragma: no cover - torchvision is a dependency
-        return None
-    if type(model) not in (VGG, AlexNet) or "forward" in vars(model):
-        return None
-    pool, classifier = getattr(model, "avgpool", None), getattr(model, "classifier", None)
-    if not isinstance(pool, POOL_TYPES) or not isinstance(classifier, nn.Sequential):
-        return None
-    first = next((i for i, m in enumerate(classifier) if not isinstance(m, nn.Dropout)), None)
-    if first is None:
-        return None
-    dense = classifier[first]
-    if (type(dense) is not nn.Linear or any(m.training for m in classifier[:first + 1])
-            or _hooked(model, pool, classifier, *classifier[:first + 1])):
-        return None
-    rest = classifier[first + 1:]
-
-    def forward(x: Tensor) -> Tensor:
-        features = model.features(x)
-        if not worthwhile(pool, tuple(features.shape[1:]), dense.weight):
-            return classifier(torch.flatten(pool(features), 1))
-        weight = pooled_dense_weight(dense.weight, pool, tuple(features.shape[2:]),
-                                     differentiable=differentiable)
-        return rest(F.linear(torch.flatten(features, 1), weight, dense.bias))
-
-    return forward

@@ -29,14 +29,16 @@ from __future__ import annotations
 
 import contextlib
 import operator
-from collections.abc import Iterator, Sequence
+import weakref
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from xred.errors import XredError
 from xred.explain.fused import POOL_TYPES
-from xred.explain.lrp.graph import BATCHNORM_TYPES, Program, Step
+from xred.explain.lrp.graph import BATCHNORM_TYPES, DROPOUT_TYPES, Program, Step
 from xred.explain.lrp.rules import Epsilon, Gradient, Norm, Pass, Rule
 from xred.models.zoo import Add
 
@@ -105,22 +107,35 @@ def _flattens_from_dim_1(step: Step) -> bool:
     return dims in ([1], [1, -1]) and set(step.kwargs) <= {"start_dim", "end_dim"}
 
 
-def merge_pooled_dense(program: Program, rules: dict[Step, Rule]) -> None:
-    """Let each dense layer with the ε rule absorb the average pool it reads through
-    ``flatten(·, 1)`` when nothing else reads them, neither is LRP_T's layer, and the pool has the
-    proportional (Norm) rule; whether it pays is decided per input size at run time."""
+def _pooled_dense(program: Program) -> Iterator[tuple[Step, Step, Step]]:
+    """(pool, flatten, dense): an average pool read only through ``flatten(·, 1)`` (and dropout
+    modules, as in AlexNet) by a dense ``nn.Linear`` step, none of them read by anything else or
+    LRP_T's layer."""
     for dense in program.steps:
-        if (dense.kind != "dense" or type(dense.module) is not nn.Linear or len(dense.inputs) != 1
-                or not isinstance(rules.get(dense), Epsilon)):
+        if dense.kind != "dense" or type(dense.module) is not nn.Linear or len(dense.inputs) != 1:
             continue
         flat = dense.inputs[0]
+        while (isinstance(flat.module, DROPOUT_TYPES) and len(flat.users) == 1
+               and len(flat.inputs) == 1 and not flat.mark):
+            flat = flat.inputs[0]
         if (not _flattens_from_dim_1(flat) or len(flat.users) != 1 or len(flat.inputs) != 1
-                or flat.mark or not isinstance(rules.get(flat), (Gradient, Pass))):
+                or flat.mark):
             continue
         pool = flat.inputs[0]
         if (pool.op == "call_module" and isinstance(pool.module, POOL_TYPES)
-                and len(pool.users) == 1 and len(pool.inputs) == 1 and not pool.mark
-                and type(rules.get(pool)) is Norm):
+                and len(pool.users) == 1 and len(pool.inputs) == 1 and not pool.mark):
+            yield pool, flat, dense
+
+
+def merge_pooled_dense(program: Program, rules: dict[Step, Rule] | None = None) -> None:
+    """Let each dense layer absorb the average pool it reads through ``flatten(·, 1)`` when
+    nothing else reads them and neither is LRP_T's layer; with LRP ``rules``, only where the
+    dense layer has the ε rule, the flatten passes relevance and the pool has the proportional
+    (Norm) rule. Whether merging pays is decided per input size at run time."""
+    for pool, flat, dense in _pooled_dense(program):
+        if rules is None or (isinstance(rules.get(dense), Epsilon)
+                             and isinstance(rules.get(flat), (Gradient, Pass))
+                             and type(rules.get(pool)) is Norm):
             pool.merges, dense.pooled = dense, pool
 
 
@@ -154,3 +169,67 @@ def canonized(model: nn.Module, canonizers: Sequence[Canonizer] = DEFAULT_CANONI
         yield twin
     finally:
         twin.program = None
+
+
+def hooked(modules: Iterable[nn.Module]) -> bool:
+    """True if a forward or backward hook is registered on any of ``modules`` or globally."""
+    names = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
+    if any(getattr(nn.modules.module, f"_global{n}", None) for n in names):
+        return True
+    return any(getattr(m, n, None) for m in modules for n in names)
+
+
+#: model -> (its modules' ids when traced, its canonical program or None if there is none).
+_PROGRAMS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _canonical_program(model: nn.Module, x: Tensor) -> Program | None:
+    """``model``'s program with BatchNorms and upsampling pools merged, if it traces, merges
+    anything and gives the model's logits on (two samples of) ``x``; else None."""
+    try:
+        program = Program(model)
+    except XredError:
+        return None
+    MergeBatchNorm().apply(program)
+    merge_pooled_dense(program)
+    if not any(s.fold is not None or s.merges is not None for s in program.steps):
+        return None
+    with torch.no_grad():  # raises what the model raises on x (then nothing is cached)
+        mine, theirs = program.forward(x[:2], differentiable=False), model(x[:2])
+    if not (isinstance(mine, Tensor) and isinstance(theirs, Tensor)
+            and mine.shape == theirs.shape
+            and torch.allclose(mine, theirs, rtol=1e-3, atol=1e-4 * float(theirs.abs().max()))):
+        return None
+    return program
+
+
+def canonical_forward(model: nn.Module, x: Tensor, differentiable: bool = True,
+                      ) -> Callable[[Tensor], Any] | None:
+    """A cheaper exact forward of ``model`` for explainers: its traced program with every
+    eval-mode BatchNorm merged into the conv or dense layer before it (one convolution instead
+    of two passes over the activations, in the forward and the backward pass) and an average
+    pool that upsamples into a dense layer merged into that layer (torchvision VGG / AlexNet on
+    small inputs, :mod:`xred.explain.fused`). ``differentiable=False`` says no derivatives in the
+    parameters will be taken (merged weights are then memoised until the parameters change).
+
+    None (call the model itself) when nothing would merge, the model does not trace, any of its
+    modules is in training mode or hooked (hooks only see the model's own forward), or the
+    program's logits differed from the model's when first checked on ``x``. The program is
+    traced once per model and kept while the model lives (never on the model); replacing a
+    submodule makes a new one.
+    """
+    modules = list(model.modules())
+    if any(m.training for m in modules) or hooked(modules):
+        return None
+    ids = tuple(map(id, modules)) + (id(type(model).forward), id(vars(model).get("forward")))
+    cached = _PROGRAMS.get(model)
+    if cached is None or cached[0] != ids:
+        try:
+            cached = (ids, _canonical_program(model, x))
+        except Exception:  # noqa: BLE001 - a bad input: the model's own call reports it
+            return None
+        _PROGRAMS[model] = cached
+    program = cached[1]
+    if program is None:
+        return None
+    return lambda v: program.forward(v, differentiable)

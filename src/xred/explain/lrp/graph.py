@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import copy
 import operator
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -27,6 +28,7 @@ import torch
 import torch.fx as fx
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.utils.weak import WeakIdKeyDictionary
 
 from xred.errors import XredError
 from xred.explain.fused import pooled_dense_weight, worthwhile
@@ -72,8 +74,8 @@ _SHAPE_FUNCTIONS = {torch.flatten, torch.reshape, torch.unsqueeze, torch.squeeze
                     torch.transpose, operator.getitem}
 _SHAPE_METHODS = {"view", "reshape", "flatten", "unsqueeze", "squeeze", "permute", "transpose",
                   "contiguous", "size", "dim"}
-_SHAPE_MODULES = (nn.Flatten, nn.Unflatten, nn.Identity, nn.Dropout, nn.Dropout1d, nn.Dropout2d,
-                  nn.Dropout3d)
+DROPOUT_TYPES = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d)
+_SHAPE_MODULES = (nn.Flatten, nn.Unflatten, nn.Identity, *DROPOUT_TYPES)
 _STANDARD_CONV_FORWARDS = {nn.Conv1d.forward, nn.Conv2d.forward, nn.Conv3d.forward}
 
 #: Step kinds: what a composite assigns rules to.
@@ -125,18 +127,37 @@ def uses_running_stats(bn: nn.Module) -> bool:
             and getattr(bn, "running_var", None) is not None)
 
 
-def merged_parameters(module: nn.Module, bn: nn.Module) -> tuple[Tensor, Tensor]:
+#: a linear layer's weight -> (the tensors it was merged from, the merged weight and bias).
+_MERGED: WeakIdKeyDictionary = WeakIdKeyDictionary()
+
+
+def merged_parameters(module: nn.Module, bn: nn.Module, *, differentiable: bool = True,
+                      ) -> tuple[Tensor, Tensor]:
     """Weight and bias of ``bn ∘ module`` (Zennit's ``MergeBatchNorm``, as differentiable ops of
-    the original parameters): w' = w·γ/√(σ²+ε), b' = (b − μ)·γ/√(σ²+ε) + β."""
-    weight, bias = module.weight, module.bias
-    scale = (bn.running_var + bn.eps) ** 0.5
-    scale = (bn.weight / scale) if bn.weight is not None else 1.0 / scale
-    transposed = getattr(module, "transposed", False)
-    shape = (1, -1) if transposed else (-1,)
-    weight = weight * scale.reshape(*shape, *[1] * (weight.dim() - len(shape)))
-    bias = ((bias if bias is not None else torch.zeros_like(scale)) - bn.running_mean) * scale
-    if bn.bias is not None:
-        bias = bias + bn.bias
+    the original parameters): w' = w·γ/√(σ²+ε), b' = (b − μ)·γ/√(σ²+ε) + β.
+    ``differentiable=False`` (no derivatives in the parameters will be taken): computed without
+    a graph and memoised until any of the tensors changes (in-place updates bump versions)."""
+    tensors = (module.weight, module.bias, bn.running_mean, bn.running_var, bn.weight, bn.bias)
+    needs_graph = differentiable and torch.is_grad_enabled() and any(
+        t is not None and t.requires_grad for t in tensors)
+    key = (tuple(None if t is None else (id(t), t.data_ptr(), t._version, t.dtype, t.device)
+                 for t in tensors), bn.eps, getattr(module, "transposed", False))
+    if not needs_graph:
+        hit = _MERGED.get(module.weight)
+        if hit is not None and hit[0] == key:
+            return hit[1]
+    with torch.set_grad_enabled(needs_graph):
+        weight, bias = module.weight, module.bias
+        scale = (bn.running_var + bn.eps) ** 0.5
+        scale = (bn.weight / scale) if bn.weight is not None else 1.0 / scale
+        transposed = getattr(module, "transposed", False)
+        shape = (1, -1) if transposed else (-1,)
+        weight = weight * scale.reshape(*shape, *[1] * (weight.dim() - len(shape)))
+        bias = ((bias if bias is not None else torch.zeros_like(scale)) - bn.running_mean) * scale
+        if bn.bias is not None:
+            bias = bias + bn.bias
+    if not needs_graph:
+        _MERGED[module.weight] = (key, (weight, bias))
     return weight, bias
 
 
@@ -269,6 +290,16 @@ def _nonnegative(step: Step) -> bool:
     return monotone and bool(step.inputs) and all(s.nonnegative for s in step.inputs)
 
 
+def _live_dropout(dense: Step) -> bool:
+    """True if a dropout in training mode sits between ``dense`` and the pool it absorbs."""
+    s = dense.inputs[0]
+    while s is not dense.pooled:
+        if isinstance(s.module, DROPOUT_TYPES) and s.module.training:
+            return True
+        s = s.inputs[0]
+    return False
+
+
 class Program:
     """``model``'s forward pass as a list of :class:`Step` (a torch.fx trace referring to the
     model's own modules). ``mark`` is the module whose output LRP_T reads.
@@ -277,7 +308,8 @@ class Program:
     """
 
     def __init__(self, model: nn.Module, mark: nn.Module | None = None) -> None:
-        self.model = model
+        # a weak reference: a cache may hold the program for as long as the model lives
+        self._model = weakref.ref(model)
         tracer = _Tracer(mark)
         try:
             graph = tracer.trace(model)
@@ -338,6 +370,13 @@ class Program:
             self.mark = steps[tracer.marked[0].node]
             self.mark.mark = True
 
+    @property
+    def model(self) -> nn.Module:
+        model = self._model()
+        if model is None:
+            raise RuntimeError("the traced model no longer exists")
+        return model
+
     def __repr__(self) -> str:
         return f"Program({type(self.model).__name__}, {len(self.steps)} steps)"
 
@@ -345,20 +384,25 @@ class Program:
         """True if ``step`` (a linear step) runs with a BatchNorm merged into it."""
         return step.fold is not None and uses_running_stats(step.fold)
 
-    def parameters_of(self, step: Step) -> tuple[Tensor, Tensor | None]:
-        """The weight and bias a linear step computes with (BatchNorm merged if folding)."""
+    def parameters_of(self, step: Step, differentiable: bool = True,
+                      ) -> tuple[Tensor, Tensor | None]:
+        """The weight and bias a linear step computes with (BatchNorm merged if folding;
+        ``differentiable=False``: memoised, see :func:`merged_parameters`)."""
         m = step.module
         assert m is not None
         if self.folding(step):
-            return merged_parameters(m, step.fold)
+            return merged_parameters(m, step.fold, differentiable=differentiable)
         return m.weight, m.bias
 
     def execute(self, step: Step, env: dict[Step, Any], params: dict[Step, Any],
-                merged: set[Step] | None = None, differentiable: bool = True) -> Any:
+                merged: set[Step] | None = None, differentiable: bool = True,
+                in_place: bool = False) -> Any:
         """Run one step on the values in ``env`` (linear steps record their parameters). With
         ``merged`` (a set), a pool marked ``merges`` passes its input on and joins the set when
         merging it into its dense layer pays (:mod:`xred.explain.fused`); that layer then runs
-        with the merged weight (``differentiable``: in the parameters, else memoised)."""
+        with the merged weight. ``differentiable``: derivatives in the parameters will be taken
+        (else merged parameters are memoised). ``in_place``: in-place modules run as they are
+        (when no step's value is read after the pass)."""
         if step.op == "placeholder":
             default = self._defaults[step]
             if not default:
@@ -376,11 +420,12 @@ class Program:
             if step.folded and uses_running_stats(m):
                 return args[0]  # merged into the linear step before it
             if (merged is not None and step.merges is not None
-                    and worthwhile(m, tuple(args[0].shape[1:]), step.merges.module.weight)):
+                    and worthwhile(m, tuple(args[0].shape[1:]), step.merges.module.weight)
+                    and not _live_dropout(step.merges)):
                 merged.add(step)
                 return args[0]  # merged into the dense layer that reads it
             if step.kind in ("conv", "dense"):
-                params[step] = self.parameters_of(step)
+                params[step] = self.parameters_of(step, differentiable)
                 if merged is not None and step.pooled in merged:
                     weight, bias = params[step]
                     size = tuple(env[step.pooled].shape[2:])
@@ -390,7 +435,7 @@ class Program:
                     return F.linear(args[0], weight, bias)
                 if self.folding(step):
                     return linear_forward(m, args[0], *params[step])
-            return (step.runner or m)(*args, **kwargs)
+            return (m if in_place else step.runner or m)(*args, **kwargs)
         if step.op == "call_function":
             return step.target(*args, **kwargs)
         return getattr(args[0], step.target)(*args[1:], **kwargs)
@@ -405,6 +450,16 @@ class Program:
             env[step] = (x if step is self.input
                          else self.execute(step, env, params, merged, differentiable))
         return Run(self, env, params, merged)
+
+    def forward(self, x: Tensor, differentiable: bool = True) -> Any:
+        """The program's output on ``x`` alone, in-place modules run in place (as the model
+        does); ``differentiable`` as in :meth:`run`."""
+        env: dict[Step, Any] = {}
+        merged: set[Step] = set()
+        for step in self.steps:
+            env[step] = (x if step is self.input
+                         else self.execute(step, env, {}, merged, differentiable, in_place=True))
+        return env[self.result]
 
     def ancestors(self, step: Step) -> list[Step]:
         """The steps ``step`` depends on (itself included), in forward order."""
