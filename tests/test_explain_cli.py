@@ -42,3 +42,21 @@ def test_display_map_is_per_sample_and_in_unit_range():
     alone = display_map(attr[:1], (16, 16), "gradient")
     assert torch.allclose(shown[:1], alone)
     assert (shown.flatten(1) == 1).float().mean(1).min() > 0  # each sample reaches 1
+
+
+def test_explain_defaults_are_efficientnet_on_the_sample_photos_with_every_method(run_xred,
+                                                                                   tmp_path):
+    from xred.data.photos import SAMPLE_PHOTOS
+    from xred.explain import EXPLAINERS
+    from xred.explain.runner import default_methods
+
+    # with no --method every explainer runs except RTS, which needs a trained interpreter
+    assert set(default_methods()) == set(EXPLAINERS) - {"rts"}
+    proc = run_xred("explain", "--method", "gradient", "lrp", "--out", str(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    metrics = read_json(tmp_path / "metrics.json")
+    assert metrics["model"] == "efficientnet-lite0" and metrics["methods"] == ["gradient", "lrp"]
+    assert len(metrics["inputs"]) == len(SAMPLE_PHOTOS)
+    assert metrics["predictions"][metrics["inputs"].index("coffee")] in ("espresso", "cup")
+    maps, _ = load_tensors(tmp_path / "maps.safetensors")
+    assert maps["lrp"].shape == (len(SAMPLE_PHOTOS), 3, 224, 224)

@@ -102,6 +102,19 @@ def test_occlusion_batch_equals_single_and_nothing_changes():
     torch.testing.assert_close(none, expl.attribute(x, model(x).argmax(1)))
 
 
+def test_occlusion_default_chunks_by_input_size(monkeypatch):
+    from xred.explain import perturbation
+
+    model, x = conv_net(), torch.rand(2, 3, 10, 9)
+    whole = get("occlusion", model, window=3, stride=2).attribute(x, 1)  # one pass
+    monkeypatch.setattr(perturbation, "OCCLUSION_CHUNK_VALUES", 3 * 10 * 9 * 4)  # 4 per pass
+    calls = []
+    model.register_forward_hook(lambda m, i, o: calls.append(len(i[0])))
+    chunked = get("occlusion", model, window=3, stride=2).attribute(x, 1)
+    torch.testing.assert_close(chunked, whole, rtol=1e-5, atol=1e-6)
+    assert max(calls) == 4 and sum(calls) == 2 + 2 * 5 * 4  # the unoccluded pass + 20 windows each
+
+
 def test_occlusion_default_windows_scale_with_the_input():
     expl = get("occlusion", conv_net())
     assert expl.windows((1, 28, 28)) == ((1, 4, 4), (1, 2, 2))  # 13 x 13 positions

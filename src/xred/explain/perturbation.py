@@ -23,6 +23,7 @@ __all__ = ["Occlusion", "Mask", "gaussian_blur", "total_variation", "blend", "OC
            "MASK_PERTURBATIONS"]
 
 OCCLUSION_OUTPUTS = ("logit", "probability")
+OCCLUSION_CHUNK_VALUES = 2**20  # input values per forward pass when batch_size is not given
 MASK_PERTURBATIONS = ("blur", "baseline")
 
 
@@ -116,7 +117,9 @@ class Occlusion(Explainer):
     ⌈size/7⌉ per spatial dimension: about 13 × 13 windows at any image size); ``stride``
     likewise (default half the window, at least 1; the channel stride defaults to 1);
     ``baseline`` a number or a tensor broadcastable to x (default 0); ``output`` "logit" or
-    "probability" (softmax); ``batch_size`` occluded copies per forward pass. Returns x's shape.
+    "probability" (softmax); ``batch_size`` occluded copies per forward pass (default: as many as
+    hold about 2²⁰ input values, 6 RGB images at 224 px or 1,337 at 28 × 28 — larger batches of
+    large images run several times slower on a CPU, out of cache). Returns x's shape.
     Not differentiable (``create_graph=True`` raises).
     """
 
@@ -125,7 +128,7 @@ class Occlusion(Explainer):
 
     def __init__(self, model: nn.Module, *, window: int | Sequence[int] | None = None,
                  stride: int | Sequence[int] | None = None, baseline: float | Tensor = 0.0,
-                 output: str = "logit", batch_size: int = 256) -> None:
+                 output: str = "logit", batch_size: int | None = None) -> None:
         super().__init__(model, window=window, stride=stride, baseline=baseline, output=output,
                          batch_size=batch_size)
         if output not in OCCLUSION_OUTPUTS:
@@ -138,7 +141,8 @@ class Occlusion(Explainer):
                     _positive_int(v, f"occlusion {name} sizes")
         self.window, self.stride, self.baseline = window, stride, baseline
         self.output = output
-        self.batch_size = _positive_int(batch_size, "occlusion batch_size")
+        self.batch_size = (None if batch_size is None
+                           else _positive_int(batch_size, "occlusion batch_size"))
 
     def windows(self, shape: Sequence[int]) -> tuple[tuple[int, ...], tuple[int, ...]]:
         """(window, stride) over all feature dimensions of inputs of shape (N, *shape)."""
@@ -193,8 +197,9 @@ class Occlusion(Explainer):
             positions = math.prod(counts)
             n = x.shape[0]
             drops = x.new_empty(n * positions)
-            for lo in range(0, n * positions, self.batch_size):  # chunks of occluded copies
-                rows = torch.arange(lo, min(lo + self.batch_size, n * positions), device=x.device)
+            chunk = self.batch_size or max(1, OCCLUSION_CHUNK_VALUES // math.prod(shape))
+            for lo in range(0, n * positions, chunk):  # chunks of occluded copies
+                rows = torch.arange(lo, min(lo + chunk, n * positions), device=x.device)
                 sample, pos = rows // positions, rows % positions
                 occluded = torch.ones((len(rows), *shape), dtype=torch.bool, device=x.device)
                 for d, k in enumerate(torch.unravel_index(pos, counts)):
