@@ -37,6 +37,8 @@ from xred.metrics.robustness import topk_iou
 LABEL_SMOOTHED = ("gradient", "gradient_x_input", "smoothgrad", "integrated_gradients")
 #: the top-k fractions over which the IoU with the target map is averaged
 IOU_FRACTIONS = (0.1, 0.2, 0.3, 0.4, 0.5)
+#: the per-pixel map distances ℓ_int can be: squared (the paper's) or absolute (the scored L1)
+MAP_LOSSES = ("mse", "l1")
 
 
 @register
@@ -59,7 +61,8 @@ class ADV2(ExplanationAttack):
                  explainer_options: dict | None = None, eps: float = 0.031, norm: str = "linf",
                  steps: int = 300, warmup: int | None = None, alpha: float | None = 1 / 255,
                  c: float | tuple[float, float] = (10.0, 1000.0),
-                 label_smoothing: float | None = None, optimizer: str = "sign",
+                 label_smoothing: float | None = None, map_loss: str = "mse",
+                 optimizer: str = "sign",
                  restarts: int = 1, random_start: bool = False, smooth: bool | None = None,
                  beta: float | tuple[float, float] | None = None, tau: float | None = None,
                  mask_inner_steps: int = 5, mask_reset: int = 10, baseline_draws: int = 1,
@@ -84,7 +87,11 @@ class ADV2(ExplanationAttack):
         if isinstance(label_smoothing, bool) or not 0 <= label_smoothing < 1:
             raise XredError(f"label_smoothing must lie in [0, 1), got {label_smoothing!r}")
         self.label_smoothing = float(label_smoothing)
-        self.options.update(warmup=self.warmup, c=self.c, label_smoothing=self.label_smoothing)
+        if map_loss not in MAP_LOSSES:
+            raise XredError(f"unknown map_loss {map_loss!r}; valid: {', '.join(MAP_LOSSES)}")
+        self.map_loss = map_loss
+        self.options.update(warmup=self.warmup, c=self.c, label_smoothing=self.label_smoothing,
+                            map_loss=map_loss)
 
     def _default_targets(self, labels: Tensor, generator: torch.Generator) -> Tensor:
         assert self._num_classes is not None
@@ -118,8 +125,9 @@ class ADV2(ExplanationAttack):
         if self.bilevel and self._iteration == self.warmup and x_adv.requires_grad:
             s["mask"] = self._fresh_mask(x_adv, s["map_class"])  # stage 2 starts: fresh m*(x)
         maps = self.attacked_map(x_adv, s)
-        mse = (maps - s["target_map"]).square().flatten(1).mean(1)
-        return -(ce + c * mse)
+        diff = maps - s["target_map"]
+        diff = diff.square() if self.map_loss == "mse" else diff.abs()
+        return -(ce + c * diff.flatten(1).mean(1))
 
     def _score(self, objective: Tensor, x_adv: Tensor, s: dict[str, Any]) -> Tensor:
         if self.bilevel and self.weight() == 0:  # the warm mask is not followed in stage 1
