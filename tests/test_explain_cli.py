@@ -10,7 +10,7 @@ from xred.io import load_tensors, read_json
 
 
 def test_explain_zoo_model_on_its_dataset(run_xred, tmp_path):
-    proc = run_xred("explain", "--model", "fmnist-vgg", "--count", "4", "--method", "gradient",
+    proc = run_xred("explain", "--model", "fmnist-vgg", "--count", "4", "--explainer", "gradient",
                     "gradcam", "smoothgrad", "--out", str(tmp_path))
     assert proc.returncode == 0, proc.stderr
     metrics = read_json(tmp_path / "metrics.json")
@@ -25,11 +25,11 @@ def test_explain_photo_file_and_unknown_method(run_xred, tmp_path):
     from skimage import data
 
     Image.fromarray(data.coffee()).save(tmp_path / "coffee.png")
-    proc = run_xred("explain", "--image", str(tmp_path / "coffee.png"), "--method", "gradcam",
+    proc = run_xred("explain", "--image", str(tmp_path / "coffee.png"), "--explainer", "gradcam",
                     "--out", str(tmp_path / "o"))
     assert proc.returncode == 0, proc.stderr
     assert read_json(tmp_path / "o" / "metrics.json")["predictions"][0] in ("espresso", "cup")
-    bad = run_xred("explain", "--method", "nope", "--out", str(tmp_path / "p"))
+    bad = run_xred("explain", "--explainer", "nope", "--out", str(tmp_path / "p"))
     assert bad.returncode == 2 and "unknown explainer 'nope'" in bad.stderr
     assert len(bad.stderr.strip().splitlines()) == 1
 
@@ -52,7 +52,7 @@ def test_explain_defaults_are_efficientnet_on_the_sample_photos_with_every_metho
 
     # with no --method every explainer runs except RTS, which needs a trained interpreter
     assert set(default_methods()) == set(EXPLAINERS) - {"rts"}
-    proc = run_xred("explain", "--method", "gradient", "lrp", "--out", str(tmp_path))
+    proc = run_xred("explain", "--explainer", "gradient", "lrp", "--out", str(tmp_path))
     assert proc.returncode == 0, proc.stderr
     metrics = read_json(tmp_path / "metrics.json")
     assert metrics["model"] == "efficientnet-lite0" and metrics["methods"] == ["gradient", "lrp"]

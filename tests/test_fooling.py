@@ -443,8 +443,8 @@ def test_deletion_curve_and_aopc(fmnist_test):
 
 
 def test_fool_and_evaluate_commands(tmp_path, fmnist_test):
-    from xred.attacks.manipulate.commands import parse_classes
     from xred.cli import build_parser
+    from xred.cli.fool import parse_classes
 
     parser = build_parser()
     out = tmp_path / "fool"

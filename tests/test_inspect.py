@@ -139,16 +139,17 @@ def test_a_paper_style_edit_is_caught():
 def test_cli_inspect(run_xred, tmp_path, capsys):
     tm = tamper("fmnist-vgg", "image", fmnist_calibration())
     save_tampered(tm, tmp_path / "model")
-    proc = run_xred("inspect", str(tmp_path / "model"), "--reference", "fmnist-vgg", "--out",
-                    str(tmp_path / "out"))
-    assert proc.returncode == 0, proc.stderr
+    proc = run_xred("inspect", "--model", str(tmp_path / "model"), "--reference", "fmnist-vgg",
+                    "--out", str(tmp_path / "out"))
+    assert proc.returncode == 1, proc.stderr  # flagged: exit status 1
     assert "FLAGGED" in proc.stdout and "1 channel(s) added" in proc.stdout
     metrics = read_json(tmp_path / "out" / "metrics.json")
     assert metrics["flagged"] and metrics["reference"] == "fmnist-vgg"
-    assert main(["inspect", "fmnist-vgg", "--out", str(tmp_path / "clean")]) == 0
+    assert main(["inspect", "--model", "fmnist-vgg", "--out", str(tmp_path / "clean")]) == 0
     assert "nothing suspicious" in capsys.readouterr().out
     assert not read_json(tmp_path / "clean" / "metrics.json")["flagged"]
-    assert main(["inspect", str(tmp_path / "missing"), "--out", str(tmp_path / "e")]) == 2
+    assert main(["inspect", "--model", str(tmp_path / "missing"), "--out",
+                 str(tmp_path / "e")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("xred: error: ")
 

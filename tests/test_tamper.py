@@ -288,8 +288,9 @@ def test_cli_tamper_writes_model_metrics_and_figure(run_xred, tmp_path, capsys):
     assert (out / "gradcam.png").stat().st_size > 10_000
     assert isinstance(models.load(out), TamperedModel)
     (tmp_path / "bad.png").write_text("text")
-    code = main(["tamper", "--model", "fmnist-vgg", "--technique", "image", "--target",
-                 str(tmp_path / "bad.png"), "--calibration", "20", "--out", str(tmp_path / "b")])
+    code = main(["tamper", "--model", "fmnist-vgg", "--technique", "image",
+                 "--target-image", str(tmp_path / "bad.png"), "--calibration", "20", "--out",
+                 str(tmp_path / "b")])
     lines = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(lines) == 1 and lines[0].startswith("xred: error: ")
     assert "not an image" in lines[0]

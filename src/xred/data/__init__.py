@@ -1,7 +1,9 @@
 """Real data, read from local files and never downloaded by default.
 
-``load_dataset(name, split)`` for the labelled datasets; ``sample_photos()`` and
-``image_folder()`` for ImageNet-style photographs; ``two_class_composites()`` for active fooling.
+``load_dataset(name, split)`` for the labelled datasets; ``read_image()`` for one image file or
+its bytes and ``pick_inputs()`` for the batch a command runs on (the one input picker);
+``sample_photos()`` and ``image_folder()`` for ImageNet-style photographs;
+``two_class_composites()`` for active fooling.
 """
 
 from __future__ import annotations
@@ -46,6 +48,10 @@ def __getattr__(name: str):  # lazy: photos pull in scikit-image, composites onl
         from xred.data import photos
 
         return getattr(photos, name)
+    if name in ("read_image", "pick_inputs", "Inputs"):
+        from xred.data import inputs
+
+        return getattr(inputs, name)
     if name == "two_class_composites":
         from xred.data.composites import two_class_composites
 

@@ -18,6 +18,7 @@ from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from xred.data.inputs import IMAGE_EXTENSIONS
 from xred.errors import XredError
 
 
@@ -45,7 +46,6 @@ _PHOTOS: dict[str, Callable[[], np.ndarray]] = {
 #: Names :func:`sample_photos` accepts.
 SAMPLE_PHOTOS: tuple[str, ...] = tuple(_PHOTOS)
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 
 
 def _check_size(size: int) -> None:
@@ -58,10 +58,6 @@ def resize_center_crop(image: Tensor, size: int = 224) -> Tensor:
     side to ``size`` (bilinear, antialiased), crop the centre."""
     image = TF.resize(image, size, interpolation=TF.InterpolationMode.BILINEAR, antialias=True)
     return TF.center_crop(image, [size, size]).float().div_(255)
-
-
-def _pil_to_tensor(image: Image.Image) -> Tensor:
-    return TF.pil_to_tensor(image.convert("RGB"))
 
 
 def sample_photos(names: Sequence[str] | str | None = None,
@@ -85,26 +81,19 @@ def sample_photos(names: Sequence[str] | str | None = None,
 
 
 def load_image(path: str | Path, size: int = 224) -> Tensor:
-    """An image file as a float tensor (3, size, size) in [0, 1]; grayscale, palette and RGBA
-    images are converted to RGB (alpha dropped)."""
-    _check_size(size)
-    path = Path(path)
-    if not path.is_file():
-        raise XredError(f"image file {str(path)!r} does not exist; pass the path of a "
-                        "JPEG/PNG/... image")
-    try:
-        with Image.open(path) as image:
-            tensor = _pil_to_tensor(image)
-    except (UnidentifiedImageError, OSError, ValueError) as err:
-        raise XredError(f"cannot read {str(path)!r} as an image ({err}); pass a JPEG/PNG/... "
-                        "file") from None
-    return resize_center_crop(tensor, size)
+    """An image file as a float tensor (3, size, size) in [0, 1]; any PIL mode, 16-bit included
+    (:func:`xred.data.inputs.read_image`)."""
+    from xred.data.inputs import read_image
+
+    return read_image(path, size)
 
 
 def _load_rgb(path: str) -> Tensor:
+    from xred.data.inputs import _to_uint8_rgb
+
     try:
         with Image.open(path) as image:
-            return _pil_to_tensor(image)
+            return _to_uint8_rgb(image)
     except (UnidentifiedImageError, OSError, ValueError) as err:
         raise XredError(f"cannot read {path!r} as an image ({err}); remove or replace the "
                         "file") from None

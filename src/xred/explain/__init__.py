@@ -6,10 +6,18 @@ the context in which ReLU's backward is smooth (for input attacks on gradient-ty
 """
 
 from xred.explain import cam, gradient, learned, lrp, perturbation  # noqa: F401  (registers)
-from xred.explain.base import EXPLAINERS, Explainer, find_layer, get, layer_names, register
+from xred.explain.base import (
+           EXPLAINERS,
+           Explainer,
+           behaviour,
+           find_layer,
+           get,
+           layer_names,
+           register,
+)
 from xred.explain.postprocess import heatmap, upsample
 from xred.explain.runner import display_map, explain_many
 from xred.explain.smooth import smooth_relu
 
-__all__ = ["EXPLAINERS", "Explainer", "display_map", "explain_many", "find_layer", "get",
-           "heatmap", "layer_names", "register", "smooth_relu", "upsample"]
+__all__ = ["EXPLAINERS", "Explainer", "behaviour", "display_map", "explain_many", "find_layer",
+           "get", "heatmap", "layer_names", "register", "smooth_relu", "upsample"]

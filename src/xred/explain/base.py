@@ -26,8 +26,18 @@ EXPLAINERS: dict[str, type[Explainer]] = {}
 
 def register(cls: type[Explainer]) -> type[Explainer]:
     """Class decorator: make ``cls`` available as ``xred.explain.get(cls.name, ...)``."""
+    if cls.map_sign not in ("absolute", "positive"):
+        raise ValueError(f"{cls.__name__}.map_sign must be 'absolute' or 'positive'")
     EXPLAINERS[cls.name] = cls
     return cls
+
+
+def behaviour(name: str) -> type[Explainer]:
+    """The class of explainer ``name``, whose attributes say how it behaves (``map_sign``,
+    ``default_layer``, ``needs_training``, ``display_name``, ``differentiable``)."""
+    if name not in EXPLAINERS:
+        raise XredError(f"unknown explainer {name!r}; valid names: {', '.join(sorted(EXPLAINERS))}")
+    return EXPLAINERS[name]
 
 
 def get(name: str, model: nn.Module, **options: Any) -> Explainer:
@@ -226,6 +236,17 @@ class Explainer:
     """Base class: subclasses set :attr:`name` and implement :meth:`_attribute`."""
 
     name: ClassVar[str] = ""
+    #: how people name the method in figures and tables
+    display_name: ClassVar[str] = ""
+    #: how the raw map is shown: "absolute" (|·| summed over channels: a gradient's sign carries
+    #: little meaning) or "positive" (the channel sum's positive part: the evidence for the class)
+    map_sign: ClassVar[str] = "positive"
+    #: "cam_layer" if the map lives at a layer and, when no ``layer=`` is given, a registered
+    #: model's Grad-CAM layer (``xred.models.describe(name)["cam_layer"]``) is the right one
+    default_layer: ClassVar[str | None] = None
+    #: True if it needs a trained interpreter (option ``interpreter=``), so it cannot run on a
+    #: model out of the box
+    needs_training: ClassVar[bool] = False
     #: True if ``create_graph=True`` gives a map differentiable in parameters and input.
     differentiable: bool = True
     #: True if the map lives at a layer, shape (N, h, w); else it has the input's shape. A class

@@ -74,6 +74,8 @@ class GradCAM(_LayerExplainer):
     """
 
     name = "gradcam"
+    display_name = "Grad-CAM"
+    default_layer = "cam_layer"
 
     def __init__(self, model: nn.Module, *, layer: str | nn.Module | None = None,
                  relu: bool = True, upsample: bool = False) -> None:
@@ -116,6 +118,7 @@ class CAM(_LayerExplainer):
     """
 
     name = "cam"
+    display_name = "CAM"
 
     def __init__(self, model: nn.Module, *, layer: str | nn.Module | None = None,
                  upsample: bool = False) -> None:

@@ -68,6 +68,8 @@ class Gradient(Explainer):
     """
 
     name = "gradient"
+    display_name = "Gradient"
+    map_sign = "absolute"
 
     def __init__(self, model: nn.Module, *, layer: str | nn.Module | None = None) -> None:
         super().__init__(model, **({} if layer is None else {"layer": layer}))
@@ -87,6 +89,7 @@ class GradientXInput(Explainer):
     Eq. 3): x ⊙ ∂y_c/∂x. Captum's ``InputXGradient``."""
 
     name = "gradient_x_input"
+    display_name = "Gradient × input"
 
     def _attribute(self, x: Tensor, target: int | Tensor | None, create_graph: bool) -> Tensor:
         grad, leaf, _ = gradient_of(self.model, x, target, create_graph)
@@ -161,6 +164,8 @@ class SmoothGrad(Explainer):
     """
 
     name = "smoothgrad"
+    display_name = "SmoothGrad"
+    map_sign = "absolute"
 
     def __init__(self, model: nn.Module, *, n_samples: int = 50, noise_level: float = 0.15,
                  batch_size: int | None = None, generator: torch.Generator | None = None
@@ -233,6 +238,7 @@ class IntegratedGradients(Explainer):
     """
 
     name = "integrated_gradients"
+    display_name = "Integrated gradients"
 
     def __init__(self, model: nn.Module, *, baseline: float | Tensor | None = None,
                  n_steps: int = 50, method: str = "gausslegendre", batch_size: int | None = None
@@ -325,6 +331,8 @@ class GuidedBackprop(Explainer):
     """
 
     name = "guided_backprop"
+    display_name = "Guided backprop"
+    map_sign = "absolute"
 
     def _attribute(self, x: Tensor, target: int | Tensor | None, create_graph: bool) -> Tensor:
         with guided_relus(self.model):
@@ -342,6 +350,7 @@ class EnhancedGuidedBackprop(Explainer):
     """
 
     name = "enhanced_guided_backprop"
+    display_name = "Enhanced guided backprop"
 
     def __init__(self, model: nn.Module, *, contrast: int | Tensor | None = None,
                  eps: float = 1e-12) -> None:

@@ -183,6 +183,8 @@ class RTS(Explainer):
     """
 
     name = "rts"
+    display_name = "RTS"
+    needs_training = True
     differentiable = True
     layer_map = True  # the map is (N, H, W): input resolution, no channels
 

@@ -124,6 +124,7 @@ class Occlusion(Explainer):
     """
 
     name = "occlusion"
+    display_name = "Occlusion"
     differentiable = False
 
     def __init__(self, model: nn.Module, *, window: int | Sequence[int] | None = None,
@@ -252,6 +253,7 @@ class Mask(Explainer):
     """
 
     name = "mask"
+    display_name = "Mask"
     differentiable = False
     layer_map = True  # the map is (N, H, W): input resolution, no channels
 

@@ -10,26 +10,22 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from xred.errors import XredError
-from xred.explain.base import EXPLAINERS, get
+from xred.explain.base import EXPLAINERS, behaviour, get
 from xred.explain.postprocess import heatmap, upsample
 
-# How each method's raw attributions are shown: the sign of a plain gradient carries little
-# meaning (shown as magnitude), relevance-type maps show their positive evidence.
-ABSOLUTE = {"gradient", "smoothgrad", "guided_backprop"}
 # Lighter settings than the explainers' defaults, so that a CPU user sees every method quickly.
 QUICK_OPTIONS: dict[str, dict[str, Any]] = {
     "smoothgrad": {"n_samples": 16},
     "integrated_gradients": {"n_steps": 32},
     "mask": {"steps": 100},
 }
-NEEDS_TRAINING = {"rts"}  # needs a trained interpreter (option ``interpreter=``)
 
 
 def display_map(attr: Tensor, size: Sequence[int], method: str,
                 percentile: float = 0.99) -> Tensor:
     """Raw attributions -> (N, H, W) in [0, 1] at ``size``, per sample scaled so that its
     ``percentile`` value maps to 1 (a few extreme pixels would otherwise hide the rest)."""
-    absolute = method in ABSOLUTE
+    absolute = behaviour(method).map_sign == "absolute"
     h = heatmap(attr, reduce="abs_sum" if absolute else "sum", relu=not absolute,
                 normalize=None)
     if h.dim() >= 3 and tuple(h.shape[-2:]) != tuple(size):
@@ -41,7 +37,8 @@ def display_map(attr: Tensor, size: Sequence[int], method: str,
 
 
 def default_methods() -> list[str]:
-    return [m for m in EXPLAINERS if m not in NEEDS_TRAINING]
+    """Every explainer that runs on a model as it is (not those that need training)."""
+    return [m for m, cls in EXPLAINERS.items() if not cls.needs_training]
 
 
 def explain_many(model: nn.Module, x: Tensor, methods: Sequence[str] | None = None,

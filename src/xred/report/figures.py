@@ -24,52 +24,26 @@ def _show(ax, image: Tensor, **kwargs) -> None:  # noqa: ANN001 - a matplotlib A
 
 def explanation_grid(images: Tensor, maps: dict[str, Tensor], path: str | os.PathLike, *,
                      column_titles: Sequence[str] | None = None, alpha: float = 0.55,
-                     cmap: str = "jet") -> Path:
+                     cmap: str = "jet", title: str | None = None,
+                     row_titles: dict[str, str] | None = None,
+                     scale_label: str = "map value, per input (0: none, 1: strongest)") -> Path:
     """A grid: one row per method, one column per image; each cell the heatmap (N, H, W,
     normalised to [0, 1] per sample) over the greyed image. The first row shows the images."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    n = images.shape[0]
-    rows = ["input", *maps]
-    fig, axes = plt.subplots(len(rows), n, figsize=(1.9 * n + 1.2, 1.9 * len(rows)),
-                             squeeze=False)
-    size = images.shape[-2:]
-    for r, name in enumerate(rows):
-        for c in range(n):
-            ax = axes[r][c]
-            ax.set_xticks([])
-            ax.set_yticks([])
-            img = _to_image(images[c])
-            if name == "input":
-                _show(ax, img, cmap="gray" if img.dim() == 2 else None, vmin=0, vmax=1)
-                if column_titles is not None:
-                    ax.set_title(column_titles[c], fontsize=8)
-            else:
-                m = maps[name][c].detach().float().cpu()
-                if m.shape != size:
-                    m = torch.nn.functional.interpolate(m[None, None], size=tuple(size),
-                                                        mode="bilinear", align_corners=False)[0, 0]
-                gray = img if img.dim() == 2 else img.mean(-1)
-                _show(ax, gray, cmap="gray", vmin=0, vmax=1)
-                _show(ax, m, cmap=cmap, alpha=alpha, vmin=0, vmax=1)
-            if c == 0:
-                ax.set_ylabel(name, fontsize=8)
-    fig.tight_layout()
-    out = atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
-    plt.close(fig)
-    return out
+    rows: list[tuple[str, Tensor, Tensor | None]] = [("input", images, None)]
+    rows += [((row_titles or {}).get(name, name), images, m) for name, m in maps.items()]
+    return image_map_rows(rows, path, column_titles=column_titles, alpha=alpha, cmap=cmap,
+                          title=title, scale_label=scale_label)
 
 
 def image_map_rows(rows: Sequence[tuple[str, Tensor, Tensor | None]], path: str | os.PathLike,
                    *, column_titles: Sequence[str] | None = None, alpha: float = 0.55,
-                   cmap: str = "jet") -> Path:
+                   cmap: str = "jet", title: str | None = None,
+                   scale_label: str = "map value, per input (0: none, 1: strongest)") -> Path:
     """A grid with one row per (label, images (N, C, H, W), maps (N, h, w) in [0, 1] or None)
     and one column per input: the images themselves where maps is None, else each map (resized
     bilinearly) over its own row's greyed images; e.g. benign image, benign map, adversarial
-    image, adversarial map, target map of an explanation attack."""
+    image, adversarial map, target map of an explanation attack. A colour bar labelled
+    ``scale_label`` says what the colours mean; ``title`` goes on top."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -98,8 +72,15 @@ def image_map_rows(rows: Sequence[tuple[str, Tensor, Tensor | None]], path: str 
                 ax.set_title(column_titles[c], fontsize=8)
             if c == 0:
                 ax.set_ylabel(label, fontsize=8)
-    fig.tight_layout()
-    out = atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
+    if any(maps is not None for _, _, maps in rows):
+        bar = fig.colorbar(plt.cm.ScalarMappable(cmap=cmap), ax=axes.ravel().tolist(),
+                           shrink=0.5, pad=0.01)
+        bar.set_label(scale_label, fontsize=7)
+        bar.ax.tick_params(labelsize=7)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    out = atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png",
+                                                     bbox_inches="tight"))
     plt.close(fig)
     return out
 

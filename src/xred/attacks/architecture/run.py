@@ -66,9 +66,10 @@ def tamper_figure(result: dict[str, Any], path: str | os.PathLike, *, title: str
 
 
 def _display(attr: Tensor, method: str) -> Tensor:
+    from xred.explain.base import behaviour
     from xred.explain.postprocess import heatmap
 
-    if method in ("gradient", "smoothgrad"):
+    if behaviour(method).map_sign == "absolute":
         return heatmap(attr, reduce="abs_sum", normalize=None)
     return heatmap(attr, reduce="sum", relu=True, normalize=None)
 

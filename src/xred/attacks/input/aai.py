@@ -44,6 +44,8 @@ class AAI(ExplanationAttack):
     lower_is_better = True
     default_beta = 10.0
 
+    default_explainer = None  # CAM where the model's head allows it, else Grad-CAM
+
     def __init__(self, model: nn.Module, *, explainer: str | None = None,
                  explainer_options: dict | None = None, k: int | float = 8, lam: float = 1.0,
                  eps: float = 8 / 255, norm: str = "linf", steps: int = 40,

@@ -57,7 +57,7 @@ class ADV2(ExplanationAttack):
     lower_is_better = True
     default_beta = 10.0
 
-    def __init__(self, model: nn.Module, *, explainer: str = "gradient",
+    def __init__(self, model: nn.Module, *, explainer: str | None = None,
                  explainer_options: dict | None = None, eps: float = 0.031, norm: str = "linf",
                  steps: int = 300, warmup: int | None = None, alpha: float | None = 1 / 255,
                  c: float | tuple[float, float] = (10.0, 1000.0),

@@ -46,7 +46,7 @@ class Dombrowski(ExplanationAttack):
     lower_is_better = True
     default_beta = (10.0, 100.0)
 
-    def __init__(self, model: nn.Module, *, explainer: str = "gradient",
+    def __init__(self, model: nn.Module, *, explainer: str | None = None,
                  explainer_options: dict | None = None, gamma: float = 1e-2,
                  eps: float = 8 / 255, norm: str = "linf", steps: int = 200,
                  alpha: float | None = None, optimizer: str = "adam", restarts: int = 1,

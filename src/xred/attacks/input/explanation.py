@@ -46,9 +46,9 @@ from xred.attacks.input.base import (
 from xred.attacks.input.fgsm import _unit
 from xred.errors import XredError
 from xred.explain import base as explain_base
+from xred.explain.base import behaviour
 from xred.explain.perturbation import Mask
 from xred.explain.postprocess import heatmap
-from xred.explain.runner import ABSOLUTE
 from xred.explain.smooth import smooth_relu
 from xred.metrics.maps import kendall, l1_distance, spearman
 
@@ -72,7 +72,7 @@ def explanation_map(attr: Tensor, explainer: str) -> Tensor:
     |·| summed over channels for gradient-type maps (ADV²'s GRAD, m = |∂f_c/∂x|; Ghorbani et
     al.'s saliency), else the channel sum's positive part (CAM, Grad-CAM, MASK, RTS, LRP);
     divided by its maximum, per sample. Differentiable."""
-    absolute = explainer in ABSOLUTE
+    absolute = behaviour(explainer).map_sign == "absolute"
     return heatmap(attr, reduce="abs_sum" if absolute else "sum", relu=not absolute,
                    normalize="max")
 
@@ -81,7 +81,7 @@ def rank_map(attr: Tensor, explainer: str) -> Tensor:
     """The map whose pixel order rank correlations compare (Kendall τ, Spearman ρ): as
     :func:`explanation_map` but signed for non-gradient maps (no ReLU, so pixels of negative
     evidence keep their order instead of tying at 0) and not normalised."""
-    absolute = explainer in ABSOLUTE
+    absolute = behaviour(explainer).map_sign == "absolute"
     return heatmap(attr, reduce="abs_sum" if absolute else "sum", normalize=None)
 
 
@@ -209,8 +209,12 @@ class ExplanationAttack(Attack):
     keeps_label: ClassVar[bool] = True
     default_beta: ClassVar[float | tuple[float, float]] = 10.0
 
-    def __init__(self, model: nn.Module, *, explainer: str, explainer_options: dict | None,
-                 eps: float, norm: str, steps: int, alpha: float | None, optimizer: str,
+    #: the explainer attacked when none is given (None: the attack chooses from the model)
+    default_explainer: ClassVar[str | None] = "gradient"
+
+    def __init__(self, model: nn.Module, *, explainer: str | None,
+                 explainer_options: dict | None, eps: float, norm: str, steps: int,
+                 alpha: float | None, optimizer: str,
                  restarts: int, random_start: bool, smooth: bool | None,
                  beta: float | tuple[float, float] | None, tau: float | None,
                  baseline_draws: int, seed: int | None, mask_inner_steps: int = 5,
@@ -231,6 +235,9 @@ class ExplanationAttack(Attack):
                                               "pass e.g. mask_inner_steps=5", integer=True))
         self.mask_reset = int(_positive(mask_reset, "mask_reset", "pass e.g. mask_reset=10",
                                         integer=True))
+        explainer = explainer or self.default_explainer
+        if explainer is None:
+            raise XredError(f"{self.name} needs an explainer, e.g. explainer='gradcam'")
         self._build_explainers(explainer, explainer_options)
         if smooth is None:
             smooth = explainer in SMOOTHED

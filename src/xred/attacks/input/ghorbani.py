@@ -69,7 +69,7 @@ class Ghorbani(ExplanationAttack):
     default_beta = 10.0
 
     def __init__(self, model: nn.Module, *, mode: str = "topk", k: int | float = 0.1,
-                 region: Tensor | None = None, explainer: str = "gradient",
+                 region: Tensor | None = None, explainer: str | None = None,
                  explainer_options: dict | None = None, eps: float = 8 / 255,
                  norm: str = "linf", steps: int = 100, alpha: float | None = None,
                  restarts: int = 1, random_start: bool = False, smooth: bool | None = None,

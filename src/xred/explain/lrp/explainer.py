@@ -43,6 +43,7 @@ class LRP(Explainer):
     """
 
     name = "lrp"
+    display_name = "LRP"
     differentiable = True
 
     def __init__(self, model: nn.Module, *, composite: str | Composite = "heo",

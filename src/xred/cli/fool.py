@@ -1,9 +1,6 @@
-"""``xred fool`` and ``xred evaluate``: thin command functions for Heo et al.'s model manipulation
-(the numerics live in :mod:`xred.attacks.manipulate` and :mod:`xred.metrics.fooling`).
+"""``xred fool`` and ``xred evaluate``: thin commands for Heo et al.'s model manipulation (the
+numerics live in :mod:`xred.attacks.manipulate` and :mod:`xred.metrics.fooling`).
 
-``xred.cli`` adds each command's own options to its subparser (which carries xred's common
-options --out, --device, --data-dir, --download) with ``add_fool_arguments`` /
-``add_evaluate_arguments``.
 Each ``cmd_*(args, argv)`` returns the dict that goes to ``metrics.json``.
 """
 
@@ -24,6 +21,9 @@ from xred.metrics.fooling import FOOLINGS, INTERVALS
 __all__ = ["add_evaluate_arguments", "add_fool_arguments", "cmd_evaluate", "cmd_fool",
            "parse_classes"]
 
+FOOL_HELP = ("fool an interpreter by fine-tuning the model (Heo et al. 2019): writes the fooled "
+             "model, accuracy and fooling success rate (FSR), and a figure")
+EVALUATE_HELP = "accuracy and FSR of a fooled model against its original (Heo et al. 2019)"
 HEO_INTERPRETERS = ["gradcam", "lrp_t", "simplegrad_t"]  # the columns of the paper's Table 1
 FIGURE_IMAGES = 6
 EVAL_COMPOSITES = 200  # the paper's hold-out composites for Active FSR
@@ -42,8 +42,7 @@ def _shared(sp: argparse.ArgumentParser, required: bool = True) -> None:
     sp.add_argument("--eval-limit", type=int, help="evaluate on the first N test inputs "
                     "(default: the whole test split)")
     sp.add_argument("--batch-size", type=int, help="batch size (default 32)")
-    sp.add_argument("--seed", type=int, default=0)
-    sp.add_argument("--quiet", action="store_true", help="no progress bar")
+    sp.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     sp.add_argument("--train-folder", help="ImageFolder of training images (ImageNet-scale "
                     "models: root/<class>/<image>, classes in the model's order)")
     sp.add_argument("--test-folder", help="ImageFolder of test images (default for models "
@@ -74,7 +73,6 @@ def add_fool_arguments(sp: argparse.ArgumentParser) -> argparse.ArgumentParser:
     sp.add_argument("--checkpoint-every", type=int, help="steps between checkpoints")
     sp.add_argument("--eval-explainers", nargs="+", help="interpreters to measure the FSR of "
                     f"(default: {' '.join(HEO_INTERPRETERS)} and the fooled one)")
-    sp.set_defaults(func=cmd_fool)
     return sp
 
 
@@ -89,7 +87,6 @@ def add_evaluate_arguments(sp: argparse.ArgumentParser) -> argparse.ArgumentPars
                     help="interpreters to measure (gradcam, lrp_t, simplegrad_t, ...; default: "
                     "those three and the one the fooled model records)")
     _shared(sp, required=False)
-    sp.set_defaults(func=cmd_evaluate)
     return sp
 
 

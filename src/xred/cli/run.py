@@ -1,0 +1,41 @@
+"""``xred run``: run an experiment config (experiments/*.json) and write its report."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+from typing import Any
+
+from xred.errors import XredError
+
+HELP = "run an experiment config (experiments/*.json) and write its report"
+
+# Experiment kinds `xred run CONFIG` dispatches on: "kind" -> (module, function(config, out,
+# command=..., progress=...) returning the metrics).
+RUNNERS = {"viering_tables": ("xred.attacks.architecture.experiment", "run_viering_tables"),
+           "heo": ("xred.attacks.manipulate.experiment", "run_heo"),
+           "heo_passive": ("xred.attacks.manipulate.experiment", "run_heo_passive"),
+           "heo_active": ("xred.attacks.manipulate.experiment", "run_heo_active"),
+           "heo_adult": ("xred.attacks.manipulate.experiment", "run_heo_adult"),
+           "input_attacks": ("xred.attacks.input.experiment", "run_input_attacks")}
+
+
+def add_arguments(sp: argparse.ArgumentParser) -> None:
+    sp.add_argument("config", help="experiment config (JSON with a \"kind\")")
+
+
+def run(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
+    from xred.io import read_json
+    from xred.provenance import command_line
+
+    config = read_json(args.config)
+    kind = config.get("kind") if isinstance(config, dict) else None
+    if kind not in RUNNERS:
+        raise XredError(f"{args.config}: unknown experiment kind {kind!r}; valid: "
+                        f"{', '.join(sorted(RUNNERS))}")
+    module, function = RUNNERS[kind]
+    runner = getattr(importlib.import_module(module), function)
+    metrics = runner(config, args.out, command=command_line(argv), progress=not args.quiet)
+    if "report" in metrics:
+        print(f"report: {metrics['report']}")
+    return metrics

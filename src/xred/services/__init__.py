@@ -1,0 +1,11 @@
+"""One plain function per user action: typed arguments in, a result object out (``to_dict()``
+for metrics.json), an optional ``progress(fraction, message)`` callback. The ``xred`` command and
+the web app call these and only parse, print or draw around them."""
+
+from xred.services.attack import AttackResult, attack
+from xred.services.common import LoadedModel, Progress, open_model
+from xred.services.explain import ExplainResult, explain
+from xred.services.predict import Prediction, predict
+
+__all__ = ["AttackResult", "ExplainResult", "LoadedModel", "Prediction", "Progress", "attack",
+           "explain", "open_model", "predict"]
