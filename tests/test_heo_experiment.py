@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from xred.attacks.manipulate.experiment import settings_for
 from xred.errors import XredError
+from xred.experiments.heo import settings_for
 from xred.io import read_json
 
 SHORT = {"default": {"lam": 1.0, "lr": 1e-4, "steps": 4, "batch_size": 16}}
@@ -84,8 +84,8 @@ def test_cached_fine_tuning_is_reused_only_with_the_same_extra_options(tmp_path)
     import torch
 
     from xred import models
-    from xred.attacks.manipulate.experiment import fooled_model
     from xred.data import load_dataset
+    from xred.experiments.heo import fooled_model
 
     torch.set_num_threads(1)
     info = models.describe("fmnist-vgg")

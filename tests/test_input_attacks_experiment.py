@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from xred.attacks.input.base import random_targets
-from xred.attacks.input.experiment import run_input_attacks
+from xred.experiments.input_attacks import run_input_attacks
 
 pytestmark = pytest.mark.slow
 

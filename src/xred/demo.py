@@ -65,7 +65,7 @@ def run_demo(out: str | os.PathLike, data_dir: str | os.PathLike | None = None,
 def _fooling(out: Path, data_dir: str | os.PathLike | None, device: str) -> dict[str, Any]:
     """Fine-tune (or reuse from ``out/fooled``) the demo's fooled model, evaluate it on the whole
     test set and draw the original and fooled Grad-CAM maps (``out/fooling.png``)."""
-    from xred.attacks.manipulate.experiment import evaluation, fooled_model
+    from xred.experiments.heo import evaluation, fooled_model
     from xred.metrics.fooling import fooling_maps, resolve_explainer
     from xred.report import explanation_grid
 

@@ -13,11 +13,11 @@ HELP = "run an experiment config (experiments/*.json) and write its report"
 # Experiment kinds `xred run CONFIG` dispatches on: "kind" -> (module, function(config, out,
 # command=..., progress=...) returning the metrics).
 RUNNERS = {"viering_tables": ("xred.attacks.architecture.experiment", "run_viering_tables"),
-           "heo": ("xred.attacks.manipulate.experiment", "run_heo"),
-           "heo_passive": ("xred.attacks.manipulate.experiment", "run_heo_passive"),
-           "heo_active": ("xred.attacks.manipulate.experiment", "run_heo_active"),
-           "heo_adult": ("xred.attacks.manipulate.experiment", "run_heo_adult"),
-           "input_attacks": ("xred.attacks.input.experiment", "run_input_attacks")}
+           "heo": ("xred.experiments.heo", "run_heo"),
+           "heo_passive": ("xred.experiments.heo", "run_heo_passive"),
+           "heo_active": ("xred.experiments.heo", "run_heo_active"),
+           "heo_adult": ("xred.experiments.heo", "run_heo_adult"),
+           "input_attacks": ("xred.experiments.input_attacks", "run_input_attacks")}
 
 
 def add_arguments(sp: argparse.ArgumentParser) -> None:

@@ -114,7 +114,7 @@ for _arch in tvm.TORCHVISION_MODELS:
 
 
 def _saliency_net(**kwargs: Any) -> nn.Module:
-    from xred.explain.learned import SaliencyNet
+    from xred.models.saliency import SaliencyNet
 
     return SaliencyNet(**kwargs)
 
