@@ -45,6 +45,10 @@ def read_json(path: str | os.PathLike) -> Any:
         return json.loads(Path(path).read_text())
     except FileNotFoundError as e:
         raise XredError(f"{path} not found") from e
+    except IsADirectoryError as e:
+        raise XredError(f"{path} is a folder; pass a JSON file") from e
+    except PermissionError as e:
+        raise XredError(f"{path} cannot be read (permission denied)") from e
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise XredError(f"{path} is not valid JSON ({e}); re-create it") from e
 
