@@ -5,25 +5,38 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.xred-installed
+TEST_STAMP := $(VENV)/.xred-test-installed
+# The suite runs in two stages: the quick tests, then those marked slow (whole commands,
+# reproductions on small configs), each stage with its own time budget in seconds.
+FAST_BUDGET ?= 900
+SLOW_BUDGET ?= 600
 FMNIST := /usr/share/datasets/fashion-mnist
 
-.PHONY: demo test setup data lint lock clean zoo reproduce
+.PHONY: demo test setup test-setup data lint lock clean zoo reproduce
 
 demo: setup data
 	$(BIN)/xred demo --out runs/demo
 
-test: setup data
+test: test-setup data
 	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	timeout $(FAST_BUDGET) $(BIN)/python -m pytest -q -m "not slow" --durations=10 $(PYTEST_ARGS)
+	timeout $(SLOW_BUDGET) $(BIN)/python -m pytest -q -m slow --durations=10 $(PYTEST_ARGS)
 
 setup: $(STAMP)
+test-setup: $(TEST_STAMP)
 
-# Re-install only when the dependency lists change.
+# Re-install only when the dependency lists change. `make demo` needs only the package and its
+# data extras; the peers the tests compare against (captum, zennit, grad-cam, torchattacks) and
+# the test tools come with `make test`.
 $(STAMP): pyproject.toml requirements/lock.txt requirements/no-deps.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --disable-pip-version-check -c requirements/lock.txt -e ".[data,test]"
+	$(BIN)/python -m pip install -q --disable-pip-version-check -c requirements/lock.txt -e ".[data]"
 	$(BIN)/python -m pip install -q --disable-pip-version-check --no-deps -r requirements/no-deps.txt
 	touch $(STAMP)
+
+$(TEST_STAMP): $(STAMP)
+	$(BIN)/python -m pip install -q --disable-pip-version-check -c requirements/lock.txt -e ".[data,test]"
+	touch $(TEST_STAMP)
 
 # Fashion-MNIST comes from Debian's dataset-fashion-mnist (installed when we are root), from
 # $$XRED_DATA, or from --data-dir; nothing is downloaded from elsewhere.
@@ -35,7 +48,7 @@ data:
 		echo "installed dataset-fashion-mnist"; \
 	else echo "Fashion-MNIST missing: sudo apt-get install dataset-fashion-mnist, or set XRED_DATA"; exit 1; fi
 
-lint: setup
+lint: test-setup
 	$(BIN)/ruff check src tests benchmarks
 
 lock: setup

@@ -85,3 +85,15 @@ def test_bad_arguments_are_one_line(command, index, files, capsys, tmp_path, mon
     assert lines[0].startswith("xred: error: "), lines[0]
     assert "Traceback" not in err and "internal error" not in err, lines[0]
     assert not (tmp_path / "out").exists() or any((tmp_path / "out").iterdir())
+
+
+def test_every_option_has_help_and_no_abbreviations():
+    from xred.cli import build_parser
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.choices and isinstance(a.choices, dict))
+    for name, sp in sub.choices.items():
+        assert not sp.allow_abbrev, name
+        for action in sp._actions:
+            if action.dest != "help":
+                assert action.help, f"xred {name} {action.option_strings or action.dest}: no help"

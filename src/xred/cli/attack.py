@@ -70,7 +70,7 @@ def _summary(name: str, eps: float, d: dict[str, Any]) -> str:
 
 def run(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
     """``xred attack``: attack inputs at one or several radii; returns the metrics."""
-    from xred import models, services
+    from xred import explain, models, services
     from xred.data import pick_inputs
     from xred.io import save_tensors
     from xred.report import image_map_rows, line_plots
@@ -110,7 +110,8 @@ def run(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
     if x.dim() == 4:
         last_eps = list(result.runs)[-1]
         title = (f"{args.model}: {args.attack} at ε = {float(last_eps):.4g}"
-                 + (f" on {result.explainer}" if result.explainer else "")
+                 + (f" on {explain.behaviour(result.explainer).display_name}"
+                    if result.explainer else "")
                  + f", success {100 * (result.runs[last_eps]['success_rate'] or 0):.0f} %")
         figure = str(image_map_rows(rows, out / "attack.png", column_titles=col, title=title))
         print(f"figure: {figure}")

@@ -72,9 +72,11 @@ def image_map_rows(rows: Sequence[tuple[str, Tensor, Tensor | None]], path: str 
                 ax.set_title(column_titles[c], fontsize=8)
             if c == 0:
                 ax.set_ylabel(label, fontsize=8)
+    fig.tight_layout(rect=(0, 0, 1, 0.97 if title else 1))
     if any(maps is not None for _, _, maps in rows):
-        bar = fig.colorbar(plt.cm.ScalarMappable(cmap=cmap), ax=axes.ravel().tolist(),
-                           shrink=0.5, pad=0.01)
+        fig.subplots_adjust(right=1 - 0.9 / fig.get_figwidth())  # room for the colour bar
+        cax = fig.add_axes((1 - 0.75 / fig.get_figwidth(), 0.2, 0.12 / fig.get_figwidth(), 0.6))
+        bar = fig.colorbar(plt.cm.ScalarMappable(cmap=cmap), cax=cax)
         bar.set_label(scale_label, fontsize=7)
         bar.ax.tick_params(labelsize=7)
     if title:
