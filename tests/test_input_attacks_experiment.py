@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from xred.attacks.input.base import random_targets
+from xred.errors import XredError
 from xred.experiments.input_attacks import run_input_attacks
 
 pytestmark = pytest.mark.slow
@@ -47,9 +48,23 @@ def test_every_part_runs_reports_and_a_rerun_reuses_the_cells(tmp_path):
         assert heading in text
     assert (tmp_path / "figures" / "input_attacks_aai_kendall.png").is_file()
 
+    from xred.io import read_json
+
+    took = read_json(tmp_path / "out" / "results.json")["provenance"]["seconds"]
     second = run_input_attacks(config, tmp_path / "out", progress=False)
     assert second["adv2"] == first["adv2"] and second["aai_curve"] == first["aai_curve"]
-    assert second["seconds"] < first["seconds"]
+    assert read_json(tmp_path / "out" / "results.json")["provenance"]["seconds"] < took
+
+    # re-rendering reads the saved results: the same report, byte for byte, nothing computed
+    text = (tmp_path / "report.md").read_text()
+    (tmp_path / "report.md").write_text("stale")
+    import shutil
+
+    shutil.rmtree(tmp_path / "out" / "cells")
+    run_input_attacks(config, tmp_path / "out", progress=False, render_only=True)
+    assert (tmp_path / "report.md").read_text() == text
+    with pytest.raises(XredError, match="another config"):
+        run_input_attacks({**config, "count": 5}, tmp_path / "out", render_only=True)
 
 
 def test_random_targets_never_hit_the_prediction():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import inspect
 from typing import Any
 
 from xred.errors import XredError
@@ -22,6 +23,8 @@ RUNNERS = {"viering_tables": ("xred.attacks.architecture.experiment", "run_vieri
 
 def add_arguments(sp: argparse.ArgumentParser) -> None:
     sp.add_argument("config", help="experiment config (JSON with a \"kind\")")
+    sp.add_argument("--render-only", action="store_true", help="re-write the report from the "
+                    "results saved in --out by an earlier run (computes nothing)")
 
 
 def run(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
@@ -35,7 +38,12 @@ def run(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
                         f"{', '.join(sorted(RUNNERS))}")
     module, function = RUNNERS[kind]
     runner = getattr(importlib.import_module(module), function)
-    metrics = runner(config, args.out, command=command_line(argv), progress=not args.quiet)
+    extra = {"render_only": True} if args.render_only else {}
+    if extra and "render_only" not in inspect.signature(runner).parameters:
+        raise XredError(f"experiment kind {kind!r} cannot re-render its report yet; run it "
+                        "without --render-only (finished cells are reused)")
+    metrics = runner(config, args.out, command=command_line(argv), progress=not args.quiet,
+                     **extra)
     if "report" in metrics:
         print(f"report: {metrics['report']}")
     return metrics

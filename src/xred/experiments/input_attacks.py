@@ -26,12 +26,8 @@ training setting).
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import os
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -40,8 +36,9 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from xred.attacks.input.base import random_targets
-from xred.io import atomic_write, load_tensors, save_tensors
-from xred.report.text import merge_config, pct, relative
+from xred.experiments import harness
+from xred.experiments.harness import CellStore
+from xred.report.text import pct, relative
 
 __all__ = ["run_input_attacks"]
 
@@ -69,33 +66,6 @@ DEFAULTS: dict[str, Any] = {
 }
 
 
-# ---------------------------------------------------------------- cells: batched, saved per batch
-
-
-def _cell_folder(root: Path, model: str, label: str, settings: dict[str, Any]) -> Path:
-    digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode())
-    return root / model / f"{label}-{digest.hexdigest()[:10]}"
-
-
-def _batched(folder: Path, n: int, batch_size: int, run: Callable[[slice], dict[str, Tensor]],
-             desc: str, progress: bool) -> dict[str, Tensor]:
-    """``run(slice)`` over 0..n in batches, each batch's per-sample tensors saved in ``folder``
-    as soon as it is done (and loaded instead of recomputed on a rerun); concatenated."""
-    folder.mkdir(parents=True, exist_ok=True)
-    parts = []
-    starts = range(0, n, batch_size)
-    for i, start in enumerate(tqdm(starts, desc=desc, disable=not progress, leave=False)):
-        path = folder / f"batch_{i:04d}.safetensors"
-        if path.is_file():
-            parts.append(load_tensors(path)[0])
-            continue
-        done = run(slice(start, min(start + batch_size, n)))
-        out = {k: v.detach().cpu() for k, v in done.items()}
-        save_tensors(path, out, {"start": start})
-        parts.append(out)
-    return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
-
-
 def _mean(t: Tensor) -> float:
     t = t.double()
     t = t[~t.isnan()]
@@ -110,25 +80,25 @@ def _random_targets(prediction: Tensor, num_classes: int, seed: int) -> Tensor:
 
 
 def _pgd_cell(model: nn.Module, name: str, x: Tensor, targets: Tensor, eps: float,
-              cfg: dict[str, Any], cells: Path, progress: bool) -> dict[str, Tensor]:
+              cfg: dict[str, Any], cells: CellStore, progress: bool) -> dict[str, Tensor]:
     """Targeted PGD at ``eps``: per-sample success and the adversarial inputs."""
     from xred.attacks.input import get
 
     options = {"eps": eps, "steps": int(cfg["pgd"]["steps"]), "seed": int(cfg["seed"])}
     attack = get("pgd", model, **options)
-    folder = _cell_folder(cells, name, f"pgd-eps{eps:g}", {**options, "n": len(x)})
+    folder = cells.folder(name, f"pgd-eps{eps:g}", {**options, "n": len(x)})
 
     def run(sl: slice) -> dict[str, Tensor]:
         result = attack(x[sl], None, target=targets[sl])
         return {"success": result.success, "x_adv": result.x_adv}
 
-    return _batched(folder, len(x), int(cfg["batch_size"]), run, f"{name} pgd ε={eps:g}",
+    return cells.batched(folder, len(x), int(cfg["batch_size"]), run, f"{name} pgd ε={eps:g}",
                     progress)
 
 
 def _adv2_cell(model: nn.Module, name: str, explainer: str, explainer_options: dict[str, Any],
                x: Tensor, targets: Tensor, pgd: dict[str, Tensor], eps: float,
-               options: dict[str, Any], cfg: dict[str, Any], cells: Path, progress: bool,
+               options: dict[str, Any], cfg: dict[str, Any], cells: CellStore, progress: bool,
                batch_size: int) -> dict[str, Tensor]:
     """ADV² at ``eps``: per-sample success and map metrics of ADV²'s examples, of PGD's examples
     (same targets) and of random noise, all scored on the real model and interpreter."""
@@ -140,7 +110,7 @@ def _adv2_cell(model: nn.Module, name: str, explainer: str, explainer_options: d
     # a trained interpreter enters the cell's key by its training settings (cfg["rts"])
     shown = {k: (cfg["rts"] if isinstance(v, nn.Module) else v)
              for k, v in explainer_options.items()}
-    folder = _cell_folder(cells, name, f"adv2-{explainer}-eps{eps:g}",
+    folder = cells.folder(name, f"adv2-{explainer}-eps{eps:g}",
                           {**settings, "explainer": explainer, "explainer_options": shown,
                            "n": len(x), "pgd": float(pgd["x_adv"].sum())})
 
@@ -152,10 +122,10 @@ def _adv2_cell(model: nn.Module, name: str, explainer: str, explainer_options: d
                 **{f"pgd/{k}": v for k, v in versus_pgd.items()},
                 **{f"random/{k}": v for k, v in result.random.items()}}
 
-    return _batched(folder, len(x), batch_size, run, f"{name} adv2 {explainer}", progress)
+    return cells.batched(folder, len(x), batch_size, run, f"{name} adv2 {explainer}", progress)
 
 
-def _rts_interpreter(model: nn.Module, name: str, train: Any, cfg: dict[str, Any], root: Path,
+def _rts_interpreter(model: nn.Module, name: str, train: Any, cfg: dict[str, Any], root: CellStore,
                      progress: bool, command: str | None) -> nn.Module:
     """A :class:`~xred.explain.learned.SaliencyNet` for ``model``, trained once and cached."""
     from xred import models
@@ -163,7 +133,7 @@ def _rts_interpreter(model: nn.Module, name: str, train: Any, cfg: dict[str, Any
     from xred.explain.learned import train_rts
 
     rts = cfg["rts"]
-    folder = _cell_folder(root, name, "interpreter", {**rts, "seed": cfg["seed"]})
+    folder = root.folder(name, "interpreter", {**rts, "seed": cfg["seed"]})
     if (folder / "model.safetensors").is_file():
         return models.load(folder)
     config = TrainConfig(epochs=int(rts["epochs"]), batch_size=int(rts["batch_size"]),
@@ -185,17 +155,22 @@ def _adv2_row(cell: dict[str, Tensor]) -> dict[str, Any]:
 
 
 def run_input_attacks(config: dict[str, Any], out: str | os.PathLike, *,
-                      command: str | None = None, progress: bool = True) -> dict[str, Any]:
+                      command: str | None = None, progress: bool = True,
+                      render_only: bool = False) -> dict[str, Any]:
     """Every part of the module docstring; writes the report and returns every number."""
+    return harness.run(EXPERIMENT, config, out, command=command, progress=progress,
+                       render_only=render_only)
+
+
+def compute(cfg: dict[str, Any], cells: CellStore, progress: bool,
+            command: str | None) -> dict[str, Any]:
+    """Every number of the report, and its figures."""
     from xred import models
     from xred.data import load_dataset
 
-    cfg = merge_config(DEFAULTS, config, "input_attacks")
-    out = Path(out)
-    cells, figures = out / "cells", Path(cfg["figures"])
+    figures = Path(cfg["figures"])
     figures.mkdir(parents=True, exist_ok=True)
     seed, count = int(cfg["seed"]), int(cfg["count"])
-    start = time.perf_counter()
     results: dict[str, Any] = {"eps": {}, "adv2": {}, "versus_noise": {}, "aai_curve": {}}
     for name in cfg["models"]:
         info = models.describe(name)
@@ -224,7 +199,8 @@ def run_input_attacks(config: dict[str, Any], out: str | os.PathLike, *,
             options = dict(cfg["adv2"]["options"].get(wanted, {}))
             if explainer == "rts":
                 ex_options["interpreter"] = _rts_interpreter(
-                    model, name, load_dataset(info["dataset"], "train"), cfg, out / "rts",
+                    model, name, load_dataset(info["dataset"], "train"), cfg,
+                    CellStore(cells.root.parent / "rts"),
                     progress, command)
             batch = int(options.pop("batch_size", cfg["batch_size"]))
             n = int(options.pop("count", len(x)))  # a costly interpreter may use fewer inputs
@@ -243,11 +219,7 @@ def run_input_attacks(config: dict[str, Any], out: str | os.PathLike, *,
     results["photos"] = _photos(cfg, cells, progress) if cfg["photos"] else None
     results["figures"] = {"aai_curve": str(_aai_figure(results["aai_curve"], figures)),
                           "examples": str(_examples_figure(cfg, results, figures))}
-    results["seconds"] = time.perf_counter() - start
-    report = Path(cfg["report"])
-    lines = _report(cfg, results, report, command)
-    atomic_write(report, lambda tmp: Path(tmp).write_text("\n".join(lines) + "\n"))
-    return {"config": cfg, **results, "report": str(report)}
+    return results
 
 
 def _interpreter(model: nn.Module, name: str, x: Tensor, wanted: str | None,
@@ -271,7 +243,7 @@ def _interpreter(model: nn.Module, name: str, x: Tensor, wanted: str | None,
     return explainer, options
 
 
-def _versus_noise(model: nn.Module, name: str, test: Any, cfg: dict[str, Any], cells: Path,
+def _versus_noise(model: nn.Module, name: str, test: Any, cfg: dict[str, Any], cells: CellStore,
                   progress: bool) -> dict[str, Any]:
     """Each attack of ``versus_noise`` on its own objective, against noise of the same budget."""
     from xred.attacks.input import get
@@ -288,7 +260,7 @@ def _versus_noise(model: nn.Module, name: str, test: Any, cfg: dict[str, Any], c
         attack = get(spec["attack"], model, **options)
         mode = spec.get("options", {}).get("mode")
         label = spec["attack"] + (f"-{mode}" if mode else "")
-        folder = _cell_folder(cells, name, label, {**options, "n": len(x)})
+        folder = cells.folder(name, label, {**options, "n": len(x)})
 
         def run(sl: slice, attack: Any = attack) -> dict[str, Tensor]:
             result = attack(x[sl], None)
@@ -297,14 +269,15 @@ def _versus_noise(model: nn.Module, name: str, test: Any, cfg: dict[str, Any], c
                     "random": result.random[attack.objective_metric],
                     "beats": result.beats_random()}
 
-        cell = _batched(folder, len(x), int(cfg["batch_size"]), run, f"{name} {label}", progress)
+        cell = cells.batched(folder, len(x), int(cfg["batch_size"]), run, f"{name} {label}",
+                             progress)
         rows[label] = {"explainer": attack.explainer_name, "metric": attack.objective_metric,
                        "lower_is_better": attack.lower_is_better, "n": len(x),
                        **{k: _mean(v) for k, v in cell.items()}}
     return rows
 
 
-def _aai_curve(model: nn.Module, name: str, x: Tensor, cfg: dict[str, Any], cells: Path,
+def _aai_curve(model: nn.Module, name: str, x: Tensor, cfg: dict[str, Any], cells: CellStore,
                progress: bool) -> dict[str, Any]:
     """Kendall τ (attack and noise) and the label-kept rate of AAI at each ε."""
     from xred.attacks.input import get
@@ -316,21 +289,21 @@ def _aai_curve(model: nn.Module, name: str, x: Tensor, cfg: dict[str, Any], cell
         options = {"eps": float(eps), "seed": int(cfg["seed"]), **chosen,
                    **cfg["aai_curve"]["options"]}
         attack = get("aai", model, **options)
-        folder = _cell_folder(cells, name, f"aai-eps{eps:g}", {**options, "n": len(x)})
+        folder = cells.folder(name, f"aai-eps{eps:g}", {**options, "n": len(x)})
 
         def run(sl: slice, attack: Any = attack) -> dict[str, Tensor]:
             result = attack(x[sl], None)
             return {"kendall": result.metrics["kendall"], "random": result.random["kendall"],
                     "label_kept": result.metrics["label_kept"]}
 
-        cell = _batched(folder, len(x), int(cfg["batch_size"]), run, f"{name} aai ε={eps:g}",
+        cell = cells.batched(folder, len(x), int(cfg["batch_size"]), run, f"{name} aai ε={eps:g}",
                         progress)
         curve[f"{eps:g}"] = {k: _mean(v) for k, v in cell.items()}
         curve[f"{eps:g}"]["explainer"] = attack.explainer_name
     return curve
 
 
-def _photos(cfg: dict[str, Any], cells: Path, progress: bool) -> dict[str, Any]:
+def _photos(cfg: dict[str, Any], cells: CellStore, progress: bool) -> dict[str, Any]:
     """ADV² against PGD on EfficientNet-Lite0 and the sample photos (random targets)."""
     from xred import models
     from xred.data.photos import sample_photos
@@ -405,16 +378,16 @@ def _examples_figure(cfg: dict[str, Any], results: dict[str, Any], figures: Path
     return image_map_rows(rows, figures / f"input_attacks_adv2_{name}.png", column_titles=titles)
 
 
-def _report(cfg: dict[str, Any], results: dict[str, Any], report: Path,
-            command: str | None) -> list[str]:
-    from xred.provenance import git_commit
-
+def render(cfg: dict[str, Any], results: dict[str, Any], provenance: dict[str, Any]) -> str:
+    """The report's markdown, from the results and the provenance of the run that made them."""
+    report = Path(cfg["report"])
     bars = cfg["adv2"]["bars"]
     grid = sorted(float(e) for e in cfg["eps_grid"])
     lines = [
         "# Attacking explanations through the input (ADV², Ghorbani, Dombrowski, AAI)", "",
-        f"Generated by `{command or 'xred run experiments/input_attacks.json'}` (xred commit "
-        f"{git_commit()}) in {results['seconds'] / 60:.1f} min ({torch.get_num_threads()} "
+        f"Generated by `{provenance['command']}` (xred commit "
+        f"{provenance['git_commit']}) in {provenance['seconds'] / 60:.1f} min "
+        f"({provenance['threads']} "
         "threads; finished cells are reused, so a rerun takes less). Every number and figure "
         "comes from that command; do not edit by hand.", "",
         f"Inputs: the first {cfg['count']} Fashion-MNIST test images per zoo model. Source class "
@@ -477,7 +450,7 @@ def _report(cfg: dict[str, Any], results: dict[str, Any], report: Path,
                      " | ".join(f"{v['kendall']:.3f} (noise {v['random']:.3f}, kept "
                                 f"{pct(v['label_kept'], 0)} %)" for v in curve.values()) + " |")
     lines += ["", f"![AAI Kendall τ]({relative(results['figures']['aai_curve'], report)})", ""]
-    return lines
+    return "\n".join(lines) + "\n"
 
 
 ADV2_HEADER = ("| model | interpreter | inputs | ε | PGD success | ADV² success | L1 PGD | "
@@ -499,3 +472,6 @@ def _adv2_line(name: str, explainer: str, eps: float, r: dict[str, Any],
             f"{'–' if math.isnan(ratio) else f'{ratio:.2f}'} | {noise['map_l1_to_target']:.3f} | "
             f"{a['iou_with_target']:.2f} | {p['iou_with_target']:.2f} | "
             f"{'met' if ok else 'not met'} |")
+
+
+EXPERIMENT = harness.Experiment("input_attacks", DEFAULTS, compute, render)
