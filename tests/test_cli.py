@@ -134,6 +134,7 @@ def test_retrain_with_recorded_command_short_schedule(run_xred, tmp_path):
     assert describe(tmp_path / "retrained")["provenance"]["seed"] == 0
 
 
+@pytest.mark.slow
 def test_demo_prints_the_table(run_xred, tmp_path):
     proc = run_xred("demo", "--out", str(tmp_path))
     assert proc.returncode == 0, proc.stderr

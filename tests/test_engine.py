@@ -72,6 +72,7 @@ def test_resume_in_process_is_bit_identical(tmp_path):
     assert not torch.equal(other[0].weight, full[0].weight)
 
 
+@pytest.mark.slow
 def test_killed_process_resumes_to_identical_weights(tmp_path):
     args = ["train", "--model", "fmnist-resnet", "--limit", "3000", "--epochs", "2",
             "--batch-size", "32", "--checkpoint-every", "10", "--quiet"]

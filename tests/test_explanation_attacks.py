@@ -368,6 +368,7 @@ def test_bad_input_gives_one_line_errors(vgg, batch):
 # ---------------------------------------------------------------- the command
 
 
+@pytest.mark.slow
 def test_xred_attack_runs_end_to_end(run_xred, tmp_path):
     from xred.io import load_tensors, read_json
 

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import pytest
+
 from xred.io import read_json
 from xred.models import load
 
 
+@pytest.mark.slow
 def test_fool_location_gradcam_then_evaluate(run_xred, tmp_path):
     out = tmp_path / "fooled"
     proc = run_xred("fool", "--model", "fmnist-vgg", "--fooling", "location", "--explainer",

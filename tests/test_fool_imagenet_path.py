@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 import torchvision
 from PIL import Image
@@ -44,6 +45,7 @@ def _fool(tmp_path: Path, out: str, weights: Path, folder: Path, batch: int,
         env=env, capture_output=True, text=True, timeout=600, cwd=ROOT)
 
 
+@pytest.mark.slow
 def test_torchrun_fools_a_torchvision_model_on_an_image_folder(tmp_path):
     torch.manual_seed(0)
     weights = tmp_path / "tiny.pth"

@@ -442,6 +442,7 @@ def test_deletion_curve_and_aopc(fmnist_test):
 # ---------------------------------------------------------------- the command functions
 
 
+@pytest.mark.slow
 def test_fool_and_evaluate_commands(tmp_path, fmnist_test):
     from xred.cli import build_parser
     from xred.cli.fool import parse_classes

@@ -31,6 +31,7 @@ def test_settings_merge_from_least_to_most_specific():
         settings_for({}, "fmnist-vgg", "topk", "gradcam")
 
 
+@pytest.mark.slow
 def test_miniature_reproduction_writes_every_table(run_xred, tmp_path):
     figures = str(tmp_path / "figures")
     passive = _write(tmp_path / "passive.json", {

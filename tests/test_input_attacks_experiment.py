@@ -39,13 +39,30 @@ def test_every_part_runs_reports_and_a_rerun_reuses_the_cells(tmp_path):
     assert eps["reached"] == (rates[f"{eps['chosen']:g}"] >= 0.98)
     rows = first["adv2"]["fmnist-vgg"]
     assert set(rows) == {"gradient", "cam"} and rows["cam"]["n"] == 6
-    for r in rows.values():
-        assert 0 <= r["success"] <= 1 and r["adv2"]["map_l1_to_target"] >= 0
+    # the PGD cell's success rate is what a direct call of the attack gives
+    import torch
+
+    from xred import models
+    from xred.attacks.input import get
+    from xred.data import load_dataset
+
+    model = models.load("fmnist-vgg")
+    x, _ = load_dataset("fashion-mnist", "test")[torch.arange(6)]
+    with torch.no_grad():
+        targets = random_targets(model(x).argmax(1), 10, torch.Generator().manual_seed(0))
+    direct = get("pgd", model, eps=0.031, steps=10, seed=0)(x, None, target=targets)
+    assert rates["0.031"] == pytest.approx(direct.success.double().mean().item())
     assert "ghorbani-topk" in first["versus_noise"]["fmnist-vgg"]
     assert set(first["aai_curve"]["fmnist-vgg"]) == {"0.031", "0.1"}
     text = (tmp_path / "report.md").read_text()
     for heading in ("## Which ε", "## ADV² against PGD", "against random noise", "Kendall"):
         assert heading in text
+    # the table shows the computed numbers
+    lines = text.splitlines()
+    pgd_row = lines[next(i for i, line in enumerate(lines) if "| ε used |" in line) + 2]
+    assert f"| {100 * rates['0.031']:.1f} |" in pgd_row
+    cam = rows["cam"]
+    assert f"{cam['adv2']['map_l1_to_target']:.3f}" in text
     assert (tmp_path / "figures" / "input_attacks_aai_kendall.png").is_file()
 
     from xred.io import read_json
