@@ -1,0 +1,438 @@
+/* xred web app: plain JS + D3. Every call goes to the JSON API (/docs); no numerics here. */
+"use strict";
+
+const state = { models: [], explainers: [], attacks: [], pickers: {}, job: null };
+const $ = (id) => document.getElementById(id);
+const CMAP = d3.interpolateInferno;
+
+// ------------------------------------------------------------------ errors and requests
+
+function showError(message) {
+  const box = $("error");
+  box.textContent = message;
+  box.hidden = false;
+}
+function clearError() { $("error").hidden = true; $("error").textContent = ""; }
+
+async function api(path, options = {}) {
+  let res;
+  try {
+    res = await fetch(path, options);
+  } catch (e) {
+    throw new Error("the server does not answer (is `xred app` still running?)");
+  }
+  const body = await res.json().catch(() => ({ error: `${res.status} ${res.statusText}` }));
+  if (!res.ok) throw new Error(body.error || `${res.status} ${res.statusText}`);
+  return body;
+}
+const postJSON = (path, data) => api(path, {
+  method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(data) });
+
+async function guarded(button, fn) {
+  clearError();
+  if (button) button.disabled = true;
+  document.body.classList.add("busy");
+  try { await fn(); } catch (e) { showError(e.message); }
+  finally { if (button) button.disabled = false; document.body.classList.remove("busy"); }
+}
+
+// ------------------------------------------------------------------ drawing
+
+function loadImage(src) {
+  return new Promise((resolve, reject) => {
+    const img = new Image();
+    img.onload = () => resolve(img);
+    img.onerror = () => reject(new Error("could not draw an image sent by the server"));
+    img.src = src;
+  });
+}
+
+/* A grey map PNG -> an offscreen canvas coloured with the colour map (map value -> colour). */
+async function colourMap(src) {
+  const img = await loadImage(src);
+  const c = document.createElement("canvas");
+  c.width = img.width; c.height = img.height;
+  const ctx = c.getContext("2d");
+  ctx.drawImage(img, 0, 0);
+  const data = ctx.getImageData(0, 0, c.width, c.height);
+  const lut = d3.range(256).map((v) => d3.rgb(CMAP(v / 255)));
+  for (let i = 0; i < data.data.length; i += 4) {
+    const col = lut[data.data[i]];
+    data.data[i] = col.r; data.data[i + 1] = col.g; data.data[i + 2] = col.b; data.data[i + 3] = 255;
+  }
+  ctx.putImageData(data, 0, 0);
+  return c;
+}
+
+/* A canvas showing `imageSrc` with the coloured map `mapSrc` over it at the page's opacity. */
+async function mapFigure(container, imageSrc, mapSrc, caption, opacityInput, size = 224) {
+  const fig = document.createElement("figure");
+  const canvas = document.createElement("canvas");
+  canvas.width = size; canvas.height = size;
+  canvas.className = "map-canvas";
+  const cap = document.createElement("figcaption");
+  cap.textContent = caption;
+  fig.append(canvas, cap);
+  container.append(fig);
+  const [img, overlay] = await Promise.all([loadImage(imageSrc), colourMap(mapSrc)]);
+  const draw = () => {
+    const ctx = canvas.getContext("2d");
+    ctx.globalAlpha = 1;
+    ctx.imageSmoothingEnabled = img.width >= size / 2;
+    ctx.drawImage(img, 0, 0, size, size);
+    ctx.globalAlpha = Number(opacityInput.value);
+    ctx.imageSmoothingEnabled = true;
+    ctx.drawImage(overlay, 0, 0, size, size);
+    ctx.globalAlpha = 1;
+  };
+  const redraw = () => {
+    if (canvas.isConnected) draw(); else opacityInput.removeEventListener("input", redraw);
+  };
+  draw();
+  opacityInput.addEventListener("input", redraw);
+  canvas.dataset.drawn = "1";
+  return canvas;
+}
+
+async function drawImageOn(canvas, src) {
+  const img = await loadImage(src);
+  const ctx = canvas.getContext("2d");
+  ctx.imageSmoothingEnabled = img.width >= canvas.width / 2;
+  ctx.drawImage(img, 0, 0, canvas.width, canvas.height);
+  canvas.dataset.drawn = "1";
+}
+
+function colourBars() {
+  document.querySelectorAll("svg.colorbar").forEach((node, k) => {
+    const svg = d3.select(node);
+    svg.selectAll("*").remove();
+    const w = +node.getAttribute("width") - 20;
+    const id = `cbar-${k}`;
+    const grad = svg.append("defs").append("linearGradient").attr("id", id);
+    d3.range(0, 1.001, 0.1).forEach((t) =>
+      grad.append("stop").attr("offset", `${t * 100}%`).attr("stop-color", CMAP(t)));
+    svg.append("rect").attr("x", 10).attr("y", 4).attr("width", w).attr("height", 12)
+      .attr("fill", `url(#${id})`);
+    const scale = d3.scaleLinear().domain([0, 1]).range([10, 10 + w]);
+    svg.append("g").attr("transform", "translate(0,16)").call(d3.axisBottom(scale).ticks(5));
+    svg.append("text").attr("x", 10 + w / 2).attr("y", 42).attr("text-anchor", "middle")
+      .attr("font-size", 10).text("relevance (each map scaled to its own maximum)");
+  });
+}
+
+/* Top-5 as a horizontal bar chart. */
+function topChart(container, top, highlight) {
+  const el = typeof container === "string" ? $(container) : container;
+  el.innerHTML = "";
+  const w = 340, rowH = 22, labelW = 150;
+  const svg = d3.select(el).append("svg").attr("width", w).attr("height", rowH * top.length + 4);
+  const x = d3.scaleLinear().domain([0, 1]).range([0, w - labelW - 50]);
+  const row = svg.selectAll("g").data(top).join("g")
+    .attr("transform", (d, i) => `translate(0,${i * rowH + 2})`);
+  row.append("text").attr("x", labelW - 6).attr("y", 14).attr("text-anchor", "end")
+    .attr("class", "class-name").text((d) => d.class)
+    .attr("font-weight", (d) => (d.index === highlight ? 700 : 400));
+  row.append("rect").attr("x", labelW).attr("y", 3).attr("height", rowH - 8)
+    .attr("width", (d) => Math.max(1, x(d.prob)))
+    .attr("fill", (d, i) => (i === 0 ? "#1a5fb4" : "#8fb0dc"));
+  row.append("text").attr("x", (d) => labelW + x(d.prob) + 4).attr("y", 14)
+    .text((d) => `${(100 * d.prob).toFixed(1)} %`);
+}
+
+function metricsTable(table, rows) {
+  const t = d3.select(table);
+  t.selectAll("*").remove();
+  const head = ["map", "L1 distance", "Kendall τ", "top-10 % intersection"];
+  t.append("tr").selectAll("th").data(head).join("th").text((d) => d);
+  const fmt = (v) => (v === null || v === undefined ? "–" : Number(v).toFixed(3));
+  rows.forEach(([name, m]) => {
+    t.append("tr").selectAll("td").data([name, fmt(m.l1), fmt(m.kendall), fmt(m.topk)])
+      .join("td").text((d) => d);
+  });
+}
+
+// ------------------------------------------------------------------ models and images
+
+function fillModels(select, filter = () => true, preferred = null) {
+  select.innerHTML = "";
+  state.models.filter(filter).forEach((m) => {
+    const o = document.createElement("option");
+    o.value = m.id;
+    o.textContent = m.label;
+    o.title = m.description + (m.command ? `\nmade by: ${m.command}` : "");
+    select.append(o);
+  });
+  if (preferred && [...select.options].some((o) => o.value === preferred)) select.value = preferred;
+}
+
+function modelById(id) { return state.models.find((m) => m.id === id); }
+
+/* The image picker of a page: dataset images, drag-and-drop and a file chooser. */
+function makePicker(rootId, modelSelect) {
+  const root = $(rootId);
+  root.append($("picker-template").content.cloneNode(true));
+  const select = root.querySelector(".sample-select");
+  const drop = root.querySelector(".drop");
+  const file = root.querySelector(".file-input");
+  const seen = root.querySelector(".seen");
+  const caption = root.querySelector(".seen-caption");
+  const uploads = [];
+  const picker = {
+    get image() { return select.value; },
+    async refresh() {
+      const model = modelSelect.value;
+      const info = modelById(model);
+      let samples = [];
+      try { samples = await api(`/api/samples?model=${encodeURIComponent(model)}`); }
+      catch (e) { showError(e.message); }
+      const keep = select.value;
+      select.innerHTML = "";
+      [...uploads, ...samples].forEach((s) => {
+        const o = document.createElement("option");
+        o.value = s.id; o.textContent = s.label;
+        select.append(o);
+      });
+      if ([...select.options].some((o) => o.value === keep)) select.value = keep;
+      if (info) caption.textContent = `as ${info.label} sees it (${info.input_shape.slice(1).join("×")}${info.input_shape[0] === 1 ? ", grey" : ""})`;
+      picker.show();
+    },
+    show() {
+      if (!select.value) { seen.removeAttribute("src"); return; }
+      seen.src = `/api/images/${encodeURIComponent(select.value)}?model=${encodeURIComponent(modelSelect.value)}`;
+    },
+    async upload(f) {
+      await guarded(null, async () => {
+        if (!f) throw new Error("no file: choose a PNG or JPEG image");
+        const form = new FormData();
+        form.append("file", f, f.name);
+        const info = await api("/api/images", { method: "POST", body: form });
+        if (!uploads.some((u) => u.id === info.id)) uploads.unshift({ id: info.id, label: info.label });
+        await picker.refresh();
+        select.value = info.id;
+        picker.show();
+      });
+    },
+  };
+  seen.addEventListener("error", async () => {
+    // the server refused the image for this model: show its message
+    try { await api(seen.src); } catch (e) { showError(e.message); }
+  });
+  select.addEventListener("change", () => picker.show());
+  modelSelect.addEventListener("change", () => picker.refresh());
+  file.addEventListener("change", () => { picker.upload(file.files[0]); file.value = ""; });
+  ["dragenter", "dragover"].forEach((ev) => drop.addEventListener(ev, (e) => {
+    e.preventDefault(); drop.classList.add("over"); }));
+  ["dragleave", "drop"].forEach((ev) => drop.addEventListener(ev, (e) => {
+    e.preventDefault(); drop.classList.remove("over"); }));
+  drop.addEventListener("drop", (e) => picker.upload(e.dataTransfer.files[0]));
+  return picker;
+}
+
+function fillMethods(fieldset, checked) {
+  state.explainers.forEach((e) => {
+    const label = document.createElement("label");
+    const box = document.createElement("input");
+    box.type = "checkbox"; box.value = e.name; box.checked = checked.includes(e.name);
+    label.append(box, ` ${e.label}`);
+    fieldset.append(label);
+  });
+}
+const chosenMethods = (fieldset) =>
+  [...fieldset.querySelectorAll("input:checked")].map((b) => b.value);
+
+// ------------------------------------------------------------------ Explain
+
+async function runExplain() {
+  const methods = chosenMethods($("explain-methods"));
+  if (!methods.length) throw new Error("choose at least one explainer");
+  const picker = state.pickers.explain;
+  if (!picker.image) throw new Error("pick a dataset image or upload one");
+  $("explain-maps").innerHTML = "";
+  const r = await postJSON("/api/explain", { model: $("explain-model").value, image: picker.image,
+                                             explainers: methods });
+  topChart("explain-top", r.top, r.top[0].index);
+  for (const [name, m] of Object.entries(r.maps)) {
+    await mapFigure($("explain-maps"), r.input, m.png, `${m.label} (${m.seconds.toFixed(2)} s)`,
+                    $("explain-opacity"));
+  }
+  $("explain-skipped").textContent = Object.entries(r.skipped)
+    .map(([k, v]) => `${k} skipped: ${v}`).join(" · ");
+  $("explain-results").dataset.done = "1";
+}
+
+// ------------------------------------------------------------------ Attack
+
+function attackInfo() { return state.attacks.find((a) => a.name === $("attack-name").value); }
+
+function updateAttackControls() {
+  const a = attackInfo();
+  if (!a) return;
+  $("attack-steps").placeholder = `default ${a.default_steps}`;
+  $("attack-explainer-label").textContent = a.explanation ? "Map attacked" : "Map shown";
+  const sel = $("attack-explainer");
+  sel.innerHTML = "";
+  const opts = a.explanation ? [{ name: "", label: `default (${a.default_explainer || "CAM / Grad-CAM"})` }, ...state.explainers]
+                             : state.explainers;
+  opts.forEach((e) => {
+    const o = document.createElement("option"); o.value = e.name; o.textContent = e.label;
+    sel.append(o);
+  });
+  if (!a.explanation) sel.value = "gradcam";
+}
+
+function showEps() {
+  const v = Number($("attack-eps").value);
+  $("attack-eps-value").textContent = `${v.toFixed(3)} (= ${(v * 255).toFixed(1)}/255)`;
+}
+
+async function runAttack() {
+  const picker = state.pickers.attack;
+  if (!picker.image) throw new Error("pick a dataset image or upload one");
+  const steps = $("attack-steps").value;
+  const req = { model: $("attack-model").value, image: picker.image, attack: $("attack-name").value,
+                eps: Number($("attack-eps").value), explainer: $("attack-explainer").value || null,
+                steps: steps ? Number(steps) : null };
+  $("attack-results").dataset.done = "";
+  $("attack-verdict").textContent = "";
+  let job = await postJSON("/api/jobs/attack", req);
+  state.job = job.id;
+  $("attack-cancel").disabled = false;
+  try {
+    while (job.state === "queued" || job.state === "running") {
+      $("attack-progress").value = job.progress;
+      $("attack-message").textContent = `${job.message} · ${job.elapsed.toFixed(1)} s`;
+      await new Promise((r) => setTimeout(r, 250));
+      job = await api(`/api/jobs/${job.id}`);
+    }
+  } finally {
+    $("attack-cancel").disabled = true;
+    state.job = null;
+  }
+  $("attack-progress").value = job.state === "done" ? 1 : 0;
+  $("attack-message").textContent = job.state === "done"
+    ? `done in ${job.elapsed.toFixed(1)} s${job.cached ? " (cached)" : ""}` : job.state;
+  if (job.state === "cancelled") { $("attack-message").textContent = "cancelled"; return; }
+  if (job.state !== "done") throw new Error(job.error || job.state);
+  await showAttack(job.result);
+}
+
+async function showAttack(r) {
+  const before = r.top_before[0], after = r.top_after[0];
+  const v = $("attack-verdict");
+  v.className = `verdict ${r.changed ? "changed" : "same"}`;
+  v.textContent = r.changed
+    ? `Prediction changed: ${before.class} → ${after.class} (${r.attack_label}, ε = ${r.eps})`
+    : `Prediction kept: ${before.class} (${r.attack_label}, ε = ${r.eps})`;
+  await drawImageOn($("attack-original"), r.input);
+  await drawImageOn($("attack-adversarial"), r.adversarial);
+  await drawImageOn($("attack-perturbation"), r.perturbation);
+  $("attack-perturbation-caption").textContent =
+    `perturbation ×${r.amplification} (L∞ ${r.linf}, L2 ${r.l2})`;
+  topChart("attack-top-before", r.top_before, before.index);
+  topChart("attack-top-after", r.top_after, after.index);
+  $("attack-maps").innerHTML = "";
+  if (r.maps) {
+    await mapFigure($("attack-maps"), r.input, r.maps.before, `${r.maps.label}: before`, $("attack-opacity"));
+    await mapFigure($("attack-maps"), r.adversarial, r.maps.after, `${r.maps.label}: after`, $("attack-opacity"));
+    metricsTable($("attack-metrics"), [[r.maps.label, r.metrics]]);
+  } else {
+    d3.select("#attack-metrics").selectAll("*").remove();
+  }
+  $("attack-results").dataset.done = "1";
+}
+
+async function cancelAttack() {
+  if (!state.job) return;
+  try { await api(`/api/jobs/${state.job}`, { method: "DELETE" }); }
+  catch (e) { showError(e.message); }
+}
+
+// ------------------------------------------------------------------ Compare
+
+async function runCompare() {
+  const methods = chosenMethods($("compare-methods"));
+  if (!methods.length) throw new Error("choose at least one explainer");
+  const picker = state.pickers.compare;
+  if (!picker.image) throw new Error("pick a dataset image or upload one");
+  $("compare-maps").innerHTML = "";
+  const r = await postJSON("/api/compare", { original: $("compare-original").value,
+    other: $("compare-other").value, image: picker.image, explainers: methods });
+  const a = r.original, b = r.other;
+  $("compare-original-title").textContent = `${modelById(a.model).label}`;
+  $("compare-other-title").textContent = `${modelById(b.model).label}`;
+  topChart("compare-top-original", a.top, a.top[0].index);
+  topChart("compare-top-other", b.top, b.top[0].index);
+  const v = $("compare-verdict");
+  v.className = `verdict ${r.same_prediction ? "same" : "changed"}`;
+  v.textContent = r.same_prediction
+    ? `Same prediction (${a.top[0].class}); maps compared below`
+    : `Different predictions: ${a.top[0].class} vs ${b.top[0].class}`;
+  metricsTable($("compare-metrics"), Object.entries(r.metrics).map(([k, m]) => [a.maps[k].label, m]));
+  for (const name of Object.keys(a.maps)) {
+    await mapFigure($("compare-maps"), r.input, a.maps[name].png, `${a.maps[name].label}: original`, $("compare-opacity"));
+    if (b.maps[name]) {
+      await mapFigure($("compare-maps"), r.input, b.maps[name].png, `${b.maps[name].label}: ${modelById(b.model).label}`, $("compare-opacity"));
+    }
+  }
+  $("compare-results").dataset.done = "1";
+}
+
+// ------------------------------------------------------------------ pages
+
+function route() {
+  const page = (location.hash || "#explain").slice(1);
+  document.querySelectorAll(".page").forEach((p) => { p.hidden = p.id !== `page-${page}`; });
+  document.querySelectorAll("nav a[data-page]").forEach((a) =>
+    a.classList.toggle("active", a.dataset.page === page));
+  clearError();
+}
+
+async function pollStatus() {
+  try {
+    const h = await api("/api/health");
+    const w = h.worker;
+    $("status").textContent = w.running.length ? `working (${w.waiting.length} waiting)` : "idle";
+  } catch (e) { $("status").textContent = "server not answering"; }
+}
+
+async function init() {
+  try {
+    [state.models, state.explainers, state.attacks] = await Promise.all(
+      [api("/api/models"), api("/api/explainers"), api("/api/attacks")]);
+  } catch (e) { showError(e.message); return; }
+  fillModels($("explain-model"), () => true, "efficientnet-lite0");
+  fillModels($("attack-model"), () => true, "efficientnet-lite0");
+  const folders = state.models.filter((m) => m.kind === "folder");
+  fillModels($("compare-other"), () => true, folders.length ? folders[0].id : null);
+  const other = modelById($("compare-other").value);
+  const base = other && other.kind === "folder" && other.architecture
+    && modelById(other.architecture) ? other.architecture : "fmnist-vgg";
+  fillModels($("compare-original"), () => true, base);
+  state.pickers.explain = makePicker("explain-picker", $("explain-model"));
+  state.pickers.attack = makePicker("attack-picker", $("attack-model"));
+  state.pickers.compare = makePicker("compare-picker", $("compare-original"));
+  fillMethods($("explain-methods"), ["gradcam", "gradient"]);
+  fillMethods($("compare-methods"), ["gradcam"]);
+  state.attacks.forEach((a) => {
+    const o = document.createElement("option"); o.value = a.name; o.textContent = a.label;
+    $("attack-name").append(o);
+  });
+  $("attack-name").value = "pgd";
+  updateAttackControls();
+  $("attack-name").addEventListener("change", updateAttackControls);
+  $("attack-eps").addEventListener("input", showEps);
+  showEps();
+  colourBars();
+  $("explain-run").addEventListener("click", () => guarded($("explain-run"), runExplain));
+  $("attack-run").addEventListener("click", () => guarded($("attack-run"), runAttack));
+  $("attack-cancel").addEventListener("click", cancelAttack);
+  $("compare-run").addEventListener("click", () => guarded($("compare-run"), runCompare));
+  await Promise.all(Object.values(state.pickers).map((p) => p.refresh()));
+  document.body.dataset.ready = "1";
+  pollStatus();
+  setInterval(pollStatus, 3000);
+}
+
+window.addEventListener("hashchange", route);
+route();
+init();
