@@ -56,9 +56,9 @@ def run(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
         os.environ["XRED_DATA"] = str(args.data_dir)
     from xred.app import create_app
 
-    _check_port(args.host, args.port)
     app = create_app(args.models, queue_size=args.queue, time_limit=args.time_limit,
                      device=args.device)
+    _check_port(args.host, args.port)
     shown = f"[{args.host}]" if ":" in args.host else args.host
     url = f"http://{shown}:{args.port}/"
     print(f"xred app: {url}  (API docs: {url}docs; Ctrl-C stops it)", flush=True)
