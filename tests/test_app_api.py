@@ -12,7 +12,7 @@ import pytest
 import torch
 
 pytest.importorskip("fastapi")
-pytest.importorskip("multipart")
+pytest.importorskip("python_multipart")
 pytest.importorskip("httpx")
 
 with warnings.catch_warnings():  # starlette suggests httpx2; httpx is what FastAPI documents

@@ -57,6 +57,8 @@ def bad_arguments(d) -> dict[str, list[list[str]]]:
                     ["--model", "fmnist-vgg", "--probes", "0"], ["fmnist-vgg"]],
         "run": [[missing], [str(d / "empty.json")], [str(d / "kind.json")], [folder], []],
         "demo": [["--bogus"]],
+        "app": [["--port", "0"], ["--port", "x"], ["--models", text], ["--models", folder],
+                ["--time-limit", "-1"], ["--queue", "0"]],
     }
 
 

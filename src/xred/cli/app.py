@@ -46,7 +46,7 @@ def _check_port(host: str, port: int) -> None:
 def run(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
     try:
         import fastapi  # noqa: F401
-        import multipart  # noqa: F401
+        import python_multipart  # noqa: F401
         import uvicorn
     except ImportError as e:
         raise XredError(f"the app needs {e.name}: pip install 'xred[app]'") from None
