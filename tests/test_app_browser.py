@@ -112,9 +112,10 @@ def test_explain_attack_compare_pages(server, browser, tmp_path):
     open_page(browser, server + "#explain")
     Select(browser.find_element(By.ID, "explain-model")).select_by_value("efficientnet-lite0")
     browser.find_element(By.CSS_SELECTOR, "#explain-picker .file-input").send_keys(str(photo))
-    picked = browser.find_element(By.CSS_SELECTOR, "#explain-picker .sample-select")
-    WebDriverWait(browser, 60).until(
-        lambda d: Select(picked).first_selected_option.text == "upload: chelsea.png")
+    WebDriverWait(browser, 60).until(lambda d: d.execute_script(
+        "const s = document.querySelector('#explain-picker .sample-select');"
+        "return s.selectedIndex >= 0 && s.options[s.selectedIndex].text")
+        == "upload: chelsea.png")
     browser.find_element(By.ID, "explain-run").click()
     wait_done(browser, "explain-results")
     top = browser.find_elements(By.CSS_SELECTOR, "#explain-top text.class-name")
@@ -140,6 +141,21 @@ def test_explain_attack_compare_pages(server, browser, tmp_path):
     assert verdict.startswith("Prediction changed") and before != after, (verdict, before, after)
     assert len(drawn_maps(browser, "#attack-maps")) == 2
     browser.save_screenshot(str(SHOTS / "attack.png"))
+
+    # a long attack shows its progress and stops when cancelled
+    Select(browser.find_element(By.ID, "attack-model")).select_by_value("fmnist-vgg")
+    WebDriverWait(browser, 30).until(lambda d: d.execute_script(
+        "return document.querySelector('#attack-picker .sample-select').value")
+        == "fashion-mnist:0")
+    browser.find_element(By.ID, "attack-steps").send_keys("2000")
+    browser.find_element(By.ID, "attack-run").click()
+    progress = browser.find_element(By.ID, "attack-progress")
+    WebDriverWait(browser, 60, poll_frequency=0.1).until(
+        lambda d: 0 < float(progress.get_attribute("value")) < 1)
+    assert "model pass" in browser.find_element(By.ID, "attack-message").text
+    browser.find_element(By.ID, "attack-cancel").click()
+    WebDriverWait(browser, 30).until(
+        lambda d: d.find_element(By.ID, "attack-message").text == "cancelled")
 
     # Compare: the fooled model predicts the same, its Grad-CAM differs
     open_page(browser, server + "#compare")

@@ -127,7 +127,7 @@ def create_app(model_dirs: list[str] | None = None, *, queue_size: int = 2,
             check_explainers([req.explainer])
         catalog.image(req.image, entry)  # unknown or unreadable image: 4xx now, not in the job
         return runner.submit(
-            "attack", key("attack", entry.ref, req.image, req.attack, req.eps, req.explainer,
+            "attack", key("attack", entry.stamp(), req.image, req.attack, req.eps, req.explainer,
                           req.steps),
             lambda job: work.attack(catalog, entry, req.image, req.attack, req.eps,
                                     req.explainer, req.steps, job, device))
@@ -210,7 +210,7 @@ def create_app(model_dirs: list[str] | None = None, *, queue_size: int = 2,
         entry = catalog.model(req.model)
         check_explainers(req.explainers)
         await asyncio.to_thread(catalog.image, req.image, entry)
-        job = runner.submit("explain", key("explain", entry.ref, req.image, req.explainers),
+        job = runner.submit("explain", key("explain", entry.stamp(), req.image, req.explainers),
                             lambda job: work.explain(catalog, entry, req.image, req.explainers,
                                                      job, device))
         return await finish(job)
@@ -220,7 +220,8 @@ def create_app(model_dirs: list[str] | None = None, *, queue_size: int = 2,
         a, b = catalog.model(req.original), catalog.model(req.other)
         check_explainers(req.explainers)
         await asyncio.to_thread(catalog.image, req.image, a)
-        job = runner.submit("compare", key("compare", a.ref, b.ref, req.image, req.explainers),
+        job = runner.submit("compare",
+                            key("compare", a.stamp(), b.stamp(), req.image, req.explainers),
                             lambda job: work.compare(catalog, a, b, req.image, req.explainers,
                                                      job, device))
         return await finish(job)

@@ -24,6 +24,8 @@ ZOO = ("efficientnet-lite0", "fmnist-vgg", "fmnist-resnet", "fmnist-densenet")
 DATASET_SAMPLES = 24
 #: largest upload accepted, in bytes (the pixel limit is read_image's decompression guard)
 MAX_UPLOAD_BYTES = 10 * 1024 * 1024
+#: decoded images kept (a 224x224 RGB image is 0.6 MB)
+TENSOR_CACHE = 32
 _UPLOAD_ID = re.compile(r"^u:[0-9a-f]{24}$")
 
 
@@ -49,6 +51,15 @@ class ModelEntry:
     @property
     def size(self) -> int:
         return int(self.info["input_shape"][-1])
+
+    def stamp(self) -> str:
+        """The model's identity for the result cache: its name, plus the modification times of
+        a folder's files (a retrained folder gets new results)."""
+        if self.kind != "folder":
+            return self.ref
+        files = sorted(Path(self.ref).iterdir())
+        return f"{self.ref}@" + ",".join(f"{p.name}:{p.stat().st_mtime_ns}" for p in files
+                                         if p.is_file())
 
     def public(self) -> dict[str, Any]:
         prov = self.info.get("provenance") or {}
@@ -190,7 +201,7 @@ class Catalog:
         x = self._decode(image_id, entry)
         with self._lock:
             self._tensors[key] = x
-            while len(self._tensors) > 4 * self._max_uploads:
+            while len(self._tensors) > TENSOR_CACHE:
                 self._tensors.popitem(last=False)
         return x
 
