@@ -252,3 +252,36 @@ def test_cli_errors(capsys, tmp_path):
     assert main(["app", "--port", str(port), "--models", str(tmp_path / "missing")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "xred: error: --models" in err and "not a folder" in err
+
+
+def test_xred_app_prints_its_address_and_serves(tmp_path):
+    import os
+    import socket
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import httpx
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    src = str(Path(__file__).resolve().parents[1] / "src")
+    proc = subprocess.Popen([sys.executable, "-m", "xred", "app", "--port", str(port)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONPATH": src}, cwd=tmp_path)
+    try:
+        first = proc.stdout.readline()
+        assert first.startswith(f"xred app: http://127.0.0.1:{port}/"), first
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                r = httpx.get(f"http://127.0.0.1:{port}/api/health", timeout=5)
+                break
+            except httpx.HTTPError:
+                assert time.monotonic() < deadline and proc.poll() is None, proc.stderr.read()
+                time.sleep(0.2)
+        assert r.status_code == 200 and r.json()["ok"] is True
+    finally:
+        proc.terminate()
+        proc.wait(20)
