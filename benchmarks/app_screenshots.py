@@ -55,6 +55,10 @@ def main() -> None:
                 WebDriverWait(d, 60).until(lambda d: d.execute_script(
                     "return document.body.dataset.ready"))
 
+            def shot(name: str) -> None:
+                d.execute_script("window.scrollTo(0, 0)")
+                d.save_screenshot(str(out / f"app-{name}.png"))
+
             def methods(fieldset: str, names: list[str]) -> None:
                 for box in d.find_elements(By.CSS_SELECTOR, f"#{fieldset} input"):
                     if box.is_selected() != (box.get_attribute("value") in names):
@@ -68,14 +72,14 @@ def main() -> None:
             methods("explain-methods", ["gradcam", "gradient", "lrp"])
             d.find_element(By.ID, "explain-run").click()
             ready(d, "explain-results")
-            d.save_screenshot(str(out / "app-explain.png"))
+            shot("explain")
 
             page("attack")
             d.execute_script("const e = document.getElementById('attack-eps'); e.value = '0.01';"
                              "e.dispatchEvent(new Event('input'));")
             d.find_element(By.ID, "attack-run").click()
             ready(d, "attack-results")
-            d.save_screenshot(str(out / "app-attack.png"))
+            shot("attack")
 
             page("compare")
             Select(d.find_element(By.ID, "compare-original")).select_by_value("fmnist-vgg")
@@ -83,13 +87,14 @@ def main() -> None:
             methods("compare-methods", ["gradcam", "lrp"])
             d.find_element(By.ID, "compare-run").click()
             ready(d, "compare-results")
-            d.save_screenshot(str(out / "app-compare.png"))
+            shot("compare")
 
             page("pathways")
-            d.save_screenshot(str(out / "app-pathways.png"))
+            shot("pathways")
         finally:
             d.quit()
-    print(f"screenshots: {', '.join(str(out / f'app-{n}.png') for n in ('explain', 'attack', 'compare', 'pathways'))}")
+    names = ("explain", "attack", "compare", "pathways")
+    print("screenshots:", ", ".join(str(out / f"app-{n}.png") for n in names))
 
 
 if __name__ == "__main__":

@@ -24,6 +24,8 @@ ZOO = ("efficientnet-lite0", "fmnist-vgg", "fmnist-resnet", "fmnist-densenet")
 DATASET_SAMPLES = 24
 #: largest upload accepted, in bytes (the pixel limit is read_image's decompression guard)
 MAX_UPLOAD_BYTES = 10 * 1024 * 1024
+#: bytes of uploaded files kept (least recently used dropped first)
+UPLOAD_STORE_BYTES = 256 * 1024 * 1024
 #: decoded images kept (a 224x224 RGB image is 0.6 MB)
 TENSOR_CACHE = 32
 _UPLOAD_ID = re.compile(r"^u:[0-9a-f]{24}$")
@@ -87,8 +89,7 @@ def _model_folders(root: Path) -> list[Path]:
 class Catalog:
     """The models and images of one app instance."""
 
-    def __init__(self, model_dirs: list[str | Path] | None = None, *,
-                 max_uploads: int = 64) -> None:
+    def __init__(self, model_dirs: list[str | Path] | None = None) -> None:
         from xred import models
         from xred.models import torchvision_models as tvm
 
@@ -107,7 +108,6 @@ class Catalog:
         self._uploads: OrderedDict[str, bytes] = OrderedDict()
         self._names: dict[str, str] = {}
         self._tensors: OrderedDict[tuple[str, int, int], Tensor] = OrderedDict()
-        self._max_uploads = max_uploads
         self._lock = threading.Lock()
         self._models_module = models
 
@@ -185,7 +185,7 @@ class Catalog:
             self._uploads[digest] = data
             self._uploads.move_to_end(digest)
             self._names[digest] = filename
-            while len(self._uploads) > self._max_uploads:
+            while sum(map(len, self._uploads.values())) > UPLOAD_STORE_BYTES:
                 old, _ = self._uploads.popitem(last=False)
                 self._names.pop(old, None)
         return {"id": digest, "label": f"upload: {filename}", "width": width, "height": height}
@@ -195,6 +195,8 @@ class Catalog:
         centre-cropped to the model's input (greyscale for one-channel models)."""
         key = (image_id, entry.channels, entry.size)
         with self._lock:
+            if image_id in self._uploads:
+                self._uploads.move_to_end(image_id)
             if key in self._tensors:
                 self._tensors.move_to_end(key)
                 return self._tensors[key]
@@ -231,6 +233,8 @@ class Catalog:
         elif _UPLOAD_ID.match(image_id):
             with self._lock:
                 data = self._uploads.get(image_id)
+                if data is not None:
+                    self._uploads.move_to_end(image_id)
             if data is None:
                 raise NotFound(f"upload {image_id} is no longer held by the server; upload the "
                                "image again")

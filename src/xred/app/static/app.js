@@ -126,7 +126,7 @@ function topChart(container, top, highlight) {
   el.innerHTML = "";
   const w = 340, rowH = 22, labelW = 150;
   const svg = d3.select(el).append("svg").attr("width", w).attr("height", rowH * top.length + 4);
-  const x = d3.scaleLinear().domain([0, 1]).range([0, w - labelW - 50]);
+  const x = d3.scaleLinear().domain([0, 1]).range([0, w - labelW - 60]);
   const row = svg.selectAll("g").data(top).join("g")
     .attr("transform", (d, i) => `translate(0,${i * rowH + 2})`);
   row.append("text").attr("x", labelW - 6).attr("y", 14).attr("text-anchor", "end")
