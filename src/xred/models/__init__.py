@@ -11,9 +11,10 @@ from xred.models.registry import (
     get_architecture,
     load,
     register,
+    resize,
     save,
 )
 
 __all__ = ["ARCHITECTURES", "Architecture", "available", "build", "cam_layer", "check_input",
            "describe",
-           "get_architecture", "load", "register", "save"]
+           "get_architecture", "load", "register", "resize", "save"]

@@ -106,9 +106,11 @@ def run_viering_tables(config: dict[str, Any], out: str | os.PathLike, *,
         for technique in cfg["techniques"]:
             bar.set_postfix_str(f"{name} {technique}")
             tampered = tamper(name, technique, cal, epsilon=eps, seed=seed)
-            result = evaluate_tampered(tampered, x, y, seed=seed, keep_maps=keep, cache=cache)
+            result = evaluate_tampered(tampered, x, y, seed=seed, keep_maps=keep, cache=cache,
+                                       libraries=True)
             figure_maps[technique] = result.pop("maps")
-            inspection = inspect_model(tampered, input_shape=shape)
+            inspection = inspect_model(getattr(tampered, "network", tampered),
+                                       input_shape=shape)
             n_t = min(int(cfg["transfer"]["count"]), len(x))
             xt = x[:n_t]
             if technique == "backdoor":
