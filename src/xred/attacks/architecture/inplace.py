@@ -162,8 +162,8 @@ def tamper_inplace(model: nn.Module, technique: str, calibration: Tensor, layer:
     with torch.no_grad():
         a = _capture(original, layer, x[:1])
     if a.dim() != 4:
-        raise XredError(f"layer {layer!r} gives {tuple(a.shape)}, not a 2-D convolutional "
-                        "activation (N, C, h, w)")
+        raise XredError(f"layer {layer!r} gives {tuple(a.shape)}, not a convolutional "
+                        "activation (N, C, h, w) of a 2-D layer")
     spatial = tuple(int(s) for s in a.shape[2:])
     default = "uniform" if technique == "constant" else "smiley"
     t = patterns.target_map(target, spatial, default)
