@@ -12,8 +12,8 @@ Without a reference, a model is flagged for the signatures of the techniques:
   10⁹, and T4's large gain);
 - **channels with constant output**: a channel of some layer that is identical for every probe
   input and ≥ 5× larger than the layer's other channels (T1/T2's c_A ≫ 1 filter);
-- **fixed-pattern channels**: a channel identical for every probe input that varies across
-  positions (a picture drawn from the zero padding by extra filters inside the layers — T1/T2
+- **fixed-pattern channels**: ≥ 3 channels of a layer identical for every probe input that vary
+  across positions (a picture drawn from the zero padding by extra filters inside the layers — T1/T2
   made inside the model's own layers); a trained network's channels follow its input.
 
 With a reference (the architecture the model claims to be), everything that differs is listed:
@@ -45,6 +45,9 @@ ROUNDING_OPS = frozenset({"round", "floor", "ceil", "trunc", "sign", "floor_divi
 WEIGHT_RATIO = 1e3
 WITHIN_RATIO = 1e4
 CONSTANT_RATIO = 5.0
+#: Fixed-pattern channels a layer must have to be flagged (a saturated channel of a clean
+#: network can be input-independent and differ at the border; surgery adds several).
+PATTERN_MIN = 3
 _STATS = ("running_mean", "running_var", "num_batches_tracked")
 
 
@@ -206,7 +209,7 @@ def _check_constant_channels(outputs: dict[str, Tensor], findings: list[Finding]
         flat = v[0].flatten(1)
         patterned = constant & ((flat.amax(1) - flat.amin(1)) > 1e-3 * size.clamp(min=1e-30)) \
             & (size > 1e-6 * scale) & ~loud
-        if bool(patterned.any()):
+        if int(patterned.sum()) >= PATTERN_MIN:
             where = patterned.nonzero().flatten().tolist()
             findings.append(Finding(
                 "fixed-pattern-channel", f"{name}[{where[0]}]",
@@ -335,6 +338,9 @@ def inspect_model(model: nn.Module, *, reference: nn.Module | None = None,
     """Look for Grad-CAM architecture surgery in ``model`` (module docstring: the checks). Probe
     ``inputs`` (default: :func:`probe_inputs` of ``input_shape``). With ``reference``, also
     list every difference from it. Neither model is changed (hooks removed, modes restored)."""
+    if not isinstance(model, nn.Module) and isinstance(getattr(model, "network", None),
+                                                       nn.Module):
+        model = model.network  # a model manipulated inside its layers (tamper's T1/T2)
     if not isinstance(model, nn.Module):
         raise XredError(f"inspect takes an nn.Module, got {type(model).__name__}")
     if inputs is None:
