@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from typing import Any
 
 import torch
@@ -120,6 +121,22 @@ def checked_logits(model: nn.Module, x: Tensor, classes: int | None = None,
     return logits
 
 
+def _independence(model: nn.Module, x: Tensor, maps: Tensor, second: Tensor | None,
+                  spec: ExplainerSpec, seed: int) -> C.Check:
+    other = None if second is None else explainer_maps(model, x, second, spec, seed=seed)
+    return C.independence_check(maps, other)
+
+
+def _guarded(name: str, run: Callable[[], C.Check]) -> C.Check:
+    """``run()``, or a skipped check saying what failed: an untrusted model may break an
+    explainer or a check in ways no clean model does (the verdict then rests on the others)."""
+    try:
+        return run()
+    except Exception as e:  # noqa: BLE001 - untrusted model: one line, never a traceback
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        return C.Check(name, skipped=f"failed on this model ({type(e).__name__}: {first})")
+
+
 def _progress(progress: Callable[[float, str], None] | None, f: float, msg: str) -> None:
     if progress is not None:
         progress(f, msg)
@@ -161,9 +178,15 @@ def audit_model(model: nn.Module, x: Tensor, *, explainers: Sequence[str] = DEFA
 
     _progress(progress, 0.05, "occlusion")
     t0 = time.perf_counter()
-    occlusion = explainer_maps(model, x, target, resolve("occlusion", layer), seed=settings.seed)
-    scale = C.aopc_scale(model, x, target, occlusion, steps=settings.deletion_steps,
-                         seed=settings.seed)
+    try:
+        occlusion = explainer_maps(model, x, target, resolve("occlusion", layer),
+                                   seed=settings.seed)
+        scale = C.aopc_scale(model, x, target, occlusion, steps=settings.deletion_steps,
+                             seed=settings.seed)
+    except Exception as e:  # noqa: BLE001 - untrusted model: one line
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        raise XredError(f"{name}: occlusion, the audit's reference ranking, fails on this model "
+                        f"({first}); it cannot be audited") from e
     seconds["occlusion"] = time.perf_counter() - t0
 
     result = AuditResult(name, list(explainers), len(x), target.cpu(), architecture,
@@ -179,8 +202,8 @@ def audit_model(model: nn.Module, x: Tensor, *, explainers: Sequence[str] = DEFA
             maps[label] = explainer_maps(model, x, target, spec, seed=settings.seed)
             seconds[label] = time.perf_counter() - t0
             specs[label] = spec
-        except XredError as e:
-            result.skipped[label] = str(e)
+        except Exception as e:  # noqa: BLE001 - untrusted model: skip the explainer, say why
+            result.skipped[label] = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
     if not specs:
         raise XredError(f"no explainer runs on {name}: {result.skipped}")
 
@@ -189,25 +212,25 @@ def audit_model(model: nn.Module, x: Tensor, *, explainers: Sequence[str] = DEFA
         t0 = time.perf_counter()
         m = maps[label]
         found: dict[str, C.Check] = {"architecture": architecture}
-        found["faithfulness"] = C.faithfulness_check(model, x, target, m, scale,
-                                                     steps=settings.deletion_steps)
-        m2 = (explainer_maps(model, x, second, spec, seed=settings.seed)
-              if second is not None else None)
-        found["independence"] = C.independence_check(m, m2)
-        found["degenerate"] = C.degenerate_check(m)
-        found["sanity"] = C.sanity_check(model, x, target, spec, m,
-                                         layers=settings.sanity_layers, seed=settings.seed)
-        found["agreement"] = C.agreement_check(label, maps)
         k = min(settings.stability_inputs, len(x))
-        found["stability"] = C.stability_check(model, x[:k], target[:k], spec,
-                                               eps=settings.stability_eps,
-                                               steps=settings.stability_steps,
-                                               seed=settings.seed)
+        steps, seed = settings.deletion_steps, settings.seed
+        found["faithfulness"] = _guarded("faithfulness", partial(
+            C.faithfulness_check, model, x, target, m, scale, steps=steps))
+        found["independence"] = _guarded("independence", partial(
+            _independence, model, x, m, second, spec, seed))
+        found["degenerate"] = _guarded("degenerate", partial(C.degenerate_check, m))
+        found["sanity"] = _guarded("sanity", partial(
+            C.sanity_check, model, x, target, spec, m, layers=settings.sanity_layers,
+            seed=seed))
+        found["agreement"] = _guarded("agreement", partial(C.agreement_check, label, maps))
+        found["stability"] = _guarded("stability", partial(
+            C.stability_check, model, x[:k], target[:k], spec, eps=settings.stability_eps,
+            steps=settings.stability_steps, seed=seed))
         if reference is not None:
             assert ref_target is not None
-            found["reference"] = C.reference_check(model, reference, x, target, ref_target, spec,
-                                                   m, scale, steps=settings.deletion_steps,
-                                                   seed=settings.seed)
+            found["reference"] = _guarded("reference", partial(
+                C.reference_check, model, reference, x, target, ref_target, spec, m, scale,
+                steps=steps, seed=seed))
         result.checks[label] = found
         result.verdicts[label] = judge(found, label, thresholds)
         result.scores[label] = scored(found, label, thresholds)

@@ -3,9 +3,10 @@ for metrics.json), an optional ``progress(fraction, message)`` callback. The ``x
 the web app call these and only parse, print or draw around them."""
 
 from xred.services.attack import AttackResult, attack
+from xred.services.audit import AuditResult, audit
 from xred.services.common import LoadedModel, Progress, open_model
 from xred.services.explain import ExplainResult, explain
 from xred.services.predict import Prediction, predict
 
-__all__ = ["AttackResult", "ExplainResult", "LoadedModel", "Prediction", "Progress", "attack",
-           "explain", "open_model", "predict"]
+__all__ = ["AttackResult", "AuditResult", "ExplainResult", "LoadedModel", "Prediction",
+           "Progress", "attack", "audit", "explain", "open_model", "predict"]
