@@ -80,7 +80,7 @@ def explainer_maps(model: nn.Module, x: Tensor, target: Tensor, spec: ExplainerS
 
 def cosine(a: Tensor, b: Tensor, eps: float = 1e-6) -> Tensor:
     """Cosine similarity per sample of two batches of non-negative maps, shape (N,). A small
-    constant ``eps`` is added to every pixel, so two empty maps are identical (1) and an empty
-    map against a peaked one is nearly orthogonal, never NaN."""
+    constant ``eps`` is added to every pixel, so two empty maps are identical (1), an empty map
+    counts as a uniform one (against a one-pixel map of d pixels: 1/√d), never NaN."""
     a, b = a.flatten(1).double() + eps, b.flatten(1).double() + eps
     return (a * b).sum(1) / (a.norm(dim=1) * b.norm(dim=1))

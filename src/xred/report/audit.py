@@ -86,8 +86,9 @@ def _statistics_figure(result: dict[str, Any]) -> str | None:
     fig, axes = plt.subplots(1, len(explainers), figsize=(3.4 * len(explainers), 3.2),
                              squeeze=False, sharey=True)
     for ax, e in zip(axes[0], explainers, strict=True):
-        rows = [s for s in result["explainers"][e]["statistics"]
-                if s["value"] is not None and s["threshold"] is not None]
+        rows = [s for s in result["explainers"][e]["statistics"]  # findings: its own section
+                if s["value"] is not None and s["threshold"] is not None
+                and s["statistic"] != "findings"]
         names = [s["statistic"] for s in rows]
         values = [s["value"] for s in rows]
         colours = ["#c62828" if s["flagged"] else ("#888888" if not s["active"] else "#1a7f37")
