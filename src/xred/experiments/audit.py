@@ -13,7 +13,9 @@ settings; an interrupted run resumes, finished cells are reused):
   than the frame, fooling SimpleGrad or SmoothGrad, ... (the config's ``held_out``).
 
 Each model is audited (:func:`xred.audit.audit_model`, the audit cached per model and settings)
-on the first ``count`` test inputs; its (model, explainer) statistics are the calibration rows.
+on the first ``count`` test inputs, fine-tuned ones also against their original (the reference
+check: benign fine-tunings give its clean distribution, foolings its manipulated one); its
+(model, explainer) statistics are the calibration rows.
 Thresholds are fitted on every calibration row (:func:`xred.audit.fit_thresholds`) and written
 to ``thresholds`` (the package's shipped file), and evaluated leave-one-family-out
 (:func:`xred.audit.leave_one_family_out`); the held-out manipulations are judged with the full
@@ -161,16 +163,18 @@ def _model_key(ref: str) -> dict[str, Any]:
     return {"ref": ref}
 
 
-def _audit(ref: str, explainers: list[str], cfg: dict[str, Any], cache: Path, log: Log
-           ) -> dict[str, Any]:
-    """The audit statistics of one model, cached under the settings' hash."""
+def _audit(ref: str, explainers: list[str], cfg: dict[str, Any], cache: Path, log: Log,
+           reference: str | None = None) -> dict[str, Any]:
+    """The audit statistics of one model (against ``reference``, the original it was
+    fine-tuned from, if given), cached under the settings' hash."""
     from xred import models
     from xred.audit import AuditSettings, Thresholds, audit_model
     from xred.data import load_dataset
 
     settings = AuditSettings(**{"seed": int(cfg["seed"]), **cfg["settings"]})
     key = {"model": _model_key(ref), "explainers": explainers, "count": cfg["count"],
-           "settings": settings.to_dict(), "version": CHECKS_VERSION}
+           "settings": settings.to_dict(), "version": CHECKS_VERSION,
+           **({"reference": reference} if reference else {})}
     path = cache / "audits" / f"{_hash(key)}.json"
     if path.is_file():
         return read_json(path)["result"]
@@ -180,7 +184,9 @@ def _audit(ref: str, explainers: list[str], cfg: dict[str, Any], cache: Path, lo
     start = time.perf_counter()
     result = audit_model(model, x, explainers=explainers, layer=info["cam_layer"],
                          input_shape=info["input_shape"], classes=len(info["classes"]),
-                         thresholds=Thresholds(), settings=settings, name=ref)
+                         thresholds=Thresholds(), settings=settings, name=ref,
+                         reference=models.load(reference) if reference else None,
+                         reference_name=reference)
     out = {"statistics": {e: {k: (v if math.isfinite(v) else None) for k, v in s.items()}
                           for e, s in result.statistics().items()},
            "skipped": result.skipped, "seconds": result.seconds,
@@ -215,14 +221,16 @@ def _cells(cfg: dict[str, Any], cache: Path, log: Log, command: str | None
             cells.append({"model": f"{m} benign fine-tuning ({e} objective, λ=0)",
                           "ref": lambda m=m, e=e, st=setting: str(_fooled(
                               m, "location", e, st, cache / "benign", log, command, seed)),
-                          "family": "clean-benign", "manipulated": False, "targeted": []})
+                          "family": "clean-benign", "manipulated": False, "targeted": [],
+                          "reference": m})
     for m in heo["models"]:
         for f in heo["foolings"]:
             for e in heo["explainers"]:
                 setting = settings_for(heo["settings"], m, f, e)
                 cells.append({"model": f"{m} {f} {e}", "ref": lambda m=m, f=f, e=e, st=setting:
                               str(_fooled(m, f, e, st, cache / "heo", log, command, seed)),
-                              "family": f"heo-{f}", "manipulated": True, "targeted": [e]})
+                              "family": f"heo-{f}", "manipulated": True, "targeted": [e],
+                              "reference": m})
     for s in cfg["clean"]["seeds"]:
         for m in cfg["clean"]["zoo"]:
             cells.append({"model": f"{m} seed {s}", "ref": lambda m=m, s=s: str(
@@ -233,7 +241,8 @@ def _cells(cfg: dict[str, Any], cache: Path, log: Log, command: str | None
         mask = h.get("region")
         cells.append({
             "model": f"{h['model']} {name}", "held_out": True, "family": f"held-out {name}",
-            "manipulated": True, "targeted": [h["explainer"]], "description": h.get(
+            "manipulated": True, "targeted": [h["explainer"]], "reference": h["model"],
+            "description": h.get(
                 "description", ""), "extra_explainers": [h["explainer"]],
             "ref": lambda h=h, mask=mask: str(_fooled(
                 h["model"], h["fooling"], h["explainer"], h["setting"],
@@ -266,7 +275,7 @@ def run_audit_calibration(config: dict[str, Any], out: str | os.PathLike, *,
             ref = cell["ref"]()
             explainers = list(dict.fromkeys([*cfg["explainers"],
                                              *cell.get("extra_explainers", [])]))
-            result = _audit(ref, explainers, cfg, cache, log)
+            result = _audit(ref, explainers, cfg, cache, log, cell.get("reference"))
         except XredError as e:
             failed[cell["model"]] = str(e)
             log(f"{cell['model']}: failed ({e})")
@@ -437,7 +446,8 @@ def _report(cfg: dict[str, Any], rows: list[dict[str, Any]], lofo: list[dict[str
     figure = statistic_figure(rows, thresholds, Path(cfg["figures"]) / "audit_statistics.png")
     lines += ["", f"![statistics]({relative(figure, report)})", "",
               "*Each statistic per explainer: clean pairs (blue), targeted manipulated pairs "
-              "(red), other explainers of manipulated models (grey); the line is the fitted "
+              "(red), other explainers of manipulated models (grey); hollow: models the "
+              "architecture check catches (left out of the fits); the line is the fitted "
               "threshold (dashed: inactive).*", ""]
     frag = [r for r in rows if not r["manipulated"]]
     if frag:

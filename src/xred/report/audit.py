@@ -223,6 +223,9 @@ def statistic_figure(rows: Sequence[dict[str, Any]], thresholds: Any, path: str 
     for ax in axes.flat[len(stats):]:
         ax.set_visible(False)
     for ax, st in zip(axes.flat, stats, strict=False):
+        if not any(r["stats"].get(st) is not None for r in rows):
+            ax.set_visible(False)
+            continue
         for i, e in enumerate(explainers):
             for r in rows:
                 v = r["stats"].get(st)
@@ -231,7 +234,9 @@ def statistic_figure(rows: Sequence[dict[str, Any]], thresholds: Any, path: str 
                 colour = ("#1f77b4" if not r["manipulated"] else
                           "#d62728" if r["targeted"] else "#999999")
                 offset = -0.15 if not r["manipulated"] else (0.15 if r["targeted"] else 0.0)
-                ax.plot(i + offset, v, "o", color=colour, markersize=3, alpha=0.8)
+                caught = (r["stats"].get("findings") or 0) > 0  # by the architecture rule
+                ax.plot(i + offset, v, "o", color=colour, markersize=3, alpha=0.8,
+                        markerfacecolor="none" if caught else colour)
             t = thresholds.get(e, st)
             if t is not None and math.isfinite(t.value):
                 ax.plot([i - 0.35, i + 0.35], [t.value] * 2, color="black",
@@ -242,7 +247,9 @@ def statistic_figure(rows: Sequence[dict[str, Any]], thresholds: Any, path: str 
         ax.tick_params(labelsize=7)
         ax.grid(alpha=0.3)
     fig.suptitle("Audit statistics on the calibration set: clean (blue), manipulated (red), "
-                 "other explainers of manipulated models (grey); lines: thresholds", fontsize=10)
+                 "other explainers of manipulated models (grey); hollow: caught by the "
+                 "architecture check (not fitted on); lines: thresholds (dashed: inactive)",
+                 fontsize=9)
     fig.tight_layout(rect=(0, 0, 1, 0.96))
     out = atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=100, format="png"))
     plt.close(fig)
