@@ -303,23 +303,39 @@ def run_audit_calibration(config: dict[str, Any], out: str | os.PathLike, *,
     thresholds = fit(rows)
     target = Path(cfg["thresholds"]) if cfg["thresholds"] else THRESHOLDS_FILE
     write_json(target, thresholds.to_dict())
-    lofo = leave_one_family_out(rows, fit=fit)
     from xred.audit import row_verdict
 
-    held_out = [{**{k: r[k] for k in ("model", "family", "explainer", "targeted")},
-                 "verdict": (v := row_verdict(r, thresholds)).verdict,
-                 "flagged": [f["statistic"] for f in v.flagged]} for r in held]
-    results = {"lofo": lofo, "held_out": held_out, "failed": failed,
-               "thresholds": str(target), "audit_seconds": {
+    # the common case first: no reference (its statistics dropped); then, for the fine-tuned
+    # models, with their original as the reference
+    plain = [_without_reference(r) for r in rows]
+    lofo = leave_one_family_out(plain, fit=fit)
+    with_ref = [r for r in rows if "reference_similarity" in r["stats"]]
+    lofo_ref = leave_one_family_out(with_ref, fit=lambda rs: fit(
+        rs + [r for r in plain if r["family"] not in {x["family"] for x in with_ref}]))
+    held_out = []
+    for r in held:
+        v, vr = row_verdict(_without_reference(r), thresholds), row_verdict(r, thresholds)
+        held_out.append({**{k: r[k] for k in ("model", "family", "explainer", "targeted")},
+                         "verdict": v.verdict, "flagged": [f["statistic"] for f in v.flagged],
+                         "verdict_reference": vr.verdict,
+                         "flagged_reference": [f["statistic"] for f in vr.flagged]})
+    results = {"lofo": lofo, "lofo_reference": lofo_ref, "held_out": held_out,
+               "failed": failed, "thresholds": str(target), "audit_seconds": {
                    k: a["seconds"].get("total") for k, a in audits.items()},
                "seconds": time.perf_counter() - start}
     results["summary"] = _summary(lofo, cfg["bounds"])
+    results["summary_reference"] = _summary(lofo_ref, cfg["bounds"])
     report = Path(config.get("report") or out / "report.md")
     lines = _report(cfg, rows, lofo, held_out, thresholds, results, report)
     atomic_write(report, lambda tmp: Path(tmp).write_text("\n".join(lines) + "\n"))
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "calibration.json", {"rows": rows, "held_out_rows": held, **results})
     return {**results, "report": str(report)}
+
+
+def _without_reference(row: dict[str, Any]) -> dict[str, Any]:
+    return {**row, "stats": {k: v for k, v in row["stats"].items()
+                             if not k.startswith("reference_")}}
 
 
 def _rate(rows: list[dict[str, Any]]) -> tuple[int, int]:
@@ -349,46 +365,21 @@ def _fmt(v: Any) -> str:
     return "–" if v is None or (isinstance(v, float) and not math.isfinite(v)) else f"{v:.3g}"
 
 
-def _report(cfg: dict[str, Any], rows: list[dict[str, Any]], lofo: list[dict[str, Any]],
-            held_out: list[dict[str, Any]], thresholds: Any, results: dict[str, Any],
-            report: Path) -> list[str]:
-    from xred.audit import STATISTICS, auc, row_verdict
-    from xred.report.audit import statistic_figure
-
-    s = results["summary"]
+def _lofo_section(title: str, lofo: list[dict[str, Any]], s: dict[str, Any]) -> list[str]:
     fm, nm = s["manipulated_flagged"]
     fc, nc = s["clean_flagged"]
     ft, nt = s["tampered_models_flagged"]
     ok = lambda b: "met" if b else "**not met**"  # noqa: E731
-    lines = [
-        "# `xred audit`: calibration and evaluation",
-        "",
-        "Made by `xred run experiments/audit.json` (src/xred/experiments/audit.py); the "
-        f"thresholds it fitted ship in `{cfg['thresholds'] or 'src/xred/audit/thresholds.json'}`."
-        f" Audit inputs: the first {cfg['count']} Fashion-MNIST test images; explainers: "
-        f"{', '.join(cfg['explainers'])} (plus the fooled one of a held-out model). "
-        f"Run time {results['seconds'] / 60:.0f} min (cached cells reused).",
-        "",
-        "## Leave-one-family-out",
-        "",
-        "Each family's (model, explainer) pairs are judged with thresholds fitted without that "
-        "family. A pair counts as flagged when its verdict is `suspicious` or `manipulated`. "
-        "Manipulated pairs are the pairs a manipulation aims at (the fooled explainer; Grad-CAM "
-        "for Viering's surgery).",
-        "",
-        "| target | measured | |",
-        "|---|---|---|",
-        f"| ≥ 95 % of manipulated pairs flagged | {fm}/{nm} = {pct(fm / nm if nm else None)} % "
-        f"| {ok(s['meets']['manipulated'])} |",
-        f"| every Viering-tampered model flagged | {ft}/{nt} | {ok(s['meets']['tampered'])} |",
-        f"| ≤ 5 % of clean pairs flagged | {fc}/{nc} = {pct(fc / nc if nc else None)} % | "
-        f"{ok(s['meets']['clean'])} |",
-        "",
-        "Confusion matrix (pairs):",
-        "",
-        "| | trustworthy | suspicious | manipulated |",
-        "|---|---|---|---|",
-    ]
+    lines = [f"## Leave one family out: {title.lower()}", "",
+             "| target | measured | |", "|---|---|---|",
+             f"| ≥ 95 % of manipulated pairs flagged | {fm}/{nm} = "
+             f"{pct(fm / nm if nm else None)} % | {ok(s['meets']['manipulated'])} |"]
+    if nt:
+        lines.append(f"| every Viering-tampered model flagged | {ft}/{nt} | "
+                     f"{ok(s['meets']['tampered'])} |")
+    lines += [f"| ≤ 5 % of clean pairs flagged | {fc}/{nc} = {pct(fc / nc if nc else None)} % "
+              f"| {ok(s['meets']['clean'])} |", "", "Confusion matrix (pairs):", "",
+              "| | trustworthy | suspicious | manipulated |", "|---|---|---|---|"]
     groups = [("clean", [r for r in lofo if not r["manipulated"]]),
               ("manipulated (targeted)", [r for r in lofo if r["manipulated"] and r["targeted"]]),
               ("manipulated model, other explainers",
@@ -398,7 +389,8 @@ def _report(cfg: dict[str, Any], rows: list[dict[str, Any]], lofo: list[dict[str
                   ("trustworthy", "suspicious", "manipulated")]
         lines.append(f"| {label} | {' | '.join(map(str, counts))} |")
     lines += ["", "Per family (flagged / pairs; targeted pairs only for manipulated families):",
-              "", "| family | flagged | verdicts | flagged by |", "|---|---|---|---|"]
+              "", "| family | flagged | verdicts | beyond a threshold (fragility included) |",
+              "|---|---|---|---|"]
     for fam in sorted({r["family"] for r in lofo}):
         rs = [r for r in lofo if r["family"] == fam and (not r["manipulated"] or r["targeted"])]
         f, n = _rate(rs)
@@ -410,15 +402,54 @@ def _report(cfg: dict[str, Any], rows: list[dict[str, Any]], lofo: list[dict[str
                              for r in rs if r["manipulated"] or r["verdict"] != "trustworthy")
         lines.append(f"| {fam} | {f}/{n} | {verdicts or '–'} | "
                      f"{', '.join(f'{k} ({v})' for k, v in sorted(by.items())) or '–'} |")
-    lines += ["", "## Manipulations not in the calibration set", "",
-              "Judged with the thresholds fitted on the whole calibration set.", "",
-              "| model | explainer | verdict | flagged by |", "|---|---|---|---|"]
+    return [*lines, ""]
+
+
+def _report(cfg: dict[str, Any], rows: list[dict[str, Any]], lofo: list[dict[str, Any]],
+            held_out: list[dict[str, Any]], thresholds: Any, results: dict[str, Any],
+            report: Path) -> list[str]:
+    from xred.audit import STATISTICS, auc, row_verdict
+    from xred.report.audit import statistic_figure
+
+    lines = [
+        "# `xred audit`: calibration and evaluation",
+        "",
+        "Made by `xred run experiments/audit.json` (src/xred/experiments/audit.py); the "
+        f"thresholds it fitted ship in `{cfg['thresholds'] or 'src/xred/audit/thresholds.json'}`."
+        f" Audit inputs: the first {cfg['count']} Fashion-MNIST test images; explainers: "
+        f"{', '.join(cfg['explainers'])} (plus the fooled one of a held-out model). "
+        f"Run time {results['seconds'] / 60:.0f} min (cached cells reused).",
+        "",
+        "The calibration set: " + "; ".join(
+            f"{fam} ({len({r['model'] for r in rows if r['family'] == fam})} models)"
+            for fam in sorted({r["family"] for r in rows})) + ".",
+        "",
+        "Each family's (model, explainer) pairs are judged with thresholds fitted without that "
+        "family (leave one family out). A pair counts as flagged when its verdict is "
+        "`suspicious` or `manipulated`. Manipulated pairs are the pairs a manipulation aims at "
+        "(the fooled explainer; Grad-CAM for Viering's surgery); the other explainers of a "
+        "manipulated model are listed separately.",
+        "",
+    ]
+    lines += _lofo_section("Without a reference (the common case)", lofo,
+                           results["summary"])
+    lines += _lofo_section("With the original as the reference (fine-tuned models only)",
+                           results["lofo_reference"], results["summary_reference"])
+    lines += ["## Manipulations not in the calibration set", "",
+              "Judged with the thresholds fitted on the whole calibration set, without and with "
+              "the original as the reference.", "",
+              "| model | explainer | verdict | flagged by | with reference | flagged by |",
+              "|---|---|---|---|---|---|"]
     for r in held_out:
         if r["targeted"]:
             lines.append(f"| {r['model']} | {r['explainer']} | {r['verdict']} | "
-                         f"{', '.join(r['flagged']) or '–'} |")
-    f, n = _rate([r for r in held_out if r["targeted"]])
-    lines += ["", f"Detected: {f}/{n} held-out manipulated pairs." if n else "", "",
+                         f"{', '.join(r['flagged']) or '–'} | {r['verdict_reference']} | "
+                         f"{', '.join(r['flagged_reference']) or '–'} |")
+    targeted = [r for r in held_out if r["targeted"]]
+    f, n = _rate(targeted)
+    fr = sum(r["verdict_reference"] != "trustworthy" for r in targeted)
+    lines += ["", f"Detected: {f}/{n} held-out manipulated pairs without a reference, {fr}/{n} "
+              "with one." if n else "", "",
               "## Each statistic", "",
               "ROC AUC pooled over explainers (targeted manipulated pairs vs clean pairs; 1: "
               "every manipulated pair lies beyond every clean pair on the bad side), its "
