@@ -75,20 +75,20 @@ def scripted(drops: list[float], fsrs: list[float], **options) -> tuple[Accuracy
 
 
 def test_dual_ascent_rule_by_hand():
-    """log λ ← log λ + η·clip((τB − d)/B, −2, 1): up with room, down over the set point,
-    hard down (clipped at −2) far over the budget; the best FSR is kept only within B."""
+    """log λ ← log λ + η·clip((τB − d)/(τB), −1, 1): up with room, down over the set point,
+    by at most e^−η far over the budget; the best FSR is kept only within B."""
     drops = [0.0, 0.5, 0.75, 1.5, 4.0, 0.9]
     fsrs = [0.0, 0.3, 0.5, 0.9, 0.95, 0.6]
     budget, lams = scripted(drops, fsrs, max_drop=1.0, target=0.75, step_size=0.5, patience=9)
     lam = 1.0
     for d, seen in zip(drops, lams, strict=True):
         assert seen == pytest.approx(lam, rel=1e-12)
-        lam *= math.exp(0.5 * max(-2.0, min(1.0, (0.75 - d) / 1.0)))
+        lam *= math.exp(0.5 * max(-1.0, min(1.0, (0.75 - d) / 0.75)))
     rows = budget.trace
     assert [r["next_lam"] > r["lam"] * (1 + 1e-9) for r in rows] == [True, True, False, False,
                                                                        False, False]
     assert rows[2]["next_lam"] == pytest.approx(rows[2]["lam"])  # exactly at the set point
-    assert rows[4]["next_lam"] == pytest.approx(rows[4]["lam"] * math.exp(-1.0))  # clipped
+    assert rows[4]["next_lam"] == pytest.approx(rows[4]["lam"] * math.exp(-0.5))  # clipped
     # the best within the budget: FSR 0.6 at step 50 (0.9 and 0.95 were over the budget)
     assert [r["within_budget"] for r in rows] == [True, True, True, False, False, True]
     assert budget.best_step == 50 and budget.best_fsr == 0.6

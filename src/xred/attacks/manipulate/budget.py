@@ -7,11 +7,15 @@ drop, which has no gradient). :class:`AccuracyBudget` adapts λ by dual ascent o
 measured on a validation split held out from the training data (never the test set):
 
     every ``every`` steps:  d = 100·(acc₀ − acc(w)) on the validation split (points),
-                            s = clip((τ·B − d) / B, −2, 1)      (τ = ``target``, default 0.75),
-                            log λ ← clip(log λ + η·s, log λ_min, log λ_max)   (η = ``step_size``).
+                            s = clip((τ·B − d) / (τ·B), −1, 1)  (τ = ``target``, default 0.75),
+                            log λ ← clip(log λ + η·s, log λ_min, log λ_max)
+
+(η = ``step_size``, default 0.3).
 
 Room under the budget (d < τ·B) raises λ, a drop over the set point lowers it — geometrically,
-so the same η serves penalties whose scales differ by orders of magnitude. The set point τ·B < B
+so the same η serves penalties whose scales differ by orders of magnitude; the clip bounds each
+change to a factor e^±η, so the transient accuracy dip at the start of fine-tuning (and the
+validation estimate's noise) cannot collapse λ. The set point τ·B < B
 leaves a margin for the validation estimate's noise. The penalty's own progress is the
 validation FSR (Heo et al. Eq. 6, :func:`xred.metrics.fooling.evaluate_fooling`); the weights
 with the best validation FSR among the evaluations with d ≤ B are kept (the original, at step 0,
@@ -60,7 +64,7 @@ class AccuracyBudget:
     def __init__(self, objective: Any, original: nn.Module, validation: Any, *, fooling: str,
                  explainer: str, explainer_options: Mapping[str, Any] | None = None,
                  layer: str | None = None, max_drop: float, every: int = 100,
-                 target: float = 0.75, step_size: float = 0.5, patience: int = 5,
+                 target: float = 0.75, step_size: float = 0.3, patience: int = 5,
                  min_delta: float = 0.005, lam_min: float = 1e-3, lam_max: float = 1e3,
                  mask: Tensor | None = None, k: float = 10.0,
                  classes: tuple[int, int] | None = None, composites: Any = None,
@@ -118,8 +122,8 @@ class AccuracyBudget:
                                for k, v in model.state_dict().items()}
         elif step > 0:
             self.since_best += 1
-        slack = max(-2.0, min(1.0, (self.target * self.max_drop - drop)
-                              / max(self.max_drop, 1e-6)))
+        setpoint = self.target * self.max_drop
+        slack = max(-1.0, min(1.0, (setpoint - drop) / max(setpoint, 1e-6)))
         new = math.exp(max(math.log(self.lam_min), min(math.log(self.lam_max),
                                                         math.log(lam) + self.step_size * slack)))
         self.objective.lam = new
