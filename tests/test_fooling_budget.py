@@ -100,6 +100,9 @@ def test_early_stop_after_patience_without_improvement():
                          patience=3, min_delta=0.005)
     assert budget.best_step == 10 and budget.should_stop  # stopped after 3 evaluations
     assert len(budget.trace) == 5
+    # over the budget from the start: no early stop with the original weights
+    budget, _ = scripted([0.0] + [1.5] * 7, [0.0] + [0.5] * 7, max_drop=1.0, patience=3)
+    assert budget.best_step == 0 and not budget.should_stop and len(budget.trace) == 8
 
 
 def test_controller_keeps_the_validation_drop_within_the_budget(tmp_path):

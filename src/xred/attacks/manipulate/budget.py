@@ -19,8 +19,9 @@ validation estimate's noise) cannot collapse λ. The set point τ·B < B
 leaves a margin for the validation estimate's noise. The penalty's own progress is the
 validation FSR (Heo et al. Eq. 6, :func:`xred.metrics.fooling.evaluate_fooling`); the weights
 with the best validation FSR among the evaluations with d ≤ B are kept (the original, at step 0,
-always qualifies) and training stops when that best has not improved by ``min_delta`` for
-``patience`` evaluations.
+always qualifies) and, once fine-tuned weights were kept, training stops when that best has not
+improved by ``min_delta`` for ``patience`` evaluations (a run still over the budget goes on: the
+start-of-fine-tuning accuracy dip must not end it with the original weights).
 """
 
 from __future__ import annotations
@@ -120,7 +121,7 @@ class AccuracyBudget:
             self.best_fsr, self.best_step, self.since_best = fsr, step, 0
             self.best_state = {k: v.detach().to("cpu", copy=True)
                                for k, v in model.state_dict().items()}
-        elif step > 0:
+        elif self.best_step:  # patience counts only once fine-tuned weights were kept
             self.since_best += 1
         setpoint = self.target * self.max_drop
         slack = max(-1.0, min(1.0, (setpoint - drop) / max(setpoint, 1e-6)))
