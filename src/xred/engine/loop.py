@@ -12,6 +12,8 @@ interpretability-aware training) is ``fit(model, objective, data, config)``.
   backpropagate through gradients (``create_graph=True``, e.g. fooling by fine-tuning) declare
   ``manual_gradient_sync = True``, get the bare model and have their gradients averaged across
   ranks after ``backward`` (DDP's reducer does not support double backward);
+- objectives that change over training (an ε ramp-up) may define ``begin_step(step, total)``,
+  called before every step with the global step number and the number of steps of the run;
 - a live progress bar with the running loss and logged values.
 """
 
@@ -149,6 +151,7 @@ def fit(model: nn.Module, objective: Objective, data: Dataset, config: TrainConf
     ckpt = Path(out) / CHECKPOINT if out is not None else None
     result = TrainResult(steps=0)
     sums: dict[str, float] = {}  # running sums of the logged values in the current epoch
+    begin_step = getattr(objective, "begin_step", None)
 
     if ckpt is not None and ckpt.is_file():
         state = load_state(ckpt)
@@ -196,6 +199,8 @@ def fit(model: nn.Module, objective: Objective, data: Dataset, config: TrainConf
                 torch.manual_seed(hash((config.seed, rank, result.steps)) & 0x7FFF_FFFF)
                 for group in optimizer.param_groups:
                     group["lr"] = config.lr * lr_factor(config, result.steps, total)
+                if begin_step is not None:
+                    begin_step(result.steps, total)
                 loss, logs = objective(net, (x.to(device), y.to(device)))
                 if not torch.isfinite(loss):
                     raise XredError(f"loss became {loss.item()} at step {result.steps}; "

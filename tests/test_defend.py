@@ -1,0 +1,377 @@
+"""xred.defend: training objectives checked against hand-worked cases and independent code."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from xred import defend, explain, models
+from xred.data.base import ArrayDataset
+from xred.defend.adversarial import TradesKL, kl_per_sample
+from xred.defend.interpretable import DiscrepancyPGD
+from xred.defend.maps import ClassMaps, discrepancy, loss_ig
+from xred.engine import TrainConfig, fit
+from xred.errors import XredError
+
+
+class Linear2(nn.Module):
+    """z = [w·x + b, 0]: the gradient of CE(z, 0) with respect to x is −(1 − p₀)·w."""
+
+    def __init__(self, w: torch.Tensor, b: float = 0.0) -> None:
+        super().__init__()
+        self.w = nn.Parameter(w.clone())
+        self.b = nn.Parameter(torch.tensor(b))
+
+    def forward(self, x):
+        z = (x.flatten(1) * self.w.flatten()).sum(1) + self.b
+        return torch.stack([z, torch.zeros_like(z)], 1)
+
+
+def _batch(n=6, d=(1, 4, 4), seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand((n, *d), generator=g) * 0.6 + 0.2, torch.zeros(n, dtype=torch.long)
+
+
+# ---------------------------------------------------------------- registry and bad input
+
+
+def test_unknown_defence_lists_the_valid_names():
+    with pytest.raises(XredError) as e:
+        defend.get("madry")
+    msg = str(e.value)
+    assert "\n" not in msg and "pgd-at" in msg and "int2-adv" in msg and "ig-sum-norm" in msg
+
+
+@pytest.mark.parametrize("name", ["pgd-at", "trades", "int2"])
+def test_negative_eps_is_one_line(name):
+    with pytest.raises(XredError, match="eps must be a number ≥ 0") as e:
+        defend.get(name, eps=-0.1)
+    assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("beta", [0, -1.0])
+def test_trades_beta_must_be_positive(beta):
+    with pytest.raises(XredError, match="beta must be a number > 0"):
+        defend.get("trades", beta=beta)
+
+
+def test_unknown_option_is_named():
+    with pytest.raises(XredError, match="unknown option.*lamda.*valid options"):
+        defend.get("int", lamda=1)
+
+
+def test_every_issue_defence_is_registered():
+    wanted = {"pgd-at", "fast-at", "free-at", "trades", "int", "int2", "int-adv", "int2-adv",
+              "int-one-class", "ig-norm", "ig-sum-norm", "standard"}
+    assert wanted <= set(defend.names())
+
+
+# ---------------------------------------------------------------- ε ramp-up
+
+
+def test_ramp_eps_by_hand():
+    r = lambda s: defend.ramp_eps(0.3, s, 100, 0.1, 0.5)  # noqa: E731
+    assert [r(0), r(9), r(10), r(30), r(50), r(99)] == pytest.approx(
+        [0, 0, 0, 0.15, 0.3, 0.3])
+    assert defend.ramp_eps(0.3, 0, 100, 0, 0) == 0.3
+
+
+def test_engine_calls_begin_step_and_eps_ramps():
+    seen = []
+
+    class Probe(defend.adversarial.Standard):
+        def begin_step(self, step, total):
+            super().begin_step(step, total)
+            seen.append((step, total, self.current_eps))
+
+    data = ArrayDataset(torch.rand(40, 1, 4, 4), torch.zeros(40, dtype=torch.long), ["a", "b"], "t")
+    fit(Linear2(torch.ones(1, 4, 4)), Probe(eps=0.2, ramp_start=0.25, ramp_end=0.75), data,
+        TrainConfig(epochs=2, batch_size=10, progress=False))
+    assert [s for s, _, _ in seen] == list(range(8)) and {t for _, t, _ in seen} == {8}
+    assert [e for _, _, e in seen] == pytest.approx([0, 0, 0, 0.05, 0.1, 0.15, 0.2, 0.2])
+
+
+# ---------------------------------------------------------------- prediction robustness
+
+
+def test_pgd_at_reaches_the_hand_worked_maximiser():
+    """CE(z, 0) grows along −w, so PGD ends at x − ε·sign(w) (clipped to [0, 1])."""
+    w = torch.randn(1, 4, 4, generator=torch.Generator().manual_seed(1))
+    x, y = _batch()
+    d = defend.get("pgd-at", eps=0.1, steps=10)
+    x_adv = d.perturb(Linear2(w), x, y)
+    assert torch.allclose(x_adv, (x - 0.1 * w.sign()).clamp(0, 1), atol=1e-6)
+
+
+def test_pgd_at_l2_goes_along_minus_w():
+    w = torch.randn(1, 4, 4, generator=torch.Generator().manual_seed(2))
+    x, y = _batch()
+    x_adv = defend.get("pgd-at", eps=0.2, norm="l2", steps=20).perturb(Linear2(w), x, y)
+    delta = (x_adv - x).flatten(1)
+    # on the sphere, and (the random start's orthogonal part shrinking at every projection)
+    # close to −ε·w/‖w‖
+    assert torch.allclose(delta.norm(dim=1), torch.full((len(x),), 0.2), atol=1e-5)
+    cos = F.cosine_similarity(delta, -w.flatten()[None], dim=1)
+    assert (cos > 0.95).all()
+
+
+def test_fast_at_is_one_step_of_1_25_eps_from_the_uniform_start():
+    """Reproduce the start from the seed the objective draws from torch's global RNG."""
+    w = torch.randn(1, 4, 4, generator=torch.Generator().manual_seed(3))
+    x, y = _batch()
+    eps = 0.1
+    torch.manual_seed(7)
+    x_adv = defend.get("fast-at", eps=eps).perturb(Linear2(w), x, y)
+    torch.manual_seed(7)
+    seed = int(torch.randint(0, 2**62, (1,)).item())
+    noise = torch.rand(x.shape, generator=torch.Generator().manual_seed(seed)) * 2 * eps - eps
+    lo, hi = (x - eps).clamp(min=0), (x + eps).clamp(max=1)
+    start = torch.clamp(x + noise, lo, hi)
+    expected = torch.clamp(start - 1.25 * eps * w.sign(), lo, hi)
+    assert torch.allclose(x_adv, expected, atol=1e-6)
+
+
+def test_fast_at_matches_torchattacks_ffgsm_step():
+    """torchattacks' FFGSM (Wong et al.'s FGSM with random init) from the same start."""
+    torchattacks = pytest.importorskip("torchattacks")
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(16, 8), nn.Tanh(), nn.Linear(8, 3))
+    x = torch.rand(5, 1, 4, 4)
+    y = torch.tensor([0, 1, 2, 0, 1])
+    eps = 0.1
+    torch.manual_seed(11)
+    ours = defend.get("fast-at", eps=eps).perturb(model, x, y)
+    torch.manual_seed(11)
+    seed = int(torch.randint(0, 2**62, (1,)).item())
+    noise = torch.rand(x.shape, generator=torch.Generator().manual_seed(seed)) * 2 * eps - eps
+    start = torch.clamp(x + noise, (x - eps).clamp(min=0), (x + eps).clamp(max=1))
+    atk = torchattacks.FFGSM(model, eps=eps, alpha=1.25 * eps)
+    # FFGSM draws its own start; give it ours by patching the uniform draw
+    orig = torch.Tensor.uniform_
+    torch.Tensor.uniform_ = lambda t, a, b: t.copy_(start - x)  # type: ignore[assignment]
+    try:
+        theirs = atk(x, y)
+    finally:
+        torch.Tensor.uniform_ = orig  # type: ignore[assignment]
+    assert torch.allclose(ours, theirs, atol=1e-6)
+
+
+class Recorder(nn.Module):
+    def __init__(self, w):
+        super().__init__()
+        self.inner = Linear2(w)
+        self.inputs = []
+
+    def forward(self, x):
+        self.inputs.append(x.detach().clone())
+        return self.inner(x)
+
+
+def test_free_at_replays_the_batch_and_carries_delta():
+    """m = 2: step 1 replays step 0's batch with δ = ε·sign(∇δ) of step 0; step 2 takes the
+    new batch with δ carried over and stepped again."""
+    w = torch.randn(1, 4, 4, generator=torch.Generator().manual_seed(4))
+    model = Recorder(w)
+    d = defend.get("free-at", eps=0.1, replays=2)
+    (x0, y0), (x1, y1), (x2, y2) = _batch(seed=0), _batch(seed=1), _batch(seed=2)
+    for step, (x, y) in enumerate([(x0, y0), (x1, y1), (x2, y2)]):
+        d.begin_step(step, 10)
+        loss, _ = d(model, (x, y))
+        loss.backward()
+    s = w.sign()
+    assert torch.allclose(model.inputs[0], x0)
+    assert torch.allclose(model.inputs[1], (x0 - 0.1 * s).clamp(0, 1), atol=1e-6)  # replay
+    assert torch.allclose(model.inputs[2], (x2 - 0.1 * s).clamp(0, 1), atol=1e-6)  # carried
+
+
+def test_free_at_refuses_l2():
+    with pytest.raises(XredError, match="L∞"):
+        defend.get("free-at", norm="l2")
+
+
+def test_trades_kl_against_torch_kl_div_and_the_loss_by_hand(monkeypatch):
+    torch.manual_seed(0)
+    logp, logq = F.log_softmax(torch.randn(4, 5), 1), F.log_softmax(torch.randn(4, 5), 1)
+    ref = F.kl_div(logq, logp, log_target=True, reduction="none").sum(1)
+    assert torch.allclose(kl_per_sample(logp, logq), ref, atol=1e-6)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(16, 3))
+    x, y = torch.rand(4, 1, 4, 4), torch.tensor([0, 1, 2, 1])
+    x_adv = (x + 0.05).clamp(0, 1)
+    d = defend.get("trades", eps=0.1, beta=3.0)
+    monkeypatch.setattr(d, "perturb", lambda m, a, b: x_adv)
+    loss, _ = d(model, (x, y))
+    p = F.log_softmax(model(x), 1)
+    expected = F.cross_entropy(model(x), y) + 3.0 * F.kl_div(
+        F.log_softmax(model(x_adv), 1), p, log_target=True, reduction="batchmean")
+    assert torch.allclose(loss, expected, atol=1e-6)
+
+
+def test_trades_inner_attack_increases_kl_and_stays_in_the_ball():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(16, 8), nn.Tanh(), nn.Linear(8, 3))
+    x = torch.rand(6, 1, 4, 4)
+    atk = TradesKL(model, eps=0.1, steps=10, keep_best=False, seed=0)
+    r = atk(x, model(x).argmax(1))
+    assert float((r.x_adv - x).abs().max()) <= 0.1 + 1e-6
+    clean = F.log_softmax(model(x), 1)
+    kl_adv = kl_per_sample(clean, F.log_softmax(model(r.x_adv), 1))
+    noise = (x + 0.1 * torch.randn_like(x).sign()).clamp(0, 1)
+    assert kl_adv.mean() > kl_per_sample(clean, F.log_softmax(model(noise), 1)).mean()
+
+
+# ---------------------------------------------------------------- interpretation robustness
+
+
+def test_discrepancy_by_hand():
+    """K = 3 classes, 2 pixels, y = 0; p(x′) = softmax([0, ln 1, ln 3]) → p̃ = (1/4, 3/4)."""
+    maps = torch.tensor([[[1.0, 2.0], [0.0, 0.0], [4.0, 0.0]]])
+    maps_adv = torch.tensor([[[0.0, 0.0], [2.0, -2.0], [0.0, 4.0]]])
+    logits = torch.log(torch.tensor([[5.0, 1.0, 3.0]]))
+    y = torch.tensor([0])
+    # true: ½(1 + 2) = 1.5; others: ½‖¼(−2, 2) + ¾(4, −4)‖₁ = ½(2.5 + 2.5) = 2.5
+    assert discrepancy(maps, maps_adv, logits, y).item() == pytest.approx(4.0)
+    assert discrepancy(maps, maps_adv, logits, y, one_class=True).item() == pytest.approx(1.5)
+
+
+def _small():
+    torch.manual_seed(0)
+    return models.build("fmnist-small").eval()
+
+
+def test_class_maps_cam_equals_the_cam_explainer_for_every_class_and_sums_to_the_logit():
+    model = _small()
+    x = torch.rand(3, 1, 28, 28)
+    cm = ClassMaps(model, "auto")
+    logits, maps = cm(x)
+    assert cm.name == "cam" and maps.shape == (3, 10, 7, 7)
+    cam = explain.get("cam", model)
+    for k in (0, 4, 9):
+        assert torch.allclose(maps[:, k], cam.attribute(x, k), atol=1e-5)
+    assert torch.allclose(maps.flatten(2).sum(2), logits, atol=1e-4)
+
+
+def test_cam_on_a_model_without_cam_head_names_the_fallback():
+    torch.manual_seed(0)
+    vgg = models.build("fmnist-vgg").eval()
+    d = defend.get("int", explainer="cam")
+    with pytest.raises(XredError, match="gradcam") as e:
+        d.check_model(vgg, torch.rand(2, 1, 28, 28))
+    assert "\n" not in str(e.value)
+    assert defend.get("int").check_model(vgg, torch.rand(2, 1, 28, 28)) == "gradcam"
+
+
+def test_class_maps_gradcam_fallback_equals_the_gradcam_explainer():
+    torch.manual_seed(0)
+    vgg = models.build("fmnist-vgg").eval()
+    x = torch.rand(2, 1, 28, 28)
+    _, maps = ClassMaps(vgg, "auto")(x)
+    gc = explain.get("gradcam", vgg)
+    assert torch.allclose(maps[:, 3], gc.attribute(x, 3), atol=1e-5)
+
+
+def test_loss_ig_completeness():
+    """Σ IG^ℓ(x, x′) → ℓ(x′) − ℓ(x) as the Riemann sum gets finer (Chen et al.'s axiom)."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(16, 8), nn.Tanh(), nn.Linear(8, 3)).double()
+    x = torch.rand(4, 1, 4, 4, dtype=torch.float64)
+    x_adv = (x + 0.2 * torch.randn_like(x)).clamp(0, 1)
+    y = torch.tensor([0, 1, 2, 1])
+    ig = loss_ig(model, x, x_adv, y, steps=400, create_graph=False)
+    change = F.cross_entropy(model(x_adv), y, reduction="none") - \
+        F.cross_entropy(model(x), y, reduction="none")
+    assert torch.allclose(ig.flatten(1).sum(1), change, atol=2e-3)
+
+
+def test_loss_ig_is_differentiable_in_the_parameters():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(16, 3)).double()
+    x = torch.rand(2, 1, 4, 4, dtype=torch.float64)
+    ig = loss_ig(model, x, (x + 0.1).clamp(0, 1), torch.tensor([0, 1]), steps=3)
+    ig.abs().sum().backward()
+    assert model[1].weight.grad is not None and model[1].weight.grad.abs().sum() > 0
+
+
+def test_discrepancy_pgd_objective_is_ce_plus_lambda_d():
+    model = _small()
+    x = torch.rand(2, 1, 28, 28)
+    y = model(x).argmax(1)
+    cm = ClassMaps(model, "cam")
+    atk = DiscrepancyPGD(model, maps=cm, lam=0.5, one_class=False, eps=0.05, steps=2, seed=0)
+    r = atk(x, y)
+    logits, maps_adv = cm(r.x_adv)
+    _, maps = cm(x)
+    expected = F.cross_entropy(logits, y, reduction="none") + 0.5 * discrepancy(
+        maps, maps_adv, logits, y)
+    assert torch.allclose(r.loss, expected, atol=1e-4)
+    clean_obj = F.cross_entropy(model(x), y, reduction="none")  # D̃(x, x) = 0
+    assert (r.loss > clean_obj).all()
+
+
+@pytest.mark.parametrize("name, adv_ce", [("int", False), ("int-adv", True), ("int2", False),
+                                          ("int2-adv", True)])
+def test_int_losses_by_hand(monkeypatch, name, adv_ce):
+    model = _small()
+    x, y = torch.rand(3, 1, 28, 28), torch.tensor([1, 2, 3])
+    x_adv = (x + 0.05).clamp(0, 1)
+    d = defend.get(name, lam=0.7)
+    monkeypatch.setattr(d, "perturb", lambda m, a, b: x_adv)
+    loss, logs = d(model, (x, y))
+    cm = ClassMaps(model, "cam")
+    lx, mx = cm(x)
+    la, ma = cm(x_adv)
+    expected = F.cross_entropy(la if adv_ce else lx, y) + 0.7 * discrepancy(mx, ma, la, y).mean()
+    assert torch.allclose(loss, expected, atol=1e-5)
+    assert logs["discrepancy"] > 0
+
+
+def test_int_inner_maximiser_is_the_discrepancy_pgd_and_int2_plain_pgd():
+    model = _small()
+    assert isinstance(defend.get("int").inner_attack(model, 0.1), DiscrepancyPGD)
+    inner2 = defend.get("int2").inner_attack(model, 0.1)
+    assert type(inner2).__name__ == "PGD"
+
+
+# ---------------------------------------------------------------- training end to end
+
+
+def _tiny_data(n=64):
+    g = torch.Generator().manual_seed(0)
+    return ArrayDataset(torch.rand(n, 1, 28, 28, generator=g),
+                        torch.randint(0, 10, (n,), generator=g), [str(i) for i in range(10)], "t")
+
+
+def test_harden_saves_a_loadable_model_with_its_defence(tmp_path):
+    data = _tiny_data()
+    res = defend.harden("fmnist-small", defend.get("int2", eps=0.05, steps=2), data,
+                        defend.harden_config(epochs=1, batch_size=32, progress=False),
+                        tmp_path / "h")
+    loaded = models.load(tmp_path / "h")
+    x = data[torch.arange(4)][0]
+    assert torch.allclose(loaded(x), res.model(x), atol=1e-6)
+    meta = models.describe(str(tmp_path / "h"))
+    assert meta["architecture"] == "fmnist-small" and res.explainer == "cam"
+    assert res.steps == 2 and res.seconds_per_epoch > 0
+
+
+def test_harden_fast_at_early_stop_record(tmp_path):
+    data = _tiny_data()
+    res = defend.harden("fmnist-small", defend.get("fast-at", eps=0.05), data,
+                        defend.harden_config(epochs=2, batch_size=32, progress=False),
+                        tmp_path / "f", check_size=16)
+    assert res.early_stop is not None and len(res.early_stop["accuracy"]) >= 1
+    assert 1 <= res.early_stop["kept_epoch"] <= 2
+
+
+def test_harden_resumes_to_the_same_weights(tmp_path):
+    data = _tiny_data()
+    cfg = dict(epochs=2, batch_size=32, progress=False, checkpoint_every=1)
+    a = defend.harden("fmnist-small", defend.get("pgd-at", eps=0.05, steps=2), data,
+                      defend.harden_config(**cfg), tmp_path / "a").model
+    defend.harden("fmnist-small", defend.get("pgd-at", eps=0.05, steps=2), data,
+                  defend.harden_config(**cfg, max_steps=3), tmp_path / "b")
+    b = defend.harden("fmnist-small", defend.get("pgd-at", eps=0.05, steps=2), data,
+                      defend.harden_config(**cfg), tmp_path / "b").model
+    for (k, va), vb in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
+        assert torch.equal(va, vb), k
