@@ -375,3 +375,76 @@ def test_harden_resumes_to_the_same_weights(tmp_path):
                       defend.harden_config(**cfg), tmp_path / "b").model
     for (k, va), vb in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
         assert torch.equal(va, vb), k
+
+
+# ---------------------------------------------------------------- evaluation
+
+
+def _linear_case(n=200, seed=5):
+    g = torch.Generator().manual_seed(seed)
+    w = torch.randn(1, 4, 4, generator=g)
+    x = torch.rand(n, 1, 4, 4, generator=g) * 0.6 + 0.2
+    model = Linear2(w, b=0.0)
+    with torch.no_grad():
+        y = (model(x)[:, 0] <= 0).long()  # every input correctly classified
+    return model, x, y, w
+
+
+def test_pgd_and_fgsm_accuracy_equal_the_closed_form_for_a_linear_model():
+    """Class 0 iff w·x > 0: the worst L∞ perturbation moves the score by ε‖w‖₁ (no clipping
+    binds for x in [0.2, 0.8] and ε ≤ 0.2), so an input survives iff |w·x| > ε‖w‖₁."""
+    from xred.defend.evaluate import clean_accuracy, fgsm_accuracy, pgd_accuracy, pgd_curve
+
+    model, x, y, w = _linear_case()
+    score = (x.flatten(1) * w.flatten()).sum(1).abs()
+    for eps in (0.01, 0.03, 0.1):
+        expected = float((score > eps * w.abs().sum()).float().mean())
+        assert float(pgd_accuracy(model, x, y, eps, steps=20).float().mean()) == \
+            pytest.approx(expected, abs=1e-9)
+        assert fgsm_accuracy(model, x, y, eps) == pytest.approx(expected, abs=1e-9)
+    assert clean_accuracy(model, x, y) == 1.0
+    curve = pgd_curve(model, x, y, [0, 0.01, 0.1], steps=10)
+    assert curve[0.0] == 1.0 and curve[0.0] >= curve[0.01] >= curve[0.1]
+
+
+def test_noise_and_transfer_are_no_better_than_white_box_on_a_linear_model():
+    from xred.defend.evaluate import noise_accuracy, pgd_accuracy, transfer_accuracy
+
+    model, x, y, _ = _linear_case()
+    pgd = float(pgd_accuracy(model, x, y, 0.05, steps=20).float().mean())
+    assert noise_accuracy(model, x, y, 0.05) > pgd
+    assert transfer_accuracy(model, model, x, y, 0.05, steps=20) == pytest.approx(pgd)
+
+
+def test_masking_checks_by_hand():
+    from xred.metrics import masking_checks
+
+    good = masking_checks(pgd=0.6, fgsm=0.7, pgd_few_steps=0.62, curve={0: 0.9, 0.1: 0.6},
+                          unbounded=0.0, noise=0.85, transfer=0.75)
+    assert all(c["pass"] for c in good.values()) and len(good) == 6
+    bad = masking_checks(pgd=0.6, fgsm=0.5, pgd_few_steps=0.4, curve={0: 0.9, 0.1: 0.6, 0.2: 0.7},
+                         unbounded=0.3, noise=0.55, transfer=0.5)
+    assert not any(c["pass"] for c in bad.values())
+    assert bad["monotone_in_eps"]["values"]["rises"] == ["0.1->0.2"]
+    assert masking_checks(pgd=0.5) == {}
+
+
+def test_masking_report_passes_for_a_linear_model():
+    from xred.defend.evaluate import masking_report
+
+    model, x, y, _ = _linear_case(n=100)
+    rep = masking_report(model, x, y, 0.05, source=model, steps=20, few_steps=2)
+    assert rep["numbers"]["unbounded"] == 0.0
+    assert rep["all_pass"], rep["checks"]
+
+
+def test_aai_curve_on_small_beats_noise():
+    from xred.defend.evaluate import aai_curve
+
+    model = _small()
+    x = torch.rand(6, 1, 28, 28)
+    curve = aai_curve(model, x, [0, 0.1], steps=5)
+    assert curve["0"]["kendall"] == 1.0
+    c = curve["0.1"]
+    assert c["explainer"] == "cam" and -1 <= c["kendall"] <= 1
+    assert c["kendall"] < c["random_kendall"]
