@@ -28,6 +28,8 @@ COMMANDS: list[_Command] = [
     ("fool", "fool", "FOOL_HELP", "add_fool_arguments", "cmd_fool"),
     ("evaluate", "fool", "EVALUATE_HELP", "add_evaluate_arguments", "cmd_evaluate"),
     ("attack", "attack", "HELP", "add_arguments", "run"),
+    ("harden", "harden", "HELP", "add_arguments", "run"),
+    ("robustness", "robustness", "HELP", "add_arguments", "run"),
     ("tamper", "tamper", "HELP", "add_arguments", "run"),
     ("inspect", "inspect", "HELP", "add_arguments", "run"),
     ("run", "run", "HELP", "add_arguments", "run"),

@@ -5,7 +5,9 @@ the web app call these and only parse, print or draw around them."""
 from xred.services.attack import AttackResult, attack
 from xred.services.common import LoadedModel, Progress, open_model
 from xred.services.explain import ExplainResult, explain
+from xred.services.harden import HardenOutput, RobustnessResult, harden, robustness
 from xred.services.predict import Prediction, predict
 
 __all__ = ["AttackResult", "ExplainResult", "LoadedModel", "Prediction", "Progress", "attack",
-           "explain", "open_model", "predict"]
+           "explain", "HardenOutput", "RobustnessResult", "harden", "open_model", "predict",
+           "robustness"]
