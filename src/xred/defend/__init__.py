@@ -9,9 +9,9 @@ maximisation runs on the input-attack engine :mod:`xred.attacks.input`.
 """
 
 from xred.defend import adversarial, interpretable  # noqa: F401  (registers the defences)
-from xred.defend.base import DEFENCES, Defence, get, names, ramp_eps, register
+from xred.defend.base import DEFENCES, Defence, defence_class, get, names, ramp_eps, register
 from xred.defend.harden import HardenResult, harden, harden_config
 from xred.defend.maps import ClassMaps, discrepancy, loss_ig
 
-__all__ = ["DEFENCES", "ClassMaps", "Defence", "HardenResult", "discrepancy", "get", "harden",
-           "harden_config", "loss_ig", "names", "ramp_eps", "register"]
+__all__ = ["DEFENCES", "ClassMaps", "Defence", "HardenResult", "defence_class", "discrepancy",
+           "get", "harden", "harden_config", "loss_ig", "names", "ramp_eps", "register"]
