@@ -362,6 +362,10 @@ def test_harden_fast_at_early_stop_record(tmp_path):
                         tmp_path / "f", check_size=16)
     assert res.early_stop is not None and len(res.early_stop["accuracy"]) >= 1
     assert 1 <= res.early_stop["kept_epoch"] <= 2
+    capped = defend.harden("fmnist-small", defend.get("fast-at", eps=0.05), data,
+                           defend.harden_config(epochs=2, batch_size=32, max_steps=3,
+                                                progress=False), tmp_path / "g", check_size=16)
+    assert capped.steps == 3 and len(capped.early_stop["accuracy"]) == 2
 
 
 def test_harden_resumes_to_the_same_weights(tmp_path):

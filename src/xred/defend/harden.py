@@ -112,9 +112,10 @@ def harden(model: nn.Module | str | os.PathLike, defence: Defence, data: ArrayDa
                  "accuracy": [], "stopped_at_epoch": None, "kept_epoch": None}
         best_acc, best_state, best_epoch = -1.0, None, 0
         result = None
-        for epoch in range(1, config.epochs + 1):
-            result = fit(net, defence, data, TrainConfig(**{**asdict(config),
-                                                            "max_steps": epoch * steps_per_epoch}),
+        last = min(config.epochs * steps_per_epoch, config.max_steps or 10**18)
+        for epoch in range(1, math.ceil(last / steps_per_epoch) + 1):
+            stop = min(epoch * steps_per_epoch, last)
+            result = fit(net, defence, data, TrainConfig(**{**asdict(config), "max_steps": stop}),
                          out, device=device)
             acc = overfit_check(net, cx.to(_device(net)), cy.to(_device(net)), defence.eps,
                                 defence.norm)
