@@ -452,3 +452,52 @@ def test_aai_curve_on_small_beats_noise():
     c = curve["0.1"]
     assert c["explainer"] == "cam" and -1 <= c["kendall"] <= 1
     assert c["kendall"] < c["random_kendall"]
+
+
+# ---------------------------------------------------------------- Zhang & Zhu's probes
+
+
+def test_saturation_by_hand():
+    import math
+
+    from xred.defend.probes import saturate
+
+    x = torch.tensor([0.0, 0.25, 0.5, 0.75, 1.0])
+    assert torch.allclose(saturate(x, 2), x)
+    # v = 0.75: 2v − 1 = 0.5, 0.5^(2/4) = 0.7071 → 0.8536; v = 0.25 mirrors it
+    assert torch.allclose(saturate(x, 4), torch.tensor([0.0, 1 - 0.853553, 0.5, 0.853553, 1.0]),
+                          atol=1e-5)
+    assert torch.equal(saturate(x, math.inf), torch.tensor([0.0, 0.0, 0.5, 1.0, 1.0]))
+    with pytest.raises(XredError, match="p must be > 0"):
+        saturate(x, 0)
+
+
+def test_patch_shuffle_permutes_whole_patches_per_image():
+    from xred.defend.probes import patch_shuffle
+
+    k = 4
+    # each 7x7 patch of a 28x28 image holds one value: its index (and the image's offset)
+    base = torch.arange(k * k, dtype=torch.float32).view(1, 1, k, k)
+    x = torch.cat([base, base + 100]).repeat_interleave(7, 2).repeat_interleave(7, 3)
+    out = patch_shuffle(x, k, torch.Generator().manual_seed(0))
+    blocks = out.unfold(2, 7, 7).unfold(3, 7, 7)  # (N, 1, k, k, 7, 7)
+    assert (blocks == blocks[..., :1, :1]).all()  # patches moved whole
+    vals = blocks[..., 0, 0].flatten(1)
+    assert torch.equal(vals[0].sort().values, base.flatten())
+    assert torch.equal(vals[1].sort().values, base.flatten() + 100)
+    assert not torch.equal(vals[0], base.flatten())
+    assert torch.equal(patch_shuffle(x, 1), x)
+    with pytest.raises(XredError, match="does not divide"):
+        patch_shuffle(x, 5)
+
+
+def test_probe_accuracy_identity_levels_equal_clean_accuracy():
+    from xred.defend.probes import probe_accuracy
+
+    model = _small()
+    x = torch.rand(20, 1, 28, 28)
+    y = model(x).argmax(1)
+    assert probe_accuracy(model, x, y, "saturation", [2])["2"] == 1.0
+    assert probe_accuracy(model, x, y, "patch-shuffle", [1])["1"] == 1.0
+    with pytest.raises(XredError, match="unknown probe"):
+        probe_accuracy(model, x, y, "stylize", [1])

@@ -64,3 +64,22 @@ def test_hardened_model_goes_through_every_command(run_xred, tmp_path):
         r = run_xred(args[0], "--model", str(h), *args[1:], "--out",
                      str(tmp_path / args[0]), "--quiet", env={"OMP_NUM_THREADS": "1"})
         assert r.returncode == 0, (args, r.stderr)
+
+
+def test_probe_command_writes_accuracy_and_figure(tmp_path, capsys):
+    out = tmp_path / "p"
+    code = _main(["probe", "--model", "fmnist-small", "--probe", "patch-shuffle", "--levels",
+                  "1", "7", "--count", "30", "--samples", "2", "--show", "2", "--out", str(out),
+                  "--quiet"])
+    assert code == 0, capsys.readouterr().err
+    metrics = json.loads((out / "metrics.json").read_text())
+    acc = metrics["accuracy"]["fmnist-small"]
+    assert set(acc) == {"1", "7"} and acc["1"] > acc["7"]  # shuffled 4×4 patches hurt
+    assert (out / "probe.png").is_file() and "offline" in metrics["note"]
+
+
+def test_probe_bad_level_is_one_line(tmp_path, capsys):
+    code = _main(["probe", "--model", "fmnist-small", "--probe", "patch-shuffle", "--levels",
+                  "5", "--count", "4", "--out", str(tmp_path / "p")])
+    err = capsys.readouterr().err
+    assert code == 2 and "does not divide" in err and err.count("\n") == 1

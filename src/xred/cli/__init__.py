@@ -30,6 +30,7 @@ COMMANDS: list[_Command] = [
     ("attack", "attack", "HELP", "add_arguments", "run"),
     ("harden", "harden", "HELP", "add_arguments", "run"),
     ("robustness", "robustness", "HELP", "add_arguments", "run"),
+    ("probe", "probe", "HELP", "add_arguments", "run"),
     ("tamper", "tamper", "HELP", "add_arguments", "run"),
     ("inspect", "inspect", "HELP", "add_arguments", "run"),
     ("run", "run", "HELP", "add_arguments", "run"),

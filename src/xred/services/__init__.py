@@ -7,7 +7,8 @@ from xred.services.common import LoadedModel, Progress, open_model
 from xred.services.explain import ExplainResult, explain
 from xred.services.harden import HardenOutput, RobustnessResult, harden, robustness
 from xred.services.predict import Prediction, predict
+from xred.services.probe import ProbeResult, probe
 
 __all__ = ["AttackResult", "ExplainResult", "LoadedModel", "Prediction", "Progress", "attack",
-           "explain", "HardenOutput", "RobustnessResult", "harden", "open_model", "predict",
-           "robustness"]
+           "explain", "HardenOutput", "ProbeResult", "RobustnessResult", "harden", "open_model",
+           "predict", "probe", "robustness"]
