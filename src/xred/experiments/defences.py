@@ -54,6 +54,11 @@ DEFAULTS: dict[str, Any] = {
     "aai": {"count": 200, "eps": [0.05, 0.1, 0.15, 0.2, 0.3], "steps": 20, "k": 8},
     "timing": {"batch_size": 128, "rounds": 3, "steps_per_round": 3,
                "options": {"pgd-at": {"steps": 10}, "trades": {"steps": 10}}},
+    # Zhang & Zhu's probes: accuracy under saturation / patch shuffling (None: skipped)
+    "probes": {"models": ["Normal", "Adv"], "count": 1000},
+    # Heo et al. §5: does Location fooling of Grad-CAM work on an adversarially trained model?
+    "heo": {"models": ["Normal", "Adv"], "explainer": "gradcam", "lam": 1.0, "lr": 1e-4,
+            "steps": 600, "batch_size": 32, "eval_count": 1000},
     "report": "docs/defences.md", "figures": "docs/figures",
 }
 
@@ -210,12 +215,75 @@ def compute(cfg: dict[str, Any], cells: CellStore, progress: bool,
                 cells, label, f"aai-eps{e:g}", s,
                 lambda m=model, e=e: ev.aai_curve(m, ax, [e], steps=aai["steps"], k=aai["k"],
                                                   seed=seed, batch_size=bs)[f"{e:g}"])
+    if cfg.get("probes"):
+        results["probes"] = _probes(cfg, paths, test, cells, progress)
+    if cfg.get("heo"):
+        results["heo"] = _heo(cfg, paths, test, cells, progress)
     results["timing"] = cells.json("timing", "epoch-time", {**cfg["timing"], "models": {
         k: v for k, v in cfg["models"].items()}, "eps": cfg["eps"]},
         lambda: _timing(cfg, progress))
     results["figures"] = {"curves": str(_figure(cfg, results, figures))}
     results["cpu_seconds"] = time.process_time()  # this process (cells computed in this run)
     return results
+
+
+def _probes(cfg: dict[str, Any], paths: dict[str, str], test: Any, cells: CellStore,
+            progress: bool) -> dict[str, Any]:
+    """Zhang & Zhu's probe accuracies for the models of ``probes.models``."""
+    from xred import models
+    from xred.defend.probes import PROBES, probe_accuracy
+
+    spec = cfg["probes"]
+    x, y = test[torch.arange(int(spec["count"]))]
+    out: dict[str, Any] = {}
+    for label in spec["models"]:
+        if label not in paths:
+            continue
+        model = models.load(paths[label])
+        _say(progress, f"probes {label}")
+        out[label] = {probe: cells.json(
+            "probes", f"{label}-{probe}", {"model": paths[label], "probe": probe,
+                                           "count": len(x), "seed": cfg["seed"]},
+            lambda m=model, p=probe: probe_accuracy(m, x, y, p, seed=int(cfg["seed"])))
+            for probe in PROBES}
+    return out
+
+
+def _heo(cfg: dict[str, Any], paths: dict[str, str], test: Any, cells: CellStore,
+         progress: bool) -> dict[str, Any]:
+    """Heo et al.'s Location fooling of Grad-CAM, on the standard and the adversarially trained
+    model (Heo et al. §5: adversarial training does not stop model manipulation)."""
+    from xred import models
+    from xred.attacks.manipulate.fool import fool, fooling_config
+    from xred.data import load_dataset
+    from xred.metrics.fooling import evaluate_fooling
+
+    spec = cfg["heo"]
+    train = load_dataset("fashion-mnist", "train")
+    x, y = test[torch.arange(int(spec["eval_count"]))]
+    out: dict[str, Any] = {}
+    for label in spec["models"]:
+        if label not in paths:
+            continue
+        settings = {"model": paths[label], **spec, "seed": cfg["seed"]}
+        folder = cells.folder("heo", label, settings)
+
+        def compute(label: str = label, folder: Path = folder) -> dict[str, Any]:
+            _say(progress, f"Heo Location fooling of {spec['explainer']} on {label}")
+            config = fooling_config(lr=spec["lr"], batch_size=spec["batch_size"],
+                                    max_steps=spec["steps"], seed=int(cfg["seed"]),
+                                    progress=progress)
+            original = models.load(paths[label])
+            fooled = fool(paths[label], fooling="location", explainer=spec["explainer"],
+                          data=train, config=config, out=folder, lam=spec["lam"])
+            ev = evaluate_fooling(original, fooled, (x, y), "location", [spec["explainer"]],
+                                  layer=models.describe(paths[label])["cam_layer"])
+            return {"accuracy_before": ev["accuracy_before"],
+                    "accuracy_after": ev["accuracy_after"],
+                    "fsr": ev["fsr"][spec["explainer"]], "size": ev["size"]}
+
+        out[label] = cells.json("heo", label, settings, compute)
+    return out
 
 
 def _pgd_examples(model: nn.Module, x: Tensor, y: Tensor, eps: float, steps: int,
@@ -389,6 +457,33 @@ def render(cfg: dict[str, Any], results: dict[str, Any], provenance: dict[str, A
                   "| method | s / epoch | × Normal |", "|---|---|---|"]
         for label, v in t["seconds_per_epoch"].items():
             lines.append(f"| {label} | {v:.0f} | {t['ratio_to_normal'][label]:.2f} |")
+    if results.get("probes"):
+        from xred.defend.probes import PROBES
+
+        n = cfg["probes"]["count"]
+        lines += ["", f"## Zhang & Zhu's probes (accuracy in %, first {n} test images)", "",
+                  "Saturation level p (2 = the image itself, ∞ = binarised) and k×k patch "
+                  "shuffling (k = 1: the image itself). Zhang & Zhu: adversarially trained "
+                  "models lose less under saturation and more under patch shuffling. "
+                  "Stylisation needs a style-transfer network, not available offline: not run.",
+                  ""]
+        for probe, levels in PROBES.items():
+            keys = [f"{v:g}" for v in levels]
+            lines += [f"| {probe} | " + " | ".join(keys) + " |", "|---|" + "---|" * len(keys)]
+            for label, r in results["probes"].items():
+                lines.append(f"| {label} | " + " | ".join(pct(r[probe].get(k)) for k in keys)
+                             + " |")
+            lines.append("")
+    if results.get("heo"):
+        h = cfg["heo"]
+        lines += ["", "## Heo et al. §5: Location fooling on an adversarially trained model", "",
+                  f"Location fooling of {h['explainer']} (λ = {h['lam']:g}, Adam lr "
+                  f"{h['lr']:g}, {h['steps']} steps of batch {h['batch_size']}), fooling "
+                  f"success rate (FSR) and accuracy on the first {h['eval_count']} test "
+                  "images:", "", "| model | FSR | accuracy before → after |", "|---|---|---|"]
+        for label, r in results["heo"].items():
+            lines.append(f"| {label} | {pct(r['fsr'])} % | {pct(r['accuracy_before'])} → "
+                         f"{pct(r['accuracy_after'])} % |")
     lines += ["", f"![PGD accuracy and AAI Kendall τ over ε]"
               f"({relative(results['figures']['curves'], report)})", ""]
     return "\n".join(lines)
