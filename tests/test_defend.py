@@ -501,3 +501,34 @@ def test_probe_accuracy_identity_levels_equal_clean_accuracy():
     assert probe_accuracy(model, x, y, "patch-shuffle", [1])["1"] == 1.0
     with pytest.raises(XredError, match="unknown probe"):
         probe_accuracy(model, x, y, "stylize", [1])
+
+
+# ---------------------------------------------------------------- β-smoothing
+
+
+def _softplus_copy(model: nn.Module, beta: float) -> nn.Module:
+    import copy
+
+    m = copy.deepcopy(model)
+    for child in list(m.modules()):
+        for cname, c in list(child.named_children()):
+            if isinstance(c, nn.ReLU):
+                setattr(child, cname, nn.Softplus(beta=beta))
+    return m
+
+
+def test_beta_smoothed_gradient_equals_the_gradient_of_the_softplus_copy():
+    model = _small()
+    x = torch.rand(3, 1, 28, 28)
+    ours = explain.get("beta_smoothed", model, explainer="gradient", beta=2.0).attribute(x, 1)
+    ref = explain.get("gradient", _softplus_copy(model, 2.0)).attribute(x, 1)
+    assert torch.allclose(ours, ref, atol=1e-5)
+    plain = explain.get("gradient", model).attribute(x, 1)
+    assert not torch.allclose(ours, plain, atol=1e-3)
+    assert isinstance(model.features[1], nn.ReLU)  # the model is not changed
+
+
+def test_beta_smoothed_refuses_non_positive_beta():
+    for beta in (0, -1.0):
+        with pytest.raises(XredError, match="beta must be a number > 0"):
+            explain.get("beta_smoothed", _small(), beta=beta)

@@ -8,7 +8,7 @@ maximisation runs on the input-attack engine :mod:`xred.attacks.input`.
 :func:`harden` trains and saves a hardened model; :mod:`xred.defend.evaluate` measures it.
 """
 
-from xred.defend import adversarial, interpretable  # noqa: F401  (registers the defences)
+from xred.defend import adversarial, interpretable, smoothing  # noqa: F401  (registers)
 from xred.defend.base import DEFENCES, Defence, defence_class, get, names, ramp_eps, register
 from xred.defend.harden import HardenResult, harden, harden_config
 from xred.defend.maps import ClassMaps, discrepancy, loss_ig

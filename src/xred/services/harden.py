@@ -10,6 +10,7 @@ from typing import Any
 
 import torch
 
+import xred.defend  # noqa: F401  (registers the beta_smoothed explainer for every service)
 from xred.errors import XredError
 from xred.services.common import Progress
 
