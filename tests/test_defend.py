@@ -532,3 +532,34 @@ def test_beta_smoothed_refuses_non_positive_beta():
     for beta in (0, -1.0):
         with pytest.raises(XredError, match="beta must be a number > 0"):
             explain.get("beta_smoothed", _small(), beta=beta)
+
+
+# ---------------------------------------------------------------- ADV²'s ensemble interpreter
+
+
+def test_ensemble_disagreement_by_hand_and_calibration(monkeypatch):
+    from xred.defend.ensemble import EnsembleInterpreter
+
+    model = _small()
+    ens = EnsembleInterpreter(model, {"gradient": {}, "cam": {}}, quantile=0.5)
+    a = torch.zeros(4, 28, 28)
+    b = torch.zeros(4, 28, 28)
+    b[:, :14] = torch.tensor([0.0, 0.5, 1.0, 0.25]).view(4, 1, 1)  # half the pixels differ
+    monkeypatch.setattr(ens, "maps", lambda x, t=None: {"gradient": a, "cam": b})
+    d = ens.disagreement(torch.rand(4, 1, 28, 28))
+    assert torch.allclose(d, torch.tensor([0.0, 0.25, 0.5, 0.125]))
+    assert ens.calibrate(torch.rand(4, 1, 28, 28)) == pytest.approx(0.1875)  # median
+    assert ens.flag(torch.rand(4, 1, 28, 28)).tolist() == [False, True, True, False]
+
+
+def test_ensemble_maps_are_normalised_at_the_input_size():
+    from xred.defend.ensemble import EnsembleInterpreter
+
+    ens = EnsembleInterpreter(_small(), {"gradient": {}, "cam": {}})
+    maps = ens.maps(torch.rand(2, 1, 28, 28))
+    for m in maps.values():
+        assert m.shape == (2, 28, 28) and torch.allclose(m.flatten(1).amax(1), torch.ones(2))
+    with pytest.raises(XredError, match="at least two"):
+        EnsembleInterpreter(_small(), {"cam": {}})
+    with pytest.raises(XredError, match="calibrate"):
+        ens.flag(torch.rand(1, 1, 28, 28))
