@@ -219,9 +219,10 @@ def compute(cfg: dict[str, Any], cells: CellStore, progress: bool,
         results["probes"] = _probes(cfg, paths, test, cells, progress)
     if cfg.get("heo"):
         results["heo"] = _heo(cfg, paths, test, cells, progress)
-    results["timing"] = cells.json("timing", "epoch-time", {**cfg["timing"], "models": {
-        k: v for k, v in cfg["models"].items()}, "eps": cfg["eps"]},
-        lambda: _timing(cfg, progress))
+    if cfg.get("timing"):
+        results["timing"] = cells.json("timing", "epoch-time", {**cfg["timing"], "models": {
+            k: v for k, v in cfg["models"].items()}, "eps": cfg["eps"]},
+            lambda: _timing(cfg, progress))
     results["figures"] = {"curves": str(_figure(cfg, results, figures))}
     results["cpu_seconds"] = time.process_time()  # this process (cells computed in this run)
     return results
