@@ -61,6 +61,17 @@ def bad_arguments(d) -> dict[str, list[list[str]]]:
                   [*vgg, "--thresholds", str(d / "empty.json")], [*vgg, "--reference", "nope"]],
         "run": [[missing], [str(d / "empty.json")], [str(d / "kind.json")], [folder], []],
         "demo": [["--bogus"]],
+        "harden": [["--defence", "pgd-at"], ["--model", "fmnist-small", "--defence", "nope"],
+                   ["--model", "fmnist-small", "--defence", "pgd-at", "--eps", "-1"],
+                   ["--model", "fmnist-small", "--defence", "trades", "--beta", "0"],
+                   ["--model", "fmnist-small", "--defence", "int", "--option", "lam=-1"],
+                   ["--model", "fmnist-small", "--defence", "int", "--option", "bogus=1"],
+                   ["--model", "nope", "--defence", "pgd-at"]],
+        "robustness": [["--model", "nope"], [*vgg, "--eps", "-0.1"], [*vgg, "--count", "0"],
+                       [*vgg, "--eps", "nan"]],
+        "probe": [[*vgg, "--probe", "nope"], [*vgg, "--probe", "saturation", "--levels", "0"],
+                  [*vgg, "--probe", "patch-shuffle", "--levels", "5", "--count", "2"],
+                  ["--model", "nope", "--probe", "saturation"]],
     }
 
 

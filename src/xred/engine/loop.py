@@ -15,6 +15,8 @@ interpretability-aware training) is ``fit(model, objective, data, config)``.
 - a ``monitor`` (e.g. the accuracy-budget controller of :mod:`xred.attacks.manipulate.budget`)
   called every ``monitor.every`` steps, which may adapt the objective and stop training early;
   its state is part of the checkpoint, so exact resume holds with it too;
+- objectives that change over training (an ε ramp-up) may define ``begin_step(step, total)``,
+  called before every step with the global step number and the number of steps of the run;
 - a live progress bar with the running loss and logged values.
 """
 
@@ -178,6 +180,7 @@ def fit(model: nn.Module, objective: Objective, data: Dataset, config: TrainConf
     ckpt = Path(out) / CHECKPOINT if out is not None else None
     result = TrainResult(steps=0)
     sums: dict[str, float] = {}  # running sums of the logged values in the current epoch
+    begin_step = getattr(objective, "begin_step", None)
 
     if ckpt is not None and ckpt.is_file():
         state = load_state(ckpt)
@@ -248,6 +251,8 @@ def fit(model: nn.Module, objective: Objective, data: Dataset, config: TrainConf
                 torch.manual_seed(hash((config.seed, rank, result.steps)) & 0x7FFF_FFFF)
                 for group in optimizer.param_groups:
                     group["lr"] = config.lr * lr_factor(config, result.steps, total)
+                if begin_step is not None:
+                    begin_step(result.steps, total)
                 loss, logs = objective(net, (x.to(device), y.to(device)))
                 if not torch.isfinite(loss):
                     raise XredError(f"loss became {loss.item()} at step {result.steps}; "

@@ -98,6 +98,8 @@ for _name, _cls, _desc, _layer in [
     ("fmnist-vgg", zoo.FmnistVGG, "plain VGG-style conv stack", "features.13"),
     ("fmnist-resnet", zoo.FmnistResNet, "ResNet with BatchNorm", "layer3"),
     ("fmnist-densenet", zoo.FmnistDenseNet, "DenseNet with BatchNorm", "features.relu"),
+    ("fmnist-small", zoo.FmnistSmall, "Boopathy et al.'s Small net with a CAM head",
+     "features.5"),
 ]:
     register(Architecture(_name, f"Fashion-MNIST {_desc} (shipped weights)", _cls, "fashion-mnist",
                           (1, 28, 28), _fmnist_classes, _layer, partial(_shipped_weights, _name)))

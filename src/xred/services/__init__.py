@@ -7,9 +7,12 @@ from xred.services.audit import AuditResult, audit
 from xred.services.common import LoadedModel, Progress, open_model
 from xred.services.evaluate import Accuracy, accuracy
 from xred.services.explain import ExplainResult, explain
+from xred.services.harden import HardenOutput, RobustnessResult, harden, robustness
 from xred.services.inspect import inspect
 from xred.services.predict import Prediction, predict
+from xred.services.probe import ProbeResult, probe
 
-__all__ = ["Accuracy", "AttackResult", "AuditResult", "ExplainResult", "LoadedModel",
-           "Prediction", "Progress", "accuracy", "attack", "audit", "explain", "inspect",
-           "open_model", "predict"]
+__all__ = ["Accuracy", "AttackResult", "AuditResult", "ExplainResult", "HardenOutput",
+           "LoadedModel", "Prediction", "ProbeResult", "Progress", "RobustnessResult", "accuracy",
+           "attack", "audit", "explain", "harden", "inspect", "open_model", "predict", "probe",
+           "robustness"]
