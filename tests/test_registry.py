@@ -108,3 +108,24 @@ def test_check_input_errors():
         models.check_input(torch.rand(2, 1, 32, 32), "fmnist-vgg")
     with pytest.raises(XredError, match=r"in \[0, 1\]"):
         models.check_input(torch.rand(2, 3, 8, 8) * 255, "efficientnet-lite0")
+
+
+def test_resolve_names_checkpoints_and_modules(tmp_path):
+    from xred import models
+
+    named = models.resolve("fmnist-vgg")
+    assert named.architecture == "fmnist-vgg" and named.ref == "fmnist-vgg"
+    assert named.info["cam_layer"] == models.cam_layer("fmnist-vgg")
+    # a checkpoint brings its recorded arch_kwargs; a module brings what the caller says
+    from xred.models.saliency import SaliencyNet
+
+    models.save(SaliencyNet(width=4), tmp_path / "m", architecture="rts",
+                arch_kwargs={"width": 4})
+    saved = models.resolve(tmp_path / "m")
+    assert saved.spec == {"architecture": "rts", "arch_kwargs": {"width": 4}}
+    assert saved.module.width == 4 and saved.ref == str(tmp_path / "m")
+    bare = models.resolve(named.module)
+    assert bare.architecture is None and bare.spec is None and bare.info == {}
+    described = models.resolve(named.module, architecture="fmnist-vgg")
+    assert described.spec == {"architecture": "fmnist-vgg", "arch_kwargs": {}}
+    assert described.info["classes"][0] == "T-shirt/top"

@@ -21,26 +21,6 @@ def add_arguments(sp: argparse.ArgumentParser) -> None:
     sp.add_argument("--image-folder", help="ImageFolder-layout folder to measure accuracy on")
 
 
-def _accuracy(args: argparse.Namespace, info: dict[str, Any]) -> dict[str, Any]:
-    from xred import models
-    from xred.data import load_dataset
-    from xred.metrics import accuracy
-
-    dataset = args.dataset or info["dataset"]
-    if args.image_folder:
-        from xred.data.photos import image_folder
-
-        data = image_folder(args.image_folder, size=info["input_shape"][-1])
-        dataset = str(args.image_folder)
-    else:
-        data = load_dataset(dataset, args.split, args.data_dir, args.download)
-    model = models.load(args.model, weights=args.weights, device=args.device)
-    topk = (1, 5) if len(info["classes"]) > 10 else (1,)
-    acc = accuracy(model, data, device=args.device, topk=topk)
-    return {"model": args.model, "dataset": dataset, "split": args.split, "size": len(data),
-            **{f"accuracy_{k}": v for k, v in acc.items()}}
-
-
 def run(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
     from xred import models, services
     from xred.data import pick_inputs
@@ -56,7 +36,10 @@ def run(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
         print(table(rows, ["image", "top-1 class", "prob"]))
         return {"model": args.model, "photos": [{"image": p["image"], "top5": p["top"]}
                                                 for p in listing["inputs"]]}
-    result = _accuracy(args, info)
+    result = services.accuracy(args.model, dataset=args.dataset, split=args.split,
+                               image_folder=args.image_folder, data_dir=args.data_dir,
+                               download=args.download, weights=args.weights,
+                               device=args.device).to_dict()
     accs = ", ".join(f"{k.removeprefix('accuracy_')} {100 * v:.2f} %"
                      for k, v in result.items() if k.startswith("accuracy_"))
     print(f"{args.model} on {result['dataset']}/{args.split} ({result['size']} inputs): {accs}")

@@ -6,7 +6,6 @@ import argparse
 from typing import Any
 
 from xred.cli.common import positive_int
-from xred.errors import XredError
 
 HELP = ("look for architecture surgery on explanations: mod operations, huge weights, constant "
         "channels; with --reference, every difference (exit status 1 when it flags the model)")
@@ -24,20 +23,12 @@ def add_arguments(sp: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
-    from xred import models
-    from xred.attacks.architecture.detect import inspect_model, probe_inputs
+    from xred import services
 
-    info = models.describe(args.model)
-    shape = tuple(args.input_shape or info["input_shape"])
-    if not shape:
-        raise XredError(f"{args.model} does not say which inputs it takes; pass --input-shape "
-                        "C H W")
-    model = models.load(args.model, weights=args.weights, device=args.device or "cpu")
-    reference = None
-    if args.reference:
-        reference = models.load(args.reference, device=args.device or "cpu")
-    report = inspect_model(model, reference=reference,
-                           inputs=probe_inputs(shape, n=args.probes, seed=args.seed))
+    report = services.inspect(args.model, reference=args.reference,
+                              input_shape=tuple(args.input_shape) if args.input_shape else None,
+                              probes=args.probes, seed=args.seed, weights=args.weights,
+                              device=args.device)
     for f in report.findings:
         print(f"{'!' if f.suspicious else '-'} [{f.check}] {f.where}: {f.detail}")
     verdict = ("FLAGGED: signs of architecture surgery on the explanation" if report.flagged

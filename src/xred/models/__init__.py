@@ -13,7 +13,7 @@ from xred.models.registry import (
     register,
     save,
 )
+from xred.models.resolve import Resolved, resolve
 
-__all__ = ["ARCHITECTURES", "Architecture", "available", "build", "cam_layer", "check_input",
-           "describe",
-           "get_architecture", "load", "register", "save"]
+__all__ = ["ARCHITECTURES", "Architecture", "Resolved", "available", "build", "cam_layer",
+           "check_input", "describe", "get_architecture", "load", "register", "resolve", "save"]

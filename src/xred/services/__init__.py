@@ -4,8 +4,10 @@ the web app call these and only parse, print or draw around them."""
 
 from xred.services.attack import AttackResult, attack
 from xred.services.common import LoadedModel, Progress, open_model
+from xred.services.evaluate import Accuracy, accuracy
 from xred.services.explain import ExplainResult, explain
+from xred.services.inspect import inspect
 from xred.services.predict import Prediction, predict
 
-__all__ = ["AttackResult", "ExplainResult", "LoadedModel", "Prediction", "Progress", "attack",
-           "explain", "open_model", "predict"]
+__all__ = ["Accuracy", "AttackResult", "ExplainResult", "LoadedModel", "Prediction", "Progress",
+           "accuracy", "attack", "explain", "inspect", "open_model", "predict"]

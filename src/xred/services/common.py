@@ -7,6 +7,7 @@ import functools
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -39,7 +40,7 @@ class LoadedModel:
 
 
 @functools.lru_cache(maxsize=8)
-def _load(ref: str, weights: str | None, device: str) -> LoadedModel:
+def _load(ref: str, weights: str | None, device: str, stamp: float) -> LoadedModel:
     from xred import models
 
     info = models.describe(ref)
@@ -50,11 +51,15 @@ def _load(ref: str, weights: str | None, device: str) -> LoadedModel:
 def open_model(model: str | os.PathLike | LoadedModel, *, weights: str | os.PathLike | None = None,
                device: str | torch.device | None = None) -> LoadedModel:
     """The model named by ``model`` (a zoo name, a checkpoint folder, or an already loaded one);
-    the last few are kept in memory, so repeated calls (the app) do not reload them."""
+    the last few are kept in memory, so repeated calls (the app) do not reload them, unless the
+    files changed. The module is shared: a caller that trains it must work on a copy."""
     if isinstance(model, LoadedModel):
         return model
     device = str(torch.device(device or "cpu"))
-    return _load(str(model), None if weights is None else str(weights), device)
+    files = [Path(str(model)), *([Path(str(weights))] if weights else [])]
+    stamp = sum(p.stat().st_mtime for f in files if f.exists()
+                for p in ([f, *f.iterdir()] if f.is_dir() else [f]))
+    return _load(str(model), None if weights is None else str(weights), device, stamp)
 
 
 def explainer_options(name: str, info: dict[str, Any], *, layer: str | None = None,
