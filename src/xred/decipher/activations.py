@@ -122,3 +122,48 @@ def default_layers(model: nn.Module, x: Tensor, max_layers: int = 6) -> list[str
         raise XredError("no activation layer with a spatial output found; pass the layers by "
                         "name (layers=[...])")
     return names[-max_layers:]
+
+
+def channel_examples(model: nn.Module, x: Tensor, layer: str, channels: list[int], *, k: int = 5,
+                     window: int | None = None, batch_size: int = 500
+                     ) -> dict[int, list[dict[str, Any]]]:
+    """Bluff's dataset examples: for each channel of ``layer``, the ``k`` inputs of ``x`` (e.g.
+    the training set) where its maximum activation is largest, each with the window of the input
+    around the strongest position: {"index", "activation", "box": [top, left, bottom, right]}.
+    The window (side ``window``, default a quarter of the input plus the layer's stride) is an
+    approximation of the receptive field, centred on the scaled position."""
+    idx = torch.tensor(channels, dtype=torch.long)
+    values, where, shape = [], [], None
+    with recording(model, [layer], reduce=False) as store, torch.no_grad():
+        for start in range(0, x.shape[0], batch_size):
+            store.clear()
+            model(x[start:start + batch_size])
+            act = store[layer]
+            if act.dim() != 4:
+                raise XredError(f"layer {layer!r} has no spatial output; examples need (N, C, "
+                                "h, w)")
+            shape = act.shape[2:]
+            flat = act[:, idx].flatten(2)
+            v, p = flat.max(2)
+            values.append(v)
+            where.append(p)
+    v, p = torch.cat(values), torch.cat(where)              # (N, K)
+    assert shape is not None
+    h, w = int(shape[0]), int(shape[1])
+    big_h, big_w = int(x.shape[2]), int(x.shape[3])
+    sy, sx = big_h / h, big_w / w
+    side = window or int(round(max(big_h, big_w) / 4 + max(sy, sx)))
+    top = v.topk(min(k, v.shape[0]), dim=0)
+    out: dict[int, list[dict[str, Any]]] = {}
+    for j, c in enumerate(channels):
+        rows = []
+        for rank in range(top.indices.shape[0]):
+            n = int(top.indices[rank, j])
+            pos = int(p[n, j])
+            cy, cx = (pos // w + 0.5) * sy, (pos % w + 0.5) * sx
+            t0 = int(min(max(round(cy - side / 2), 0), max(big_h - side, 0)))
+            l0 = int(min(max(round(cx - side / 2), 0), max(big_w - side, 0)))
+            rows.append({"index": n, "activation": round(float(top.values[rank, j]), 6),
+                         "box": [t0, l0, min(t0 + side, big_h), min(l0 + side, big_w)]})
+        out[c] = rows
+    return out

@@ -4,10 +4,10 @@ explaining adversarial attacks", NeurIPS HCML workshop).
 - :func:`pair_maps`: maps of the clean and the adversarial input for the true class and the
   adversarial class, with any explainer of :mod:`xred.explain` (Enhanced Guided Backprop with
   the contrast class set to the other class of the pair).
-- :func:`discriminativeness`: their §2.1 measures for two maps s^k, s^m of one input: the
-  similarity of the binarised maps (the fraction of pixels where 1[s^k > 0] = 1[s^m > 0], their
-  "filtering effect") and Avg-Diff = |Avg_1 − Avg_2| / max(Avg_1, Avg_2), with Avg the mean of
-  |s| (unnormalised).
+- :func:`discriminativeness`: their §2.1 measures for two maps s^k, s^m of one input (signed,
+  summed over colour channels): the similarity of the binarised maps (the fraction of pixels
+  where 1[s^k > 0] = 1[s^m > 0], their "filtering effect") and
+  Avg-Diff = |Avg_1 − Avg_2| / max(Avg_1, Avg_2), with Avg the mean of |s| (unnormalised).
 - :func:`recovery_curve` (their Fig. 4): perturb the top-r % pixels of the adversarial input,
   ranked by an explainer's map of it for the adversarial class, by setting them to the clean
   value ("clean") or to 0 ("zero"), and measure the accuracy (true class predicted) regained;
@@ -187,8 +187,10 @@ def explain_adversarial(model: nn.Module, x: Tensor, y: Tensor, adversarial: dic
                 on_error(method, e)
                 continue
             scores = {k: pixel_scores(v, method, size) for k, v in maps.items()}
-            clean_pair = discriminativeness(scores["clean/true"], scores["clean/adv"])
-            adv_pair = discriminativeness(scores["adv/true"], scores["adv/adv"])
+            # discriminativeness on the signed maps (channel sum, no |·|): the filtering effect
+            signed = {k: heatmap(v, reduce="sum", normalize=None) for k, v in maps.items()}
+            clean_pair = discriminativeness(signed["clean/true"], signed["clean/adv"])
+            adv_pair = discriminativeness(signed["adv/true"], signed["adv/adv"])
             order = ranking(scores["adv/adv"], torch.Generator().manual_seed(seed + 1))
             entry["methods"][method] = {
                 "similarity": {"clean": _mean(clean_pair["similarity"]),
