@@ -28,6 +28,7 @@ COMMANDS: list[_Command] = [
     ("fool", "fool", "FOOL_HELP", "add_fool_arguments", "cmd_fool"),
     ("evaluate", "fool", "EVALUATE_HELP", "add_evaluate_arguments", "cmd_evaluate"),
     ("attack", "attack", "HELP", "add_arguments", "run"),
+    ("decipher", "decipher", "HELP", "add_arguments", "run"),
     ("tamper", "tamper", "HELP", "add_arguments", "run"),
     ("inspect", "inspect", "HELP", "add_arguments", "run"),
     ("run", "run", "HELP", "add_arguments", "run"),

@@ -4,10 +4,17 @@ the web app call these and only parse, print or draw around them."""
 
 from xred.services.attack import AttackResult, attack
 from xred.services.common import LoadedModel, Progress, open_model
+from xred.services.decipher import (
+    DecipherResult,
+    ExplainAdversarialResult,
+    decipher,
+    explain_adversarial,
+)
 from xred.services.evaluate import Accuracy, accuracy
 from xred.services.explain import ExplainResult, explain
 from xred.services.inspect import inspect
 from xred.services.predict import Prediction, predict
 
-__all__ = ["Accuracy", "AttackResult", "ExplainResult", "LoadedModel", "Prediction", "Progress",
-           "accuracy", "attack", "explain", "inspect", "open_model", "predict"]
+__all__ = ["Accuracy", "AttackResult", "DecipherResult", "ExplainAdversarialResult",
+           "ExplainResult", "LoadedModel", "Prediction", "Progress", "accuracy", "attack",
+           "decipher", "explain", "explain_adversarial", "inspect", "open_model", "predict"]
