@@ -46,8 +46,9 @@ def add_arguments(sp: argparse.ArgumentParser) -> None:
                     "and 5 random ones and attack again at this ε")
     sp.add_argument("--examples", type=non_negative, default=5, help="training patches per "
                     "driving channel (5; 0: none)")
-    sp.add_argument("--split", default="test", choices=["train", "test"])
-    sp.add_argument("--seed", type=int, default=0)
+    sp.add_argument("--split", default="test", choices=["train", "test"],
+                    help="dataset split of the attacked images (default test)")
+    sp.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     sp.add_argument("--explain-adversarial", action="store_true", help="Gu & Tresp instead: "
                     "maps of clean and adversarial inputs and recovery curves")
     sp.add_argument("--attacks", nargs="+", default=["fgsm", "bim", "cw"], metavar="ATTACK",
