@@ -13,6 +13,7 @@ from xred.decipher import (
     ablation,
     check_eps,
     class_index,
+    compare,
     depthwise_influence,
     edge_weights,
     pathways_from_inputs,
@@ -197,3 +198,17 @@ def test_bad_input_is_one_line() -> None:
     with pytest.raises(XredError, match="target class equals the benign class"):
         pathways_from_inputs(model, BENIGN, TARGET, [ATTACK_1], [0.1], benign=1, target=1,
                              layers=["relu1", "relu2"])
+
+
+def test_compare_two_graphs(hand) -> None:
+    graph = hand.to_graph()
+    same = compare(graph, graph)
+    assert same["layers"]["relu1"]["role_changed"] == []
+    assert same["layers"]["relu1"]["change_correlation"] == pytest.approx(1.0)
+    assert same["driving"] == {"a_only": [], "b_only": [], "both": ["relu1:2"], "jaccard": 1.0}
+    # the weaker attack alone (ε1 as the strongest): relu1:2 no longer rises (Δ = 0 − 0)
+    weak = pathways_from_inputs(two_layer_net(), BENIGN, TARGET, [ATTACK_1], [0.1], benign=0,
+                                target=1, layers=["relu1", "relu2"], top_k=3, dominant=50.0)
+    diff = compare(graph, weak.to_graph())
+    assert "relu1:2" in diff["layers"]["relu1"]["role_changed"]
+    assert diff["driving"]["a_only"] == ["relu1:2"] and diff["driving"]["jaccard"] == 0.0

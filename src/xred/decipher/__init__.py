@@ -12,6 +12,7 @@ from xred.decipher.pathways import (
     attack_pathways,
     check_eps,
     class_index,
+    compare,
     importance,
     pathways_from_inputs,
     percentile,
@@ -21,7 +22,7 @@ from xred.decipher.pathways import (
 from xred.decipher.schema import SCHEMA
 
 __all__ = ["ROLES", "SCHEMA", "PairSpec", "Pathways", "ablation", "attack_pathways",
-           "check_eps", "class_index", "connecting_convs", "default_layers",
+           "check_eps", "class_index", "compare", "connecting_convs", "default_layers",
            "depthwise_influence", "edge_weights", "importance", "layer_maxima",
            "pathways_from_inputs", "percentile", "recording", "roles", "vulnerability",
            "zeroed_copy"]

@@ -426,3 +426,36 @@ def attack_pathways(model: nn.Module, benign_x: Tensor, target_x: Tensor, eps: l
                                   batch_size=batch_size, model_name=model_name, progress=rest,
                                   **kwargs)
     return result, adversarial
+
+
+def compare(a: dict[str, Any], b: dict[str, Any], *, strength: int = -1) -> dict[str, Any]:
+    """Two graph documents of the same model and class pair (two strengths or two attack
+    methods) side by side, at ``attack.eps[strength]`` of each: per layer shared by both, the
+    channels shown in both, how many of them changed role, the Pearson correlation of their
+    percentile changes, and the overlap of the channels each labels as driving the attack."""
+    if (a["model"], a["benign"]["index"], a["target"]["index"]) != \
+            (b["model"], b["benign"]["index"], b["target"]["index"]):
+        raise XredError("compare needs two graphs of the same model and class pair")
+    nodes_a = {n["id"]: n for n in a["nodes"]}
+    nodes_b = {n["id"]: n for n in b["nodes"]}
+    layers = [lay["name"] for lay in a["layers"] if lay["name"] in
+              {x["name"] for x in b["layers"]}]
+    out: dict[str, Any] = {"layers": {}}
+    for name in layers:
+        shared = sorted(i for i in nodes_a if i in nodes_b and nodes_a[i]["layer"] == name)
+        ca = torch.tensor([nodes_a[i]["change"][strength] for i in shared], dtype=torch.float64)
+        cb = torch.tensor([nodes_b[i]["change"][strength] for i in shared], dtype=torch.float64)
+        corr = None
+        if len(shared) > 1 and float(ca.std()) > 0 and float(cb.std()) > 0:
+            corr = float(torch.corrcoef(torch.stack([ca, cb]))[0, 1])
+        out["layers"][name] = {
+            "shared": len(shared),
+            "role_changed": [i for i in shared if nodes_a[i]["role"] != nodes_b[i]["role"]],
+            "change_correlation": corr}
+    drive_a = {i for i, n in nodes_a.items() if n["role"] in DRIVING}
+    drive_b = {i for i, n in nodes_b.items() if n["role"] in DRIVING}
+    union = drive_a | drive_b
+    out["driving"] = {"a_only": sorted(drive_a - drive_b), "b_only": sorted(drive_b - drive_a),
+                      "both": sorted(drive_a & drive_b),
+                      "jaccard": len(drive_a & drive_b) / len(union) if union else None}
+    return out
