@@ -31,6 +31,7 @@ COMMANDS: list[_Command] = [
     ("harden", "harden", "HELP", "add_arguments", "run"),
     ("robustness", "robustness", "HELP", "add_arguments", "run"),
     ("probe", "probe", "HELP", "add_arguments", "run"),
+    ("decipher", "decipher", "HELP", "add_arguments", "run"),
     ("tamper", "tamper", "HELP", "add_arguments", "run"),
     ("inspect", "inspect", "HELP", "add_arguments", "run"),
     ("audit", "audit", "HELP", "add_arguments", "run"),

@@ -20,7 +20,8 @@ RUNNERS = {"viering_tables": ("xred.attacks.architecture.experiment", "run_vieri
            "heo_adult": ("xred.experiments.heo", "run_heo_adult"),
            "input_attacks": ("xred.experiments.input_attacks", "run_input_attacks"),
            "audit": ("xred.experiments.audit", "run_audit_calibration"),
-           "defences": ("xred.experiments.defences", "run_defences")}
+           "defences": ("xred.experiments.defences", "run_defences"),
+           "decipher": ("xred.experiments.decipher", "run_decipher")}
 
 
 def add_arguments(sp: argparse.ArgumentParser) -> None:
