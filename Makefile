@@ -75,7 +75,7 @@ clean:
 
 # Retrain the shipped zoo with the recorded recipes (about an hour on 2 CPU cores) and install
 # the weights + sidecars under src/xred/models/weights/.
-ZOO := fmnist-vgg fmnist-resnet fmnist-densenet adult-conv
+ZOO := fmnist-vgg fmnist-resnet fmnist-densenet fmnist-small adult-conv
 zoo: setup data
 	for m in $(ZOO); do \
 		OMP_NUM_THREADS=1 $(BIN)/xred train --model $$m --seed 0 --out runs/zoo/$$m --quiet && \

@@ -38,6 +38,9 @@ EXPENSIVE = {
     "xred run": "a reproduction: tens of minutes",
     "xred attack --model fmnist-resnet --attack adv2": "300 ADV² steps",
     "xred attack --model fmnist-vgg --attack aai --sweep-eps": "a sweep",
+    "xred harden": "trains a model (tests/test_harden_cli.py)",
+    "xred robustness": "100-step PGD on 1,000 inputs at every ε, and AAI",
+    "xred probe": "needs the hardened model (tests/test_harden_cli.py runs a probe)",
     "xred app": "starts a server (tests/test_app_api.py starts it, tests/test_app_browser.py "
                 "uses it)",
 }

@@ -8,8 +8,8 @@ from xred.errors import XredError
 
 __version__ = "0.1.0"
 #: the subpackages ``import xred`` makes reachable as attributes, imported on first use
-SUBPACKAGES = ("attacks", "data", "engine", "experiments", "explain", "metrics", "models",
-               "report", "services")
+SUBPACKAGES = ("attacks", "audit", "data", "decipher", "defend", "engine", "experiments",
+               "explain", "metrics", "models", "report", "services")
 __all__ = ["XredError", "__version__", *SUBPACKAGES]
 
 

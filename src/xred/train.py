@@ -28,6 +28,8 @@ RECIPES: dict[str, dict[str, Any]] = {
     "fmnist-resnet": dict(epochs=12, batch_size=128, optimizer="sgd", lr=0.1, weight_decay=5e-4),
     "fmnist-densenet": dict(epochs=12, batch_size=128, optimizer="sgd", lr=0.1,
                             weight_decay=5e-4),
+    "fmnist-small": dict(epochs=8, batch_size=128, optimizer="adam", lr=1e-3, weight_decay=0.0,
+                         augment=False),
     "adult-conv": dict(epochs=10, batch_size=128, optimizer="adam", lr=1e-3, weight_decay=0.0),
 }
 AUGMENT = {"fashion-mnist": lambda: flip_and_shift(max_shift=2)}

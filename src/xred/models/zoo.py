@@ -193,6 +193,30 @@ class FmnistDenseNet(nn.Module):
         return self.fc(self.flatten(self.pool(self.features(self.normalize(x)))))
 
 
+class FmnistSmall(nn.Module):
+    """Boopathy et al. (2020)'s "Small" network with a CAM head: conv 16 4×4/2 → conv 32 4×4/2 →
+    conv 100 7×7 → global average pooling → linear (ReLU after each conv). Paddings 1, 1, 3 keep
+    the CAM layer at 7×7, so CAM (Zhou et al. 2016) is exact and sums to the logit.
+
+    CAM's and Grad-CAM's layer is ``features.5`` (the last ReLU, 100×7×7).
+    """
+
+    def __init__(self, num_classes: int = 10) -> None:
+        super().__init__()
+        self.normalize = Normalize(FMNIST_MEAN, FMNIST_STD)
+        self.features = nn.Sequential(
+            nn.Conv2d(1, 16, 4, 2, 1), nn.ReLU(),  # 14x14
+            nn.Conv2d(16, 32, 4, 2, 1), nn.ReLU(),  # 7x7
+            nn.Conv2d(32, 100, 7, 1, 3), nn.ReLU(),  # 7x7
+        )
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.flatten = nn.Flatten()
+        self.fc = nn.Linear(100, num_classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc(self.flatten(self.pool(self.features(self.normalize(x)))))
+
+
 class AdultConv(nn.Module):
     """Heo et al. Fig. 1(a)'s tabular classifier: eight 1-D convolutions over the feature vector.
 

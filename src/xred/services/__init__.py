@@ -3,11 +3,23 @@ for metrics.json), an optional ``progress(fraction, message)`` callback. The ``x
 the web app call these and only parse, print or draw around them."""
 
 from xred.services.attack import AttackResult, attack
+from xred.services.audit import AuditResult, audit
 from xred.services.common import LoadedModel, Progress, open_model
+from xred.services.decipher import (
+    DecipherResult,
+    ExplainAdversarialResult,
+    decipher,
+    explain_adversarial,
+)
 from xred.services.evaluate import Accuracy, accuracy
 from xred.services.explain import ExplainResult, explain
+from xred.services.harden import HardenOutput, RobustnessResult, harden, robustness
 from xred.services.inspect import inspect
 from xred.services.predict import Prediction, predict
+from xred.services.probe import ProbeResult, probe
 
-__all__ = ["Accuracy", "AttackResult", "ExplainResult", "LoadedModel", "Prediction", "Progress",
-           "accuracy", "attack", "explain", "inspect", "open_model", "predict"]
+__all__ = ["Accuracy", "AttackResult", "AuditResult", "DecipherResult",
+           "ExplainAdversarialResult", "ExplainResult", "HardenOutput", "LoadedModel",
+           "Prediction", "ProbeResult", "Progress", "RobustnessResult", "accuracy", "attack",
+           "audit", "decipher", "explain", "explain_adversarial", "harden", "inspect",
+           "open_model", "predict", "probe", "robustness"]
