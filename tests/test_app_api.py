@@ -285,3 +285,39 @@ def test_xred_app_prints_its_address_and_serves(tmp_path):
     finally:
         proc.terminate()
         proc.wait(20)
+
+
+def test_pathways_job_is_the_decipher_service(client):
+    body = {"model": "fmnist-vgg", "benign": "Sneaker", "target": "Sandal", "eps": [0.02, 0.1],
+            "count": 30, "examples": 2}
+    r = client.post("/api/jobs/pathways", json=body)
+    assert r.status_code == 202, r.text
+    job = r.json()
+    while job["state"] in ("queued", "running"):
+        time.sleep(0.2)
+        job = client.get(f"/api/jobs/{job['id']}").json()
+    assert job["state"] == "done", job
+    got = job["result"]
+    direct = services.decipher("fmnist-vgg", "Sneaker", "Sandal", [0.02, 0.1], count=30,
+                               examples=2, example_count=2000)
+    assert got["graph"]["nodes"] == direct.graph["nodes"]
+    assert got["graph"]["edges"] == direct.graph["edges"]
+    assert set(got["patches"]) == set(direct.patches)
+    one = next(iter(got["patches"]))
+    assert len(got["patches"][one]) == len(direct.patches[one])
+    r = client.post("/api/pathways/compare", json={"a": job["id"], "b": job["id"]})
+    assert r.status_code == 200 and r.json()["driving"]["jaccard"] in (1.0, None)
+    bad = [({**body, "model": "efficientnet-lite0"}, "Fashion-MNIST"),
+           ({**body, "eps": [0.1, 0.05]}, "strictly increasing"),
+           ({**body, "attack": "adv2"}, "unknown attack"),
+           ({**body, "target": "Sneaker"}, None)]
+    for req, fragment in bad[:3]:
+        r = client.post("/api/jobs/pathways", json=req)
+        assert r.status_code == 400 and fragment in r.json()["error"], r.text
+    r = client.post("/api/jobs/pathways", json=bad[3][0])  # same class twice: the job says so
+    job = r.json()
+    while job["state"] in ("queued", "running"):
+        time.sleep(0.1)
+        job = client.get(f"/api/jobs/{job['id']}").json()
+    assert job["state"] == "error" and "\n" not in job["error"], job
+    alive(client)

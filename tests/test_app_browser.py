@@ -175,8 +175,26 @@ def test_explain_attack_compare_pages(server, browser, tmp_path):
     assert diff > 5, diff  # the two drawn maps differ on the page
     browser.save_screenshot(str(SHOTS / "compare.png"))
 
+    # Pathways: Bluff's graph with nodes of every role; a channel's patches and curve
     open_page(browser, server + "#pathways")
-    assert "xred.decipher" in browser.find_element(By.ID, "page-pathways").text
+    count = browser.find_element(By.ID, "pathways-count")
+    count.clear()
+    count.send_keys("100")
+    browser.find_element(By.ID, "pathways-run").click()
+    wait_done(browser, "pathways-results", timeout=300)
+    roles = browser.execute_script("return [...document.querySelectorAll("
+                                   "'#pathways-panel-a g.node')].map(n => n.dataset.role)")
+    assert set(roles) == {"suppressed_benign", "excited_target", "exploited", "unchanged",
+                          "other"}, roles
+    driving = browser.find_element(By.CSS_SELECTOR, "#pathways-panel-a g.node[data-role="
+                                   "'excited_target'], #pathways-panel-a g.node[data-role="
+                                   "'exploited']")
+    browser.execute_script("arguments[0].dispatchEvent(new MouseEvent('click', "
+                           "{bubbles: true}))", driving)
+    detail = browser.find_element(By.ID, "pathways-node")
+    WebDriverWait(browser, 10).until(lambda d: detail.get_attribute("data-node"))
+    assert detail.find_elements(By.CSS_SELECTOR, "svg.activation-chart path")
+    browser.execute_script("window.scrollTo(0, 0)")
     browser.save_screenshot(str(SHOTS / "pathways.png"))
 
 

@@ -51,6 +51,24 @@ class AttackRequest(BaseModel):
     steps: int | None = Field(default=None, description="iterations (default: the attack's)")
 
 
+class PathwaysRequest(BaseModel):
+    model: str = Field(description="a Fashion-MNIST model id")
+    benign: str = Field(description="the attacked images' class (name or index)")
+    target: str = Field(description="the class the targeted attack aims at")
+    attack: str = Field(default="pgd", description="pgd, bim or fgsm")
+    eps: list[float] = Field(default=[0.01, 0.02, 0.05, 0.1], min_length=1, max_length=8,
+                             description="strictly increasing strengths")
+    steps: int = Field(default=10, ge=1, le=200)
+    count: int = Field(default=200, ge=10, le=1000, description="images per class")
+    examples: int = Field(default=4, ge=0, le=8, description="training patches per channel")
+
+
+class PathwaysCompare(BaseModel):
+    a: str = Field(description="a finished pathways job's id")
+    b: str = Field(description="another one, same model and classes")
+    strength: int = Field(default=-1, description="index into attack.eps of each")
+
+
 def _error(status: int, message: str, **headers: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status, headers=headers or None)
 
@@ -249,9 +267,46 @@ def create_app(model_dirs: list[str] | None = None, *, queue_size: int = 2,
             return _error(404, f"no job {job_id!r}")
         return job.summary()
 
-    @app.get("/api/pathways", summary="Attack pathways (waits for xred.decipher)")
-    async def pathways() -> JSONResponse:
-        return _error(501, "the Pathways view needs xred.decipher, which this version of xred "
-                      "does not have yet")
+    @app.get("/api/classes", summary="A model's class names")
+    async def classes(model: str) -> list[str]:
+        return list(catalog.model(model).info.get("classes") or [])
+
+    @app.post("/api/jobs/pathways", status_code=202,
+              summary="Start Bluff's attack-pathway analysis (xred.decipher); poll the job")
+    async def start_pathways(req: PathwaysRequest) -> dict[str, Any]:
+        entry = catalog.model(req.model)
+        if entry.info.get("dataset") != "fashion-mnist":
+            raise XredError(f"pathways need images of the benign and the target class: pick a "
+                            f"Fashion-MNIST model, not {entry.id}")
+        if req.attack not in work.PATHWAY_ATTACKS:
+            raise XredError(f"unknown attack {req.attack!r} for pathways; choose from "
+                            f"{', '.join(work.PATHWAY_ATTACKS)}")
+        if not all(0 < e <= work.EPS_MAX for e in req.eps) or \
+                any(b <= a for a, b in zip(req.eps, req.eps[1:], strict=False)):
+            raise XredError(f"eps {req.eps} must be strictly increasing strengths in (0, "
+                            f"{work.EPS_MAX:g}]")
+        return runner.submit(
+            "pathways", key("pathways", entry.stamp(), req.model_dump()),
+            lambda job: work.pathways(entry, req.benign, req.target, req.attack, req.eps,
+                                      req.steps, req.count, req.examples, job, device)
+        ).summary()
+
+    @app.post("/api/pathways/compare", summary="Two finished pathway graphs side by side "
+              "(two strengths or two attacks): role changes, change correlation, driving "
+              "channels in common")
+    async def compare_pathways(req: PathwaysCompare) -> dict[str, Any]:
+        from xred.decipher import compare as compare_graphs
+
+        graphs = []
+        for job_id in (req.a, req.b):
+            job = runner.get(job_id)
+            if job is None or job.kind != "pathways" or job.state != "done":
+                raise NotFound(f"no finished pathways job {job_id!r}")
+            graphs.append(job.result["graph"])
+        for g in graphs:
+            n = len(g["attack"]["eps"])
+            if not -n <= req.strength < n:
+                raise XredError(f"strength {req.strength} is not an index of the {n} strengths")
+        return compare_graphs(graphs[0], graphs[1], strength=req.strength)
 
     return app

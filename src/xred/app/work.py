@@ -172,3 +172,20 @@ def attack(catalog: Catalog, entry: ModelEntry, image_id: str, name: str, eps: f
                        "shape": list(res.maps["benign"].shape[1:])}
         out["metrics"] = map_metrics(res.maps["benign"], res.maps["adversarial"])
     return out
+
+
+#: attacks the Pathways page offers (targeted adversarial-example attacks)
+PATHWAY_ATTACKS = {"pgd": "PGD", "bim": "BIM", "fgsm": "FGSM"}
+
+
+def pathways(entry: ModelEntry, benign: str, target: str, attack: str, eps: list[float],
+             steps: int, count: int, examples: int, job: Job,
+             device: str | None = None) -> dict[str, Any]:
+    """Bluff's attack pathways (xred.services.decipher): the graph document, and each driving
+    channel's training patches as PNGs."""
+    res = services.decipher(entry.ref, benign, target, eps, attack=attack, steps=steps,
+                            count=count, examples=examples, example_count=2000, device=device,
+                            progress=job.report)
+    patches = {node: [png(p) for p in crops] for node, crops in res.patches.items()}
+    return {"model": entry.id, "graph": res.graph, "patches": patches,
+            "seconds": round(res.seconds, 2), "summary": res.to_dict()}

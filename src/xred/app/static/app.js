@@ -377,6 +377,217 @@ async function runCompare() {
   $("compare-results").dataset.done = "1";
 }
 
+
+// ------------------------------------------------------------------ Pathways
+
+const ROLE_COLOURS = { suppressed_benign: "#2c7bb6", excited_target: "#d7191c",
+                       exploited: "#fdae61", unchanged: "#bdbdbd", other: "#8e6bbf" };
+const ROLE_LABELS = { suppressed_benign: "suppressed (benign)", excited_target: "excited (target)",
+                      exploited: "exploited", unchanged: "unchanged", other: "other" };
+
+function pathwayLegend() {
+  const svg = d3.select("#pathways-legend");
+  svg.selectAll("*").remove();
+  const g = svg.selectAll("g").data(Object.keys(ROLE_COLOURS)).join("g")
+    .attr("transform", (d, i) => `translate(${i * 140 + 8},11)`);
+  g.append("circle").attr("r", 6).attr("fill", (d) => ROLE_COLOURS[d]);
+  g.append("text").attr("x", 10).attr("y", 4).attr("font-size", 11).text((d) => ROLE_LABELS[d]);
+}
+
+async function fillClasses() {
+  const model = $("pathways-model").value;
+  if (!model) return;
+  const names = await api(`/api/classes?model=${encodeURIComponent(model)}`);
+  for (const [id, pick] of [["pathways-benign", "Sneaker"], ["pathways-target", "Sandal"]]) {
+    const sel = $(id);
+    sel.innerHTML = "";
+    names.forEach((n) => { const o = document.createElement("option"); o.value = n; o.textContent = n; sel.append(o); });
+    if (names.includes(pick)) sel.value = pick;
+  }
+}
+
+async function runJob(path, body, prefix) {
+  let job = await postJSON(path, body);
+  state.job = job.id;
+  $(`${prefix}-cancel`).disabled = false;
+  try {
+    while (job.state === "queued" || job.state === "running") {
+      $(`${prefix}-progress`).value = job.progress;
+      $(`${prefix}-message`).textContent = `${job.message} · ${job.elapsed.toFixed(1)} s`;
+      await new Promise((r) => setTimeout(r, 300));
+      job = await api(`/api/jobs/${job.id}`);
+    }
+  } finally { $(`${prefix}-cancel`).disabled = true; state.job = null; }
+  $(`${prefix}-progress`).value = job.state === "done" ? 1 : 0;
+  $(`${prefix}-message`).textContent = job.state === "done"
+    ? `done in ${job.elapsed.toFixed(1)} s${job.cached ? " (cached)" : ""}` : job.state;
+  if (job.state === "cancelled") return null;
+  if (job.state !== "done") throw new Error(job.error || job.state);
+  return job;
+}
+
+async function runPathways() {
+  const eps = $("pathways-eps").value.trim().split(/[\s,]+/).map(Number);
+  if (eps.some((e) => !Number.isFinite(e))) throw new Error("strengths must be numbers, e.g. 0.01 0.02 0.05");
+  const base = { model: $("pathways-model").value, benign: $("pathways-benign").value,
+                 target: $("pathways-target").value, eps,
+                 count: Number($("pathways-count").value) || 200 };
+  $("pathways-results").dataset.done = "";
+  const a = await runJob("/api/jobs/pathways", { ...base, attack: $("pathways-attack").value }, "pathways");
+  if (!a) return;
+  let b = null;
+  const other = $("pathways-attack-b").value;
+  if (other) {
+    b = await runJob("/api/jobs/pathways", { ...base, attack: other }, "pathways");
+    if (!b) return;
+  }
+  state.pathways = { a: a.result, b: b ? b.result : a.result, twoAttacks: !!b };
+  const g = a.result.graph;
+  $("pathways-summary").textContent =
+    `${g.benign.name} → ${g.target.name}, ${g.attack.name.toUpperCase()} at ε = ${g.attack.eps.join(", ")}: ` +
+    `success ${g.attack.success_rate.map((r) => `${Math.round(100 * r)} %`).join(", ")}; ` +
+    `${g.nodes.length} channels in ${g.layers.length} layers (${a.result.seconds} s)`;
+  for (const [id, res, pos] of [["a", a.result, g.attack.eps.length - 1],
+                                ["b", state.pathways.b, b ? b.result.graph.attack.eps.length - 1 : 0]]) {
+    const panel = $(`pathways-panel-${id}`);
+    const slider = panel.querySelector(".strength-slider");
+    slider.max = res.graph.attack.eps.length - 1;
+    slider.value = pos;
+  }
+  $("pathways-panel-b").querySelector(".panel-title").textContent = b
+    ? `Compare: ${b.result.graph.attack.name.toUpperCase()} at strength` : "Compare: strength";
+  drawPathways();
+  if (b) {
+    const cmp = await postJSON("/api/pathways/compare", { a: a.id, b: b.id });
+    const t = d3.select("#pathways-compare");
+    t.selectAll("*").remove();
+    t.append("tr").selectAll("th").data(["layer", "channels in both", "role changed", "correlation of changes"]).join("th").text((d) => d);
+    Object.entries(cmp.layers).forEach(([name, l]) => t.append("tr").selectAll("td")
+      .data([name, l.shared, l.role_changed.length, l.change_correlation === null ? "–" : l.change_correlation.toFixed(2)])
+      .join("td").text((d) => d));
+    t.append("tr").selectAll("td").data(["driving channels in common (Jaccard)", cmp.driving.both.length, "",
+      cmp.driving.jaccard === null ? "–" : cmp.driving.jaccard.toFixed(2)]).join("td").text((d) => d);
+  } else {
+    d3.select("#pathways-compare").selectAll("*").remove();
+  }
+  $("pathways-results").dataset.done = "1";
+}
+
+function drawPathways() {
+  if (!state.pathways) return;
+  drawGraph($("pathways-panel-a"), state.pathways.a);
+  drawGraph($("pathways-panel-b"), state.pathways.b);
+}
+
+function topFraction(items, score, percent) {
+  const n = Math.max(1, Math.ceil(items.length * percent / 100));
+  return new Set([...items].sort((p, q) => score(q) - score(p)).slice(0, n));
+}
+
+function drawGraph(panel, res) {
+  const g = res.graph;
+  const s = Number(panel.querySelector(".strength-slider").value);
+  panel.querySelector(".strength-value").textContent =
+    `ε = ${g.attack.eps[s]} (success ${Math.round(100 * g.attack.success_rate[s])} %)`;
+  const keepNodes = topFraction(g.nodes, (n) => Math.abs(n.change[s]), Number($("pathways-top-nodes").value));
+  const nodes = g.nodes.filter((n) => keepNodes.has(n));
+  const ids = new Set(nodes.map((n) => n.id));
+  const edges0 = g.edges.filter((e) => ids.has(e.source) && ids.has(e.target));
+  const keepEdges = topFraction(edges0, (e) => e.weight.attacked[s], Number($("pathways-top-edges").value));
+  const edges = edges0.filter((e) => keepEdges.has(e));
+  const layers = g.layers.map((l) => l.name);
+  const perLayer = d3.group(nodes, (n) => n.layer);
+  const rows = Math.max(1, ...[...perLayer.values()].map((v) => v.length));
+  const W = 900, H = 40 + rows * 24, x0 = 60, dx = (W - 2 * x0) / Math.max(1, layers.length - 1);
+  const pos = new Map();
+  const order = Object.keys(ROLE_COLOURS);
+  perLayer.forEach((list, layer) => {
+    list.sort((p, q) => order.indexOf(p.role) - order.indexOf(q.role) || q.change[s] - p.change[s])
+      .forEach((n, i) => pos.set(n.id, [x0 + layers.indexOf(layer) * dx,
+                                       30 + (i + 0.5) * ((H - 40) / list.length)]));
+  });
+  const maxImp = d3.max(nodes, (n) => n.importance.attacked[s]) || 1;
+  const maxW = d3.max(edges, (e) => e.weight.attacked[s]) || 1;
+  const mode = $("pathways-highlight").value;
+  const scores = { activated: (n) => n.importance.attacked[s], changed: (n) => Math.abs(n.change[s]),
+                   excited: (n) => n.change[s], inhibited: (n) => -n.change[s] };
+  const hl = mode ? topFraction(nodes, scores[mode], 10) : null;
+  const svg = d3.select(panel.querySelector("svg.graph")).attr("width", W).attr("height", H);
+  svg.selectAll("*").remove();
+  svg.selectAll("text.layer").data(layers).join("text").attr("class", "layer")
+    .attr("x", (d, i) => x0 + i * dx).attr("y", 12).attr("text-anchor", "middle").text((d) => d);
+  svg.append("g").selectAll("line").data(edges).join("line")
+    .attr("x1", (e) => pos.get(e.source)[0]).attr("y1", (e) => pos.get(e.source)[1])
+    .attr("x2", (e) => pos.get(e.target)[0]).attr("y2", (e) => pos.get(e.target)[1])
+    .attr("stroke", "#7a869a").attr("stroke-opacity", 0.45)
+    .attr("stroke-width", (e) => 0.5 + 4 * e.weight.attacked[s] / maxW);
+  const node = svg.append("g").selectAll("g").data(nodes).join("g")
+    .attr("class", (n) => `node${hl ? (hl.has(n) ? " hl" : " dim") : ""}`)
+    .attr("data-role", (n) => n.role).attr("data-id", (n) => n.id)
+    .attr("transform", (n) => `translate(${pos.get(n.id)[0]},${pos.get(n.id)[1]})`)
+    .on("click", (ev, n) => showNode(res, n));
+  node.append("circle").attr("r", (n) => 3 + 7 * Math.sqrt(Math.max(0, n.importance.attacked[s]) / maxImp))
+    .attr("fill", (n) => ROLE_COLOURS[n.role]).attr("stroke", "#fff");
+  node.append("title").text((n) => `${n.id} · ${ROLE_LABELS[n.role]} · percentile ${n.percentile.benign.toFixed(0)} → ${n.percentile.attacked[s].toFixed(0)}`);
+  svg.attr("data-drawn", nodes.length);
+}
+
+function showNode(res, n) {
+  const box = $("pathways-node");
+  box.innerHTML = "";
+  const info = document.createElement("div");
+  info.innerHTML = `<h3>${n.id}: ${ROLE_LABELS[n.role]}</h3>`;
+  const patches = res.patches[n.id] || [];
+  const p = document.createElement("p");
+  p.className = "note";
+  p.textContent = patches.length ? "training patches that activate it most:" : "no example patches (kept for the driving channels only)";
+  info.append(p);
+  patches.forEach((src) => { const img = document.createElement("img"); img.src = src; img.className = "patch"; info.append(img); });
+  box.append(info);
+  const g = res.graph, w = 320, h = 180, m = { l: 44, r: 10, t: 10, b: 30 };
+  const svg = d3.select(box).append("svg").attr("width", w).attr("height", h).attr("class", "activation-chart");
+  const x = d3.scaleLinear().domain([0, d3.max(g.attack.eps)]).range([m.l, w - m.r]);
+  const vals = [...n.importance.attacked, n.importance.benign, n.importance.target];
+  const y = d3.scaleLinear().domain([Math.min(0, d3.min(vals)), d3.max(vals) * 1.1 || 1]).range([h - m.b, m.t]);
+  svg.append("g").attr("transform", `translate(0,${h - m.b})`).call(d3.axisBottom(x).ticks(4));
+  svg.append("g").attr("transform", `translate(${m.l},0)`).call(d3.axisLeft(y).ticks(4));
+  svg.append("text").attr("x", (m.l + w) / 2).attr("y", h - 2).attr("text-anchor", "middle").attr("font-size", 10).text("attack strength ε");
+  for (const [v, c, label] of [[n.importance.benign, ROLE_COLOURS.suppressed_benign, g.benign.name],
+                               [n.importance.target, ROLE_COLOURS.excited_target, g.target.name]]) {
+    svg.append("line").attr("x1", m.l).attr("x2", w - m.r).attr("y1", y(v)).attr("y2", y(v))
+      .attr("stroke", c).attr("stroke-dasharray", "4 3");
+    svg.append("text").attr("x", w - m.r).attr("y", y(v) - 3).attr("text-anchor", "end").attr("font-size", 10).attr("fill", c).text(label);
+  }
+  const pts = [[0, n.importance.benign], ...g.attack.eps.map((e, i) => [e, n.importance.attacked[i]])];
+  svg.append("path").attr("d", d3.line().x((d) => x(d[0])).y((d) => y(d[1]))(pts))
+    .attr("fill", "none").attr("stroke", "#111").attr("stroke-width", 2);
+  svg.selectAll("circle").data(pts).join("circle").attr("cx", (d) => x(d[0])).attr("cy", (d) => y(d[1])).attr("r", 3);
+  box.dataset.node = n.id;
+}
+
+function initPathways() {
+  const fm = (m) => m.dataset === "fashion-mnist";
+  fillModels($("pathways-model"), fm, "fmnist-vgg");
+  for (const [id, none] of [["pathways-attack", null], ["pathways-attack-b", "nothing (two strengths)"]]) {
+    const sel = $(id);
+    if (none) { const o = document.createElement("option"); o.value = ""; o.textContent = none; sel.append(o); }
+    for (const [name, label] of [["pgd", "PGD"], ["bim", "BIM"], ["fgsm", "FGSM"]]) {
+      const o = document.createElement("option"); o.value = name; o.textContent = label; sel.append(o);
+    }
+  }
+  $("pathways-model").addEventListener("change", () => guarded(null, fillClasses));
+  $("pathways-run").addEventListener("click", () => guarded($("pathways-run"), runPathways));
+  $("pathways-cancel").addEventListener("click", cancelAttack);
+  for (const id of ["pathways-top-nodes", "pathways-top-edges"]) {
+    $(id).addEventListener("input", () => { $(`${id}-value`).textContent = `${$(id).value} %`; drawPathways(); });
+  }
+  $("pathways-highlight").addEventListener("change", drawPathways);
+  document.querySelectorAll("#page-pathways .strength-slider").forEach((el) =>
+    el.addEventListener("input", drawPathways));
+  pathwayLegend();
+  return guarded(null, fillClasses);
+}
+
 // ------------------------------------------------------------------ pages
 
 function route() {
@@ -427,7 +638,7 @@ async function init() {
   $("attack-run").addEventListener("click", () => guarded($("attack-run"), runAttack));
   $("attack-cancel").addEventListener("click", cancelAttack);
   $("compare-run").addEventListener("click", () => guarded($("compare-run"), runCompare));
-  await Promise.all(Object.values(state.pickers).map((p) => p.refresh()));
+  await Promise.all([...Object.values(state.pickers).map((p) => p.refresh()), initPathways()]);
   document.body.dataset.ready = "1";
   pollStatus();
   setInterval(pollStatus, 3000);
