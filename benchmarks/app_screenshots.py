@@ -3,7 +3,9 @@
 Starts ``xred app`` on a free localhost port with the model folders given (e.g. the output of
 ``xred fool``), then on each page does what a person would: Explain the uploaded chelsea photo
 with EfficientNet-Lite0 (Grad-CAM, Gradient, LRP); Attack it with PGD at ε = 0.01; Compare
-fmnist-vgg with the first model folder on a Fashion-MNIST image (Grad-CAM, LRP).
+fmnist-vgg with the first model folder on a Fashion-MNIST image (Grad-CAM, LRP); Pathways of
+fmnist-vgg from Sneaker to Sandal (PGD compared with FGSM, 200 images per class), with the first
+driving channel's patches shown.
 
     python benchmarks/app_screenshots.py --models runs/app-models/fmnist-vgg-location-fooled
 """
@@ -49,6 +51,7 @@ def main() -> None:
         photo = Path(tmp) / "chelsea.png"
         photo.write_bytes(photo_png())
         d = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=opts)
+        d.set_window_size(1400, 900)
         try:
             def page(name: str) -> None:
                 d.get(f"{server.url}/#{name}")
@@ -90,6 +93,14 @@ def main() -> None:
             shot("compare")
 
             page("pathways")
+            Select(d.find_element(By.ID, "pathways-attack-b")).select_by_value("fgsm")
+            d.find_element(By.ID, "pathways-run").click()
+            ready(d, "pathways-results")
+            d.execute_script("""
+                const res = state.pathways.a, ids = Object.keys(res.patches);
+                const n = res.graph.nodes.find(n => n.id === ids[0]);
+                showNode(res, n);""")
+            d.set_window_size(1400, 1900)  # both panels and the comparison table
             shot("pathways")
         finally:
             d.quit()
