@@ -25,7 +25,7 @@ DATASET_SAMPLES = 24
 #: largest upload accepted, in bytes (the pixel limit is read_image's decompression guard)
 MAX_UPLOAD_BYTES = 10 * 1024 * 1024
 #: bytes of uploaded files kept (least recently used dropped first)
-UPLOAD_STORE_BYTES = 256 * 1024 * 1024
+UPLOAD_STORE_BYTES = 64 * 1024 * 1024
 #: decoded images kept (a 224x224 RGB image is 0.6 MB)
 TENSOR_CACHE = 32
 _UPLOAD_ID = re.compile(r"^u:[0-9a-f]{24}$")
