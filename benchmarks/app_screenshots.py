@@ -17,6 +17,7 @@ import tempfile
 from pathlib import Path
 
 from app_server import ROOT, Server, photo_png
+from PIL import Image
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
@@ -60,7 +61,9 @@ def main() -> None:
 
             def shot(name: str) -> None:
                 d.execute_script("window.scrollTo(0, 0)")
-                d.save_screenshot(str(out / f"app-{name}.png"))
+                path = out / f"app-{name}.png"
+                d.save_screenshot(str(path))
+                Image.open(path).convert("RGB").save(path, optimize=True)
 
             def methods(fieldset: str, names: list[str]) -> None:
                 for box in d.find_elements(By.CSS_SELECTOR, f"#{fieldset} input"):
@@ -82,7 +85,9 @@ def main() -> None:
                              "e.dispatchEvent(new Event('input'));")
             d.find_element(By.ID, "attack-run").click()
             ready(d, "attack-results")
+            d.set_window_size(1400, 1100)
             shot("attack")
+            d.set_window_size(1400, 900)
 
             page("compare")
             Select(d.find_element(By.ID, "compare-original")).select_by_value("fmnist-vgg")

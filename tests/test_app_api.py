@@ -175,6 +175,9 @@ def test_bad_requests(client, chelsea):
             "model": "fmnist-vgg", "image": "fashion-mnist:0", "attack": "pgd", "eps": eps}),
             400, "out of range"))
     cases.append((client.post("/api/attack", json={
+        "model": "fmnist-vgg", "image": "fashion-mnist:0", "attack": "cw", "eps": 20}),
+        400, "out of range for C&W"))
+    cases.append((client.post("/api/attack", json={
         "model": "fmnist-vgg", "image": "fashion-mnist:0", "attack": "pgd", "eps": "big"}),
         422, "eps"))
     cases.append((client.post("/api/attack", json={

@@ -45,7 +45,8 @@ class AttackRequest(BaseModel):
     model: str
     image: str
     attack: str = Field(description="an attack name from /api/attacks")
-    eps: float = Field(description=f"L-infinity radius (L2 for C&W), 0 < eps <= {work.EPS_MAX}")
+    eps: float = Field(description=f"L-infinity radius, 0 < eps <= {work.EPS_MAX} (for C&W an "
+                       f"L2 radius, 0 < eps <= {work.EPS_MAX_L2})")
     explainer: str | None = Field(default=None, description="the map shown (for explanation "
                                   "attacks: the map attacked; default: the attack's own)")
     steps: int | None = Field(default=None, description="iterations (default: the attack's)")
@@ -135,7 +136,10 @@ def create_app(model_dirs: list[str] | None = None, *, queue_size: int = 2,
         if req.attack not in work.ATTACK_LABELS or req.attack not in ATTACKS:
             raise XredError(f"unknown attack {req.attack!r}; choose from "
                             f"{', '.join(work.ATTACK_LABELS)}")
-        if not (0 < req.eps <= work.EPS_MAX):
+        if req.attack == "cw" and not 0 < req.eps <= work.EPS_MAX_L2:
+            raise XredError(f"eps = {req.eps:g} is out of range for C&W: choose an L2 radius "
+                            f"0 < eps <= {work.EPS_MAX_L2:g}")
+        if req.attack != "cw" and not 0 < req.eps <= work.EPS_MAX:
             raise XredError(f"eps = {req.eps:g} is out of range: choose 0 < eps <= "
                             f"{work.EPS_MAX:g} (images are in [0, 1]; 8/255 = 0.031 is usual)")
         if req.steps is not None and not 1 <= req.steps <= work.STEPS_MAX:
@@ -155,6 +159,10 @@ def create_app(model_dirs: list[str] | None = None, *, queue_size: int = 2,
     @app.get("/", include_in_schema=False)
     async def index() -> FileResponse:
         return FileResponse(STATIC / "index.html")
+
+    @app.get("/favicon.ico", include_in_schema=False)
+    async def favicon() -> Response:
+        return Response(status_code=204)
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 

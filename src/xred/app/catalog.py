@@ -5,6 +5,7 @@ uploads, held in memory by content hash, decoded by :func:`xred.data.read_image`
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 import threading
@@ -145,6 +146,7 @@ class Catalog:
                 for i in range(min(DATASET_SAMPLES, len(data)))]
 
     @staticmethod
+    @functools.lru_cache(maxsize=2)
     def _dataset(name: str) -> Any:
         from xred.data import load_dataset
 

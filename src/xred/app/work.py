@@ -25,6 +25,8 @@ ATTACK_LABELS = {"fgsm": "FGSM", "pgd": "PGD", "cw": "C&W (L2)", "adv2": "ADV²"
                  "aai": "AAI (Boopathy et al.)"}
 #: ε the pages accept (images are in [0, 1]; a larger L∞ radius allows any image)
 EPS_MAX = 0.5
+#: the same for C&W, whose ε is an L2 radius
+EPS_MAX_L2 = 10.0
 STEPS_MAX = 2000
 #: top-k intersection of maps over the top 10 % of pixels
 TOPK_FRACTION = 0.1

@@ -268,6 +268,14 @@ function updateAttackControls() {
   const a = attackInfo();
   if (!a) return;
   $("attack-steps").placeholder = `default ${a.default_steps}`;
+  const cw = a.name === "cw", slider = $("attack-eps");
+  $("attack-eps-label").textContent = cw ? "ε (L2 radius)" : "ε (L∞ radius)";
+  if (cw !== (slider.dataset.norm === "l2")) {
+    slider.dataset.norm = cw ? "l2" : "linf";
+    [slider.min, slider.max, slider.step, slider.value] = cw ? ["0.05", "5", "0.05", "1"]
+                                                            : ["0.001", "0.1", "0.001", "0.031"];
+    showEps();
+  }
   $("attack-explainer-label").textContent = a.explanation ? "Map attacked" : "Map shown";
   const sel = $("attack-explainer");
   sel.innerHTML = "";
@@ -282,7 +290,8 @@ function updateAttackControls() {
 
 function showEps() {
   const v = Number($("attack-eps").value);
-  $("attack-eps-value").textContent = `${v.toFixed(3)} (= ${(v * 255).toFixed(1)}/255)`;
+  $("attack-eps-value").textContent = $("attack-eps").dataset.norm === "l2"
+    ? `${v.toFixed(2)} (L2)` : `${v.toFixed(3)} (= ${(v * 255).toFixed(1)}/255)`;
 }
 
 async function runAttack() {
