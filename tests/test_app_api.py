@@ -59,7 +59,9 @@ def test_listings_and_openapi(client, fooled):
     paths = client.get("/openapi.json").json()["paths"]
     assert {"/api/explain", "/api/attack", "/api/jobs/attack", "/api/compare",
             "/api/images"} <= set(paths)
-    assert client.get("/docs").status_code == 200
+    docs = client.get("/docs").text  # Swagger UI from the package: no CDN, works offline
+    assert "/static/vendor/swagger-ui/swagger-ui-bundle.js" in docs and "cdn" not in docs
+    assert client.get("/static/vendor/swagger-ui/swagger-ui-bundle.js").status_code == 200
     page = client.get("/").text
     assert "/static/vendor/d3.min.js" in page and "/static/app.js" in page
     assert client.get("/static/vendor/d3.min.js").text.startswith("// https://d3js.org v7")

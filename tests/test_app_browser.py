@@ -198,6 +198,31 @@ def test_explain_attack_compare_pages(server, browser, tmp_path):
     browser.save_screenshot(str(SHOTS / "pathways.png"))
 
 
+def test_api_page_offline(server, browser):
+    browser.get(server + "docs")
+    WebDriverWait(browser, 30).until(
+        lambda d: len(d.find_elements(By.CSS_SELECTOR, ".swagger-ui .opblock")) >= 10)
+    assert "/api/explain" in browser.find_element(By.CSS_SELECTOR, ".swagger-ui").text
+    browser.save_screenshot(str(SHOTS / "api.png"))
+
+
+def test_drop_an_image(server, browser):
+    """Drag and drop: a PNG file dropped on the picker is uploaded and picked."""
+    open_page(browser, server + "#explain")
+    browser.execute_async_script("""
+        const done = arguments[arguments.length - 1];
+        fetch('/api/images/photo:coffee?model=efficientnet-lite0').then(r => r.blob()).then(b => {
+          const dt = new DataTransfer();
+          dt.items.add(new File([b], 'dropped.png', {type: 'image/png'}));
+          document.querySelector('#explain-picker .drop').dispatchEvent(
+            new DragEvent('drop', {dataTransfer: dt, bubbles: true, cancelable: true}));
+          done();
+        });""")
+    WebDriverWait(browser, 30).until(lambda d: d.execute_script(
+        "const s = document.querySelector('#explain-picker .sample-select');"
+        "return s.selectedIndex >= 0 && s.options[s.selectedIndex].text") == "upload: dropped.png")
+
+
 def test_bad_upload_shows_message(server, browser, tmp_path):
     bad = tmp_path / "notes.png"
     bad.write_bytes(b"not an image at all")

@@ -81,7 +81,7 @@ def create_app(model_dirs: list[str] | None = None, *, queue_size: int = 2,
     runner = JobRunner(queue_size=queue_size, time_limit=time_limit)
     app = FastAPI(title="xred", version="0.1.0", description="Explain, attack and compare "
                   "saliency maps of image classifiers (the xred library, in the browser).",
-                  docs_url="/docs", redoc_url=None)
+                  docs_url=None, redoc_url=None)
     app.state.catalog, app.state.runner = catalog, runner
 
     # ------------------------------------------------------------ errors: one line, 4xx
@@ -159,6 +159,17 @@ def create_app(model_dirs: list[str] | None = None, *, queue_size: int = 2,
     @app.get("/", include_in_schema=False)
     async def index() -> FileResponse:
         return FileResponse(STATIC / "index.html")
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> Response:
+        """The OpenAPI page, with Swagger UI served from the package (no CDN: works offline)."""
+        from fastapi.openapi.docs import get_swagger_ui_html
+
+        return get_swagger_ui_html(
+            openapi_url=app.openapi_url or "/openapi.json", title="xred API",
+            swagger_js_url="/static/vendor/swagger-ui/swagger-ui-bundle.js",
+            swagger_css_url="/static/vendor/swagger-ui/swagger-ui.css",
+            swagger_favicon_url="/favicon.ico")
 
     @app.get("/favicon.ico", include_in_schema=False)
     async def favicon() -> Response:
