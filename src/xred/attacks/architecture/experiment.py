@@ -191,7 +191,12 @@ def _report(cfg: dict[str, Any], results: dict[str, Any], command: str | None,
         "`features[-1]`; zoo: `features.13`, `layer3.0`, `features.relu`; EfficientNet-Lite0: "
         "`net._relu_head`), also with pytorch-grad-cam's `GradCAM` and Captum's `LayerGradCam` "
         "(columns pgc and Captum: mean L1 to the target, the target scaled and resized as "
-        "pytorch-grad-cam does). T3 and T4 are still a wrapper whose Grad-CAM layer is `cam`. "
+        "pytorch-grad-cam does). T4 is made inside the layers too: a small sticker detector "
+        "(`gate`, a matched conv filter) inside the first convolution writes s(x) ∈ {0, 1} into "
+        "an extra channel that the widened layers carry to the drawing convolution, which "
+        "switches the smiley (and a second channel cancelling its logit shift at the smiley's "
+        "faintest pixel, set to 0) on only when the sticker is there. T3 is still a wrapper "
+        "whose Grad-CAM layer is `cam`. "
         "For T3 the desired map is its noise channel; for T4 on clean images it is the original "
         "model's map.",
         "",
@@ -200,6 +205,7 @@ def _report(cfg: dict[str, Any], results: dict[str, Any], command: str | None,
     lines += _table2(results)
     lines += _constants(results)
     lines += _done_when(results)
+    lines += LIMITS
     lines += _detection(results)
     lines += _transfer(cfg, results)
     lines += ["## Figures", ""]
@@ -208,6 +214,28 @@ def _report(cfg: dict[str, Any], results: dict[str, Any], command: str | None,
             rel = os.path.relpath(path, report.parent)
             lines += [f"![{name} {key}]({rel})", ""]
     return "\n".join(lines).rstrip() + "\n"
+
+
+LIMITS = [
+    "Why some targets are missed (not tuned away):", "",
+    "- **T1 under pytorch-grad-cam.** pytorch-grad-cam scales each map to [0, 1] by its minimum "
+    "and maximum, so a uniform map shows as whatever varies on top of it: the original "
+    "network's map, α_E·c_A times smaller, stretched back to full range. Only a map that is "
+    "exactly constant in float32 would look uniform, which needs α_E·c_A ≥ 2²⁵× the original "
+    "peak — and with a global-average-pooling head the logits move by exactly the extra map's "
+    "mass (CAM completeness), so that dominance cannot be cancelled within 1e-3 in float32. "
+    "Captum's max-normalised map is fooled.",
+    "- **Dominance is capped by the logits.** The extra map's mass Σα_E·E_ij is cancelled by "
+    "the dense layer's bias only up to float32 rounding, so it is kept ≤ 2¹¹ (rounding "
+    "< 2.5e-4); the dominance (column `dominance` below) is what is left — enough for the "
+    "smiley, tight for a uniform T1 (its mass is largest).",
+    "- **fmnist-resnet.** Its standard layer `layer3.0` is the only block at 7×7, after a "
+    "stride-2 convolution: the input-independent fields that zero padding makes there take only "
+    "36 distinct values over the 49 positions (rank 36), so the smiley (T2, T4) is drawn only "
+    "approximately. Arbitrary pictures need a network that reaches every position from the "
+    "border.",
+    "",
+]
 
 
 def _constants(results: dict[str, Any]) -> list[str]:
@@ -280,7 +308,8 @@ def _table1(results: dict[str, Any]) -> list[str]:
 def _table2(results: dict[str, Any]) -> list[str]:
     lines = ["## Table 2: T4 (backdoor) on clean and stickered images", "",
              "| Network | Images | Model | Accuracy | Same predictions | ‖y_o − y_n‖∞ | "
-             "‖Ĩ_T − Ĩ_n‖₁ | detector fired |", "|---|---|---|---|---|---|---|---|"]
+             "‖Ĩ_T − Ĩ_n‖₁ | pgc | Captum | detector fired |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for name, entry in results.items():
         r = entry["techniques"].get("backdoor")
         if r is None:
@@ -288,10 +317,12 @@ def _table2(results: dict[str, Any]) -> list[str]:
         for label, part in (("clean", r["clean"]), ("sticker", r["sticker"])):
             l1 = part["l1_original"] if label == "clean" else part["l1_desired"]
             lines.append(f"| {name} | {label} | original | {_fmt(part['accuracy_original'])} | "
-                         "– | – | – | – |")
+                         "– | – | – | – | – | – |")
+            lib = part.get("libraries", {})
             lines.append(f"| {name} | {label} | T4: backdoor | {_fmt(part['accuracy'])} | "
                          f"{_fmt(part['same_predictions'], 4)} | {_fmt(part['linf_max'])} | "
-                         f"{_fmt(l1)} | {_fmt(part['fired'], 4)} |")
+                         f"{_fmt(l1)} | {_fmt(lib.get('pytorch_grad_cam'))} | "
+                         f"{_fmt(lib.get('captum'))} | {_fmt(part['fired'], 4)} |")
     lines += ["", "On clean images the desired map is the original model's Grad-CAM; with the "
               "sticker (pasted at a random place in every image) it is the smiley.", ""]
     return lines
@@ -308,6 +339,9 @@ def done_when(results: dict[str, Any]) -> dict[str, dict[str, bool]]:
                 checks[f"{t}: accuracy, ‖Δy‖∞, L1"] = bool(
                     r["same_predictions"] == 1.0 and r["linf_max"] <= BOUNDS["linf"]
                     and r["l1_desired"] <= BOUNDS["l1"])
+                lib = r.get("libraries", {})
+                checks[f"{t}: pytorch-grad-cam, Captum L1"] = bool(
+                    lib and max(lib.values()) <= BOUNDS["l1"])
         if "random" in techs:
             r = techs["random"]
             checks["random: ‖Δy‖∞ ≤ ε, ρ ≤ 0.1"] = bool(
@@ -315,11 +349,15 @@ def done_when(results: dict[str, Any]) -> dict[str, dict[str, bool]]:
                 and r["spearman_original"] <= BOUNDS["t3_spearman"])
         if "backdoor" in techs:
             r = techs["backdoor"]
-            checks["backdoor: clean L1, sticker L1, predictions"] = bool(
+            checks["backdoor: clean L1, sticker L1, predictions, ‖Δy‖∞"] = bool(
                 r["clean"]["l1_original"] <= BOUNDS["t4_clean_l1"]
                 and r["sticker"]["l1_desired"] <= BOUNDS["t4_sticker_l1"]
                 and r["clean"]["same_predictions"] == 1.0
-                and r["sticker"]["same_predictions"] == 1.0)
+                and r["sticker"]["same_predictions"] == 1.0
+                and max(r["clean"]["linf_max"], r["sticker"]["linf_max"]) <= BOUNDS["linf"])
+            lib = r["sticker"].get("libraries", {})
+            checks["backdoor: pytorch-grad-cam, Captum L1 (sticker)"] = bool(
+                lib and max(lib.values()) <= BOUNDS["t4_sticker_l1"])
         checks["inspect: clean not flagged, all tampered flagged"] = bool(
             not entry["clean_inspection"]["flagged"]
             and all(r["inspection"]["flagged"] for r in techs.values()))
