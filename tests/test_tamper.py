@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import json
 from dataclasses import dataclass
 
 import numpy as np
@@ -398,5 +399,11 @@ def test_experiment_writes_tables_and_figures(tmp_path):
     assert (tmp_path / "docs" / "figures" / "viering_fmnist-vgg_t4.png").is_file()
     assert "](figures/viering_fmnist-vgg_t1-t3.png)" in text
     assert all(done_when(metrics["results"])["fmnist-vgg"].values())
+    cells = sorted((tmp_path / "run" / "cells").glob("*.json"))
+    assert len(cells) == 3  # every finished cell cached: a second run reads them back
+    again = run_viering_tables(config, tmp_path / "run", progress=False)
+    assert again["results"]["fmnist-vgg"]["techniques"] == \
+        json.loads(json.dumps(metrics["results"]["fmnist-vgg"]["techniques"]))
+    assert again["seconds"] < metrics["seconds"] / 3
     with pytest.raises(XredError, match="unknown keys"):
         run_viering_tables({**config, "tecniques": []}, tmp_path / "run")

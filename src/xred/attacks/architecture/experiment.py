@@ -7,10 +7,14 @@ Config (JSON, ``"kind": "viering_tables"``): ``groups`` — a list of ``{"name",
 "count" (test inputs, null for all), "calibration" (training inputs for the constants)}`` —,
 ``techniques``, ``epsilon``, ``seed``, ``figure_count``, ``transfer`` (``methods``, ``count``,
 ``smoothgrad_samples``), ``report`` and ``figures`` (paths, relative to the working directory).
+Each finished (model, technique) cell is cached under ``OUT/cells`` (keyed by its settings), so
+a killed run resumes where it stopped.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import os
 import time
@@ -26,7 +30,7 @@ from xred.attacks.architecture.patterns import paste_sticker
 from xred.attacks.architecture.run import model_inputs, tamper_figure, transfer
 from xred.attacks.architecture.surgery import TECHNIQUES, tamper
 from xred.errors import XredError
-from xred.io import atomic_write
+from xred.io import atomic_write, load_tensors, read_json, save_tensors, write_json
 
 __all__ = ["DEFAULTS", "run_viering_tables"]
 
@@ -105,6 +109,12 @@ def run_viering_tables(config: dict[str, Any], out: str | os.PathLike, *,
         cache: dict[str, Any] = {}  # the original network's logits and maps, computed once
         for technique in cfg["techniques"]:
             bar.set_postfix_str(f"{name} {technique}")
+            cell = _cell_path(Path(out), cfg, group, name, technique)
+            if cell.with_suffix(".json").is_file() and cell.with_suffix(".safetensors").is_file():
+                entry["techniques"][technique] = read_json(cell.with_suffix(".json"))
+                figure_maps[technique] = load_tensors(cell.with_suffix(".safetensors"))[0]
+                bar.update(1)
+                continue
             tampered = tamper(name, technique, cal, epsilon=eps, seed=seed)
             result = evaluate_tampered(tampered, x, y, seed=seed, keep_maps=keep, cache=cache,
                                        libraries=True)
@@ -124,6 +134,8 @@ def run_viering_tables(config: dict[str, Any], out: str | os.PathLike, *,
                 {f.check for f in inspection.findings if f.suspicious})}
             result["constants"] = tampered.spec["description"]["constants"]
             entry["techniques"][technique] = result
+            save_tensors(cell.with_suffix(".safetensors"), figure_maps[technique])
+            write_json(cell.with_suffix(".json"), result)  # last: marks the cell finished
             bar.update(1)
         entry["figures"] = _figures(name, figure_maps, figures, titles[:keep])
         results[name] = entry
@@ -134,6 +146,23 @@ def run_viering_tables(config: dict[str, Any], out: str | os.PathLike, *,
     atomic_write(report, lambda tmp: Path(tmp).write_text(text))
     metrics["report"] = str(report)
     return metrics
+
+
+#: Bump when a change of the code changes a cell's numbers (invalidates the cell cache).
+CELL_VERSION = 2
+
+
+def _cell_path(out: Path, cfg: dict[str, Any], group: dict[str, Any], name: str,
+               technique: str) -> Path:
+    """Where one (model, technique) cell is cached under ``out/cells``, keyed by a hash of every
+    setting it depends on: a killed run resumes from the finished cells."""
+    key = {"version": CELL_VERSION, "model": name, "technique": technique,
+           "count": group.get("count"), "calibration": group.get("calibration", 1000),
+           **{k: cfg[k] for k in ("epsilon", "seed", "figure_count", "transfer")}}
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+    folder = out / "cells"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder / f"{name}-{technique}-{digest}"
 
 
 def _figures(name: str, maps: dict[str, Any], folder: Path, titles: list[str]
