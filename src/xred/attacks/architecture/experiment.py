@@ -149,7 +149,7 @@ def run_viering_tables(config: dict[str, Any], out: str | os.PathLike, *,
 
 
 #: Bump when a change of the code changes a cell's numbers (invalidates the cell cache).
-CELL_VERSION = 2
+CELL_VERSION = 3
 
 
 def _cell_path(out: Path, cfg: dict[str, Any], group: dict[str, Any], name: str,

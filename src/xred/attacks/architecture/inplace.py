@@ -224,34 +224,39 @@ def tamper_inplace(model: nn.Module, technique: str, calibration: Tensor, layer:
     default = "uniform" if technique == "constant" else "smiley"
     t = patterns.target_map(target, spatial, default)
     k = _extra_count(original, layer, x)
-    gen = torch.Generator().manual_seed(seed)
     backdoor = technique == "backdoor"
-    widening = widen(net, layer, k, x[:1], gen, lanes=backdoor)
-    head = widen_head(net, widening)
-    display = widening.extra_at_layer[-1]
-    probe = x[:1]
-    gate_info: dict[str, Any] = {}
-    constants: dict[str, Any] = {}
-    if backdoor:
-        sticker_t = patterns.load_sticker(sticker, tuple(x.shape[1:]))
-        probe, gate_info = _gate(net, widening, sticker_t, x, gen, batch_size, constants)
     if backdoor:  # the logit shift is cancelled at the map's faintest pixel, which must be 0
         background = int(torch.argmin(t.flatten()))
         t = t.flatten().clone()
         t[background] = 0.0
         t = (t / t.max()).reshape(spatial)
-    error = draw(net, widening, x[:1], amplitude * t, channel=display,
-                 gate=gate_info.get("gate"))
-    channels = [display]
-    if backdoor:
-        error = max(error, _check_on(net, layer, probe, display, amplitude * t))
-        spot = torch.zeros_like(t).flatten()
-        spot[background] = amplitude
-        spot = spot.reshape(t.shape)
-        cancel = widening.extra_at_layer[-2]
-        draw(net, widening, x[:1], spot, channel=cancel, gate=gate_info["gate"])
-        error = max(error, _check_on(net, layer, probe, cancel, spot))
-        channels.append(cancel)
+    sticker_t = patterns.load_sticker(sticker, tuple(x.shape[1:])) if backdoor else None
+    for attempt in range(3):  # more extra channels when the fixed fields do not span the map
+        net = copy.deepcopy(model).eval()
+        gen = torch.Generator().manual_seed(seed + attempt)
+        widening = widen(net, layer, k, x[:1], gen, lanes=backdoor)
+        head = widen_head(net, widening)
+        display = widening.extra_at_layer[-1]
+        probe = x[:1]
+        gate_info: dict[str, Any] = {}
+        constants: dict[str, Any] = {}
+        if sticker_t is not None:
+            probe, gate_info = _gate(net, widening, sticker_t, x, gen, batch_size, constants)
+        error = draw(net, widening, x[:1], amplitude * t, channel=display,
+                     gate=gate_info.get("gate"))
+        channels = [display]
+        if backdoor:
+            error = max(error, _check_on(net, layer, probe, display, amplitude * t))
+            spot = torch.zeros_like(t).flatten()
+            spot[background] = amplitude
+            spot = spot.reshape(t.shape)
+            cancel = widening.extra_at_layer[-2]
+            draw(net, widening, x[:1], spot, channel=cancel, gate=gate_info["gate"])
+            error = max(error, _check_on(net, layer, probe, cancel, spot))
+            channels.append(cancel)
+        if error <= 1e-3 * amplitude:
+            break
+        k = int(k * 1.5) + 1
     if error > 1e-3 * amplitude:
         fit_note = f"drawn with max error {error / amplitude:.3g} (relative)"
     else:
@@ -382,14 +387,32 @@ def _head_surgery(net: nn.Module, original: nn.Module, layer: str, head: Any,
         set_row(rel, fc.weight.T)
         alpha = float(_capture_alpha(net, layer, probe, display))
         unit_peak = alpha * float(_capture(net, layer, probe)[0, display].max())
-        scale = _scale(wanted_peak / unit_peak, MASS_BUDGET / max(abs(masses[0]), 1e-30))
-        set_row([r * scale for r in rel], fc.weight.T)
-        for _ in range(2 * (len(channels) > 1)):  # T4: cancel the mass to rounding
+        bias0 = fc.bias.detach().clone()
+        rel0 = list(rel)
+
+        def trial(scale: float) -> float:
+            rel[:] = rel0
             with torch.no_grad():
-                left = float((net(probe) - original(probe))[:, 0].double().mean())
-            rel[1] -= (left - _off_mass(net, original, x)) / (masses[1] * scale)
+                fc.bias.copy_(bias0)
             set_row([r * scale for r in rel], fc.weight.T)
-        _cancel(net, original, fc, x)
+            for _ in range(2 * (len(channels) > 1)):  # T4: cancel the mass to rounding
+                with torch.no_grad():
+                    left = float((net(probe) - original(probe))[:, 0].double().mean())
+                rel[1] -= (left - _off_mass(net, original, x)) / (masses[1] * scale)
+                set_row([r * scale for r in rel], fc.weight.T)
+            _cancel(net, original, fc, x)
+            return _logit_error(net, original, torch.cat([x[:256], probe]))
+
+        # the mass budget is a safe start; larger scales are kept while the logits measurably
+        # stay within LOGIT_TOLERANCE on the calibration inputs (a third of the 1e-3 bound)
+        by_map, by_mass = wanted_peak / unit_peak, MASS_BUDGET / max(abs(masses[0]), 1e-30)
+        best = _scale(by_map, by_mass)
+        for j in range(1, 5):
+            scale = _scale(by_map, by_mass * 2 ** j)
+            if scale <= best or trial(scale) > LOGIT_TOLERANCE:
+                break
+            best = scale
+        trial(best)
         return head.linears
     first, last = linears[0], linears[-1]
     _add_unit(first, out=True)
@@ -427,6 +450,15 @@ def _head_surgery(net: nn.Module, original: nn.Module, layer: str, head: Any,
     connect(_scale(wanted_peak / unit_peak, MASS_BUDGET / max(abs(sums[0]), 1e-30)))
     _cancel(net, original, last, x)
     return head.linears
+
+
+#: Largest logit change accepted on the calibration inputs when raising the dominance.
+LOGIT_TOLERANCE = 3e-4
+
+
+def _logit_error(net: nn.Module, original: nn.Module, x: Tensor) -> float:
+    with torch.no_grad():
+        return float(max((net(c) - original(c)).abs().max() for c in x.split(64)))
 
 
 def _off_mass(net: nn.Module, original: nn.Module, x: Tensor) -> float:

@@ -355,6 +355,7 @@ def _values(gm: fx.GraphModule, x: Tensor) -> dict[fx.Node, Any]:
     return values
 
 
+@torch.no_grad()
 def _undo(gm: fx.GraphModule, path: list[fx.Node], values: dict[fx.Node, Any], target: Tensor,
           channel: int) -> tuple[Tensor, int]:
     """The convolution output (and its channel) that the steps ``path`` turn into ``target`` at
