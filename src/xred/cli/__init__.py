@@ -32,6 +32,7 @@ COMMANDS: list[_Command] = [
     ("inspect", "inspect", "HELP", "add_arguments", "run"),
     ("run", "run", "HELP", "add_arguments", "run"),
     ("demo", "demo", "HELP", "add_arguments", "run"),
+    ("app", "app", "HELP", "add_arguments", "run"),
 ]
 
 
