@@ -198,11 +198,10 @@ def create_app(models: list[str] | None = None, *, time_limit: float = 180.0,
         x, name, key = images.load(req.image, entry, uploads)
 
         def work(job: Job) -> dict[str, Any]:
-            loaded = services.open_model(entry.ref)
-            with watch(loaded.module, job):
-                result = services.explain(loaded, x, methods, names=[name],
-                                          progress=job.report)
-                top = _top(entry, x)
+            # no watch() here: a hook on the model would switch the explainers off their
+            # canonical (BatchNorm-merged) forward, and the maps would differ from the CLI's
+            result = services.explain(entry.ref, x, methods, names=[name], progress=job.report)
+            top = _top(entry, x)
             return {"model": entry.name, "name": name, "image": images.png_url(x[0]),
                     "top": top,
                     "maps": {m: {**images.map_payload(v[0]),
@@ -238,6 +237,8 @@ def create_app(models: list[str] | None = None, *, time_limit: float = 180.0,
 
         def work(job: Job) -> dict[str, Any]:
             loaded = services.open_model(entry.ref)
+            # the attack calls the model itself (no canonical form), so counting its forward
+            # passes with a hook changes no number of the attack
             with watch(loaded.module, job):
                 r = services.attack(loaded, x, req.attack, eps, explainer=req.explainer,
                                     steps=req.steps, names=[name], progress=job.report)
@@ -304,10 +305,9 @@ def create_app(models: list[str] | None = None, *, time_limit: float = 180.0,
                                    or req.method}
             raw = {}
             for side, entry in (("a", a), ("b", b)):
-                loaded = services.open_model(entry.ref)
-                with watch(loaded.module, job):
-                    r = services.explain(loaded, x, [req.method], names=[name])
-                    top = _top(entry, x)
+                r = services.explain(entry.ref, x, [req.method], names=[name],
+                                     progress=job.report)
+                top = _top(entry, x)
                 raw[side] = r.maps[req.method]
                 out[side] = {"model": entry.name, "top": top,
                              "map": images.map_payload(r.maps[req.method][0])}
