@@ -312,7 +312,8 @@ function showAttack(r) {
   metricsTable($("#attack-metrics"), r.metrics || {});
   const maps = $("#attack-maps");
   maps.innerHTML = "";
-  const label = r.explainer || "map";
+  const ex = state.methods.explainers.find((m) => m.name === r.explainer);
+  const label = ex ? ex.label : (r.explainer || "map");
   if (r.maps.benign) mapCard(maps, `${label}: before`, r.image, r.maps.benign, "attack");
   if (r.maps.adversarial) mapCard(maps, `${label}: after`, r.adversarial, r.maps.adversarial, "attack");
   if (r.maps.target) mapCard(maps, `${label}: the attack's target`, r.image, r.maps.target, "attack");
