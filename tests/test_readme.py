@@ -38,6 +38,7 @@ EXPENSIVE = {
     "xred run": "a reproduction: tens of minutes",
     "xred attack --model fmnist-resnet --attack adv2": "300 ADV² steps",
     "xred attack --model fmnist-vgg --attack aai --sweep-eps": "a sweep",
+    "xred app": "starts a server (tests/test_app_browser.py drives it)",
 }
 
 
