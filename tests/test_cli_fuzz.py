@@ -55,6 +55,10 @@ def bad_arguments(d) -> dict[str, list[list[str]]]:
                     "--count", "10"], ["--model", "nope", "--technique", "constant"]],
         "inspect": [["--model", "nope"], ["--model", text],
                     ["--model", "fmnist-vgg", "--probes", "0"], ["fmnist-vgg"]],
+        "audit": [["--model", "nope"], ["--model", str(d / "model.pth")], ["--model", text],
+                  [*vgg, "--count", "0"], [*vgg, "--explainer", "gradcam", "nope"],
+                  [*vgg, "--stability-eps", "-1"], [*vgg, "--image", text],
+                  [*vgg, "--thresholds", str(d / "empty.json")], [*vgg, "--reference", "nope"]],
         "run": [[missing], [str(d / "empty.json")], [str(d / "kind.json")], [folder], []],
         "demo": [["--bogus"]],
     }

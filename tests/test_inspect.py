@@ -69,7 +69,7 @@ def test_clean_models_are_not_flagged(name):
 def test_every_tampered_model_is_flagged(name):
     source, _, layer, cal, shape = subject(name)
     probes = probe_inputs(shape, n=4)
-    expected = {"constant": "constant-channel", "image": "constant-channel",
+    expected = {"constant": "fixed-pattern-channel", "image": "fixed-pattern-channel",
                 "random": "mod-operation", "backdoor": "large-weights"}
     for technique in TECHNIQUES:
         tm = tamper(source, technique, cal, layer=layer)
@@ -142,7 +142,8 @@ def test_cli_inspect(run_xred, tmp_path, capsys):
     proc = run_xred("inspect", "--model", str(tmp_path / "model"), "--reference", "fmnist-vgg",
                     "--out", str(tmp_path / "out"))
     assert proc.returncode == 1, proc.stderr  # flagged: exit status 1
-    assert "FLAGGED" in proc.stdout and "1 channel(s) added" in proc.stdout
+    assert "FLAGGED" in proc.stdout and "[changed-shape] features.12.weight" in proc.stdout
+    assert "output channels/units" in proc.stdout and "[fixed-pattern-channel]" in proc.stdout
     metrics = read_json(tmp_path / "out" / "metrics.json")
     assert metrics["flagged"] and metrics["reference"] == "fmnist-vgg"
     assert main(["inspect", "--model", "fmnist-vgg", "--out", str(tmp_path / "clean")]) == 0

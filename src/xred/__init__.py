@@ -8,7 +8,7 @@ from xred.errors import XredError
 
 __version__ = "0.1.0"
 #: the subpackages ``import xred`` makes reachable as attributes, imported on first use
-SUBPACKAGES = ("attacks", "data", "engine", "experiments", "explain", "metrics", "models",
+SUBPACKAGES = ("attacks", "audit", "data", "engine", "experiments", "explain", "metrics", "models",
                "report", "services")
 __all__ = ["XredError", "__version__", *SUBPACKAGES]
 

@@ -30,6 +30,7 @@ COMMANDS: list[_Command] = [
     ("attack", "attack", "HELP", "add_arguments", "run"),
     ("tamper", "tamper", "HELP", "add_arguments", "run"),
     ("inspect", "inspect", "HELP", "add_arguments", "run"),
+    ("audit", "audit", "HELP", "add_arguments", "run"),
     ("run", "run", "HELP", "add_arguments", "run"),
     ("demo", "demo", "HELP", "add_arguments", "run"),
     ("app", "app", "HELP", "add_arguments", "run"),

@@ -59,7 +59,18 @@ def add_fool_arguments(sp: argparse.ArgumentParser) -> argparse.ArgumentParser:
     sp.add_argument("--explainer", required=True, help="interpreter to fool: gradcam, lrp_t, "
                     "simplegrad_t, or any differentiable explainer name (lrp, gradient, ...)")
     _shared(sp)
-    sp.add_argument("--lam", type=float, default=1.0, help="λ, weight of the fooling penalty")
+    sp.add_argument("--lam", type=float, default=None, help="λ, weight of the fooling penalty "
+                    "(default 1; with --max-drop the controller's starting λ)")
+    sp.add_argument("--max-drop", type=float, metavar="POINTS", help="fool within an accuracy "
+                    "budget: λ is adapted during fine-tuning (dual ascent on the validation "
+                    "accuracy drop) and the weights with the best validation FSR whose drop is "
+                    "at most POINTS are kept; stops early when that no longer improves")
+    sp.add_argument("--val-size", type=int, default=1000, help="with --max-drop: inputs held "
+                    "out from the training data as the validation split (default 1000)")
+    sp.add_argument("--eval-every", type=int, default=100, help="with --max-drop: steps "
+                    "between validation measurements and λ updates (default 100)")
+    sp.add_argument("--patience", type=int, default=5, help="with --max-drop: stop after this "
+                    "many measurements without a better validation FSR (default 5)")
     sp.add_argument("--smooth-beta", type=float, default=10.0, help="β of the smooth positive "
                     "part replacing Grad-CAM's ReLU in the penalty (0: the exact ReLU; default 10)")
     sp.add_argument("--lr", type=float, help="learning rate (default 1e-4)")
@@ -215,6 +226,20 @@ def cmd_fool(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
     from xred.io import read_json
     from xred.provenance import command_line
 
+    if args.max_drop is not None and not args.max_drop >= 0:
+        raise XredError(f"--max-drop is a budget in points of top-1 accuracy and must be >= 0, "
+                        f"got {args.max_drop}")
+    if args.max_drop is None and any(
+            getattr(args, o) != d for o, d in (("val_size", 1000), ("eval_every", 100),
+                                               ("patience", 5))):
+        raise XredError("--val-size, --eval-every and --patience control --max-drop; add "
+                        "--max-drop POINTS (or drop them)")
+    lam = 1.0 if args.lam is None else args.lam
+    if args.max_drop is not None and not lam > 0:
+        raise XredError(f"with --max-drop, --lam is the controller's starting λ and must be > 0, "
+                        f"got {lam}")
+    if args.eval_every < 1 or args.patience < 1:
+        raise XredError("--eval-every and --patience must be >= 1")
     info = models.describe(args.model)
     classes = parse_classes(args.classes, info["classes"])
     if args.fooling == "active" and classes is None:
@@ -238,20 +263,50 @@ def cmd_fool(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
                             checkpoint_every=args.checkpoint_every, progress=not args.quiet)
     out = Path(args.out)
     fooled = fool(args.model, fooling=args.fooling, explainer=args.explainer, data=train,
-                  config=config, out=out, lam=args.lam, classes=classes, layer=args.layer,
+                  config=config, out=out, lam=lam, classes=classes, layer=args.layer,
                   k=args.k, smooth_beta=args.smooth_beta or None, weights=args.weights,
-                  device=args.device,
-                  command=command_line(argv))
+                  device=args.device, command=command_line(argv), max_drop=args.max_drop,
+                  val_size=args.val_size,
+                  budget={"every": args.eval_every, "patience": args.patience})
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun the first process evaluates
         return {}
     original = models.load(args.model, weights=args.weights, device=args.device or "cpu")
     block = read_json(out / "model.json")["fooling"]
     result = _evaluation(original, fooled, info, args, _explainer_list(args, args.explainer),
                          classes, out)
+    budget = block.get("budget")
+    if budget:
+        budget = {**budget, "figure": str(controller_figure(budget, out / CONTROLLER_FIGURE))}
+        print(f"budget {budget['max_drop']:g} points: kept step {budget['best_step']} "
+              f"(validation FSR {100 * budget['best_val_fsr']:.1f} %), final λ "
+              f"{budget['final_lam']:.3g}"
+              + (", stopped early" if budget["stopped_early"] else ""))
     return {"model": args.model, "fooled_model": str(out), "fooling": args.fooling,
-            "explainer": args.explainer, "lam": args.lam, "lr": config.lr,
-            "steps": block["steps"], "train_size": len(train), **result,
-            "history": block["history"]}
+            "explainer": args.explainer, "lam": lam, "max_drop": args.max_drop, "lr": config.lr,
+            "steps": block["steps"], "train_size": len(train) - (
+                args.val_size if args.max_drop is not None else 0), **result,
+            "history": block["history"], "controller": budget}
+
+
+CONTROLLER_FIGURE = "fooling_controller.png"
+
+
+def controller_figure(budget: dict[str, Any], path: Path) -> Path:
+    """The accuracy-budget controller's trace: λ, validation accuracy drop (with the budget)
+    and validation FSR over the fine-tuning steps."""
+    from xred.report import line_plots
+
+    rows = budget["trace"]
+    steps = [r["step"] for r in rows]
+    kept = budget["best_step"]
+    return line_plots([
+        ("λ (dual ascent)", "step", "λ", {"λ": (steps, [r["lam"] for r in rows])}),
+        (f"validation accuracy drop (budget {budget['max_drop']:g})", "step", "points",
+         {"drop": (steps, [r["val_drop"] for r in rows]),
+          "budget": (steps, [budget["max_drop"]] * len(rows))}),
+        (f"validation FSR (kept: step {kept})", "step", "FSR %",
+         {"FSR": (steps, [100 * r["val_fsr"] for r in rows])}),
+    ], path)
 
 
 def _recorded_fooling(path: str) -> dict[str, Any]:

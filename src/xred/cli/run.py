@@ -18,7 +18,8 @@ RUNNERS = {"viering_tables": ("xred.attacks.architecture.experiment", "run_vieri
            "heo_passive": ("xred.experiments.heo", "run_heo_passive"),
            "heo_active": ("xred.experiments.heo", "run_heo_active"),
            "heo_adult": ("xred.experiments.heo", "run_heo_adult"),
-           "input_attacks": ("xred.experiments.input_attacks", "run_input_attacks")}
+           "input_attacks": ("xred.experiments.input_attacks", "run_input_attacks"),
+           "audit": ("xred.experiments.audit", "run_audit_calibration")}
 
 
 def add_arguments(sp: argparse.ArgumentParser) -> None:

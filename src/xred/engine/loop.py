@@ -12,6 +12,9 @@ interpretability-aware training) is ``fit(model, objective, data, config)``.
   backpropagate through gradients (``create_graph=True``, e.g. fooling by fine-tuning) declare
   ``manual_gradient_sync = True``, get the bare model and have their gradients averaged across
   ranks after ``backward`` (DDP's reducer does not support double backward);
+- a ``monitor`` (e.g. the accuracy-budget controller of :mod:`xred.attacks.manipulate.budget`)
+  called every ``monitor.every`` steps, which may adapt the objective and stop training early;
+  its state is part of the checkpoint, so exact resume holds with it too;
 - a live progress bar with the running loss and logged values.
 """
 
@@ -22,6 +25,7 @@ import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 import torch.distributed as dist
@@ -36,6 +40,25 @@ from xred.io import load_state, save_state
 Batch = tuple[Tensor, Tensor]
 Objective = Callable[[nn.Module, Batch], tuple[Tensor, dict[str, float]]]
 CHECKPOINT = "checkpoint.safetensors"
+
+
+@runtime_checkable
+class Monitor(Protocol):
+    """Called by :func:`fit` as ``monitor(model, step) -> {name: value}`` before the first step
+    of a fresh run, every ``every`` steps and at the last step (model in eval mode, under
+    ``torch.no_grad``; a monitor that needs gradients enables them itself). It may change the
+    objective (e.g. λ) and sets ``should_stop`` to end training early. It runs on every rank
+    under torchrun and must be deterministic, so the ranks agree. ``state_dict()`` (dicts,
+    lists, tensors, scalars) goes into the checkpoint and ``load_state_dict`` restores it."""
+
+    every: int
+    should_stop: bool
+
+    def __call__(self, model: nn.Module, step: int) -> dict[str, Any]: ...
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
 
 
 @dataclass
@@ -72,6 +95,7 @@ class TrainResult:
     steps: int
     history: list[dict[str, float]] = field(default_factory=list)
     resumed_from: int | None = None
+    stopped_early: bool = False
 
 
 def distributed_context() -> tuple[int, int, torch.device | None]:
@@ -124,9 +148,14 @@ _RESUME_KEYS = ("epochs", "batch_size", "optimizer", "lr", "momentum", "weight_d
 def fit(model: nn.Module, objective: Objective, data: Dataset, config: TrainConfig,
         out: str | os.PathLike | None = None, *,
         evaluate: Callable[[nn.Module], dict[str, float]] | None = None,
+        monitor: Monitor | None = None,
         device: str | torch.device | None = None) -> TrainResult:
     """Train ``model`` in place on ``data`` with ``objective``; resume from ``out`` if a
-    checkpoint of the same config is there. Returns the per-epoch history."""
+    checkpoint of the same config is there. Returns the per-epoch history.
+
+    ``evaluate(model)`` adds values to each epoch's history record (rank 0 only); ``monitor``
+    (:class:`Monitor`) is called every ``monitor.every`` steps and may stop training early
+    (``result.stopped_early``)."""
     rank, world, dist_device = distributed_context()
     device = torch.device(device) if device is not None else (dist_device or _param_device(model))
     model.to(device)
@@ -163,6 +192,11 @@ def fit(model: nn.Module, objective: Objective, data: Dataset, config: TrainConf
         result = TrainResult(steps=state["step"], history=state["history"],
                              resumed_from=state["step"])
         sums = state["sums"]
+        if monitor is not None:
+            if "monitor" not in state:
+                raise XredError(f"{ckpt} was made without a monitor (e.g. --max-drop); use "
+                                "another --out or delete the checkpoint to start afresh")
+            monitor.load_state_dict(state["monitor"])
 
     saved_step = result.resumed_from  # step of the checkpoint on disk (None: none yet)
 
@@ -181,13 +215,31 @@ def fit(model: nn.Module, objective: Objective, data: Dataset, config: TrainConf
                                 f"{kept()}; lower the learning rate (--lr)")
             save_state(ckpt, {"step": result.steps, "config": asdict(config),
                               "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                              "history": result.history, "sums": sums})
+                              "history": result.history, "sums": sums,
+                              **({"monitor": monitor.state_dict()} if monitor is not None
+                                 else {})})
             saved_step = result.steps
 
     bar = tqdm(total=stop_at, initial=result.steps, disable=not config.progress or rank != 0,
                desc="train", unit="step", dynamic_ncols=True, mininterval=0.5)
+
+    def watch() -> None:
+        assert monitor is not None
+        model.eval()
+        with torch.no_grad():
+            logs = monitor(model, result.steps)
+        model.train(not config.eval_mode)
+        if rank == 0 and logs:
+            bar.write("monitor " + " ".join(f"{k}={v:.4g}" if isinstance(v, float)
+                                            else f"{k}={v}" for k, v in logs.items()))
+
+    def stopping() -> bool:
+        return monitor is not None and bool(monitor.should_stop)
+
     try:
-        while result.steps < stop_at:
+        if monitor is not None and result.resumed_from is None:
+            watch()  # the starting point (e.g. the original model's validation accuracy)
+        while result.steps < stop_at and not stopping():
             epoch, first = divmod(result.steps, steps_per_epoch)
             index_batches = epoch_batches(n, config.batch_size, config.seed, epoch, rank, world)
             if first == 0:
@@ -214,8 +266,12 @@ def fit(model: nn.Module, objective: Objective, data: Dataset, config: TrainConf
                 sums["_n"] = sums.get("_n", 0.0) + 1
                 bar.update(1)
                 bar.set_postfix({k: f"{v:.4g}" for k, v in logs.items()}, refresh=False)
+                if monitor is not None and (result.steps % monitor.every == 0
+                                            or result.steps == stop_at):
+                    watch()
+                stop = stopping()
                 end_of_epoch = result.steps % steps_per_epoch == 0
-                if end_of_epoch or result.steps == stop_at:
+                if end_of_epoch or result.steps == stop_at or stop:
                     record = {"epoch": epoch + 1, "step": result.steps,
                               **{k: v / sums["_n"] for k, v in sums.items() if k != "_n"}}
                     if evaluate is not None and rank == 0:
@@ -226,10 +282,11 @@ def fit(model: nn.Module, objective: Objective, data: Dataset, config: TrainConf
                     result.history.append(record)
                     bar.write(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
                                        for k, v in record.items()))
-                if end_of_epoch or result.steps % config.checkpoint_every == 0:
+                if end_of_epoch or result.steps % config.checkpoint_every == 0 or stop:
                     save_checkpoint()
-                if result.steps >= stop_at:
+                if result.steps >= stop_at or stop:
                     break
+        result.stopped_early = stopping()
         save_checkpoint()
         optimizer.zero_grad(set_to_none=True)  # leave no gradients on the trained model
     finally:

@@ -21,6 +21,11 @@ as in the paper, or "cosine", decaying the learning rate to 0 over the steps, wh
 accuracy) come from the config's ``settings``,
 merged from the least to the most specific key: ``default``, ``<model>``, ``<fooling>``,
 ``<fooling>/<interpreter>``, ``<model>/<fooling>``, ``<model>/<fooling>/<interpreter>``.
+A ``max_drop`` setting (points) fools within that accuracy budget
+(:class:`xred.attacks.manipulate.AccuracyBudget`): ``lam`` is then only the starting λ, λ is
+adapted on a validation split held out from the training data (``val_size``, default 1,000;
+``budget``: the controller's options), and ``steps`` is the most the run may take (it stops
+early); the report shows the final λ and the kept step.
 """
 
 from __future__ import annotations
@@ -115,6 +120,47 @@ def fooled_model(model: str, fooling: str, explainer: str, setting: dict[str, An
     return fooled, folder, time.perf_counter() - start
 
 
+def budget_of(folder: str | Path) -> dict[str, Any] | None:
+    """The accuracy-budget controller's summary (with its trace) recorded in a fooled model's
+    sidecar, or None for a fixed-λ run."""
+    sidecar = Path(folder) / "model.json"
+    return (read_json(sidecar).get("fooling") or {}).get("budget") if sidecar.is_file() else None
+
+
+def lam_text(r: dict[str, Any]) -> str:
+    """λ of a run for the report: the fixed λ, or start → final λ under a budget."""
+    b = r.get("budget")
+    return (f"{r['setting']['lam']}" if not b
+            else f"{r['setting']['lam']} → {b['final_lam']:.3g}")
+
+
+def steps_text(r: dict[str, Any]) -> str:
+    """Steps of a run for the report: the steps, or "kept / ran" under a budget."""
+    b = r.get("budget")
+    if not b:
+        return str(r["setting"]["steps"])
+    ran = b["trace"][-1]["step"] if b["trace"] else 0
+    return f"{b['best_step']} / {ran}" + (" (early stop)" if b["stopped_early"] else "")
+
+
+def budget_figure(runs: dict[str, Any], path: Path, title: str) -> str | None:
+    """One figure of the controllers' traces (λ, validation drop, validation FSR) of ``runs``."""
+    from xred.report import line_plots
+
+    traced = {k: r["budget"] for k, r in runs.items() if r.get("budget")}
+    if not traced:
+        return None
+    panels = []
+    for what, label, scale in (("lam", "λ", 1.0), ("val_drop", "validation drop (points)", 1.0),
+                               ("val_fsr", "validation FSR (%)", 100.0)):
+        panels.append((f"{title}: {label}", "step", label,
+                       {k.split("/", 1)[-1] if len({x.split('/')[0] for x in traced}) == 1
+                        else k: ([t["step"] for t in b["trace"]],
+                                 [scale * t[what] for t in b["trace"]])
+                        for k, b in traced.items()}))
+    return str(line_plots(panels, path))
+
+
 def evaluation(original: nn.Module, fooled: nn.Module, folder: Path, test: Any, fooling: str,
                explainers: Sequence[str], *, layer: str, key: dict[str, Any],
                **options: Any) -> dict[str, Any]:
@@ -204,8 +250,13 @@ def run_heo_passive(config: dict[str, Any], out: str | os.PathLike, *,
                                     layer=info["cam_layer"], key={"setting": setting})
                 runs[f"{name}/{fooling}/{explainer}"] = {
                     "model": name, "fooling": fooling, "explainer": explainer,
-                    "setting": setting, "folder": str(folder), **result}
+                    "setting": setting, "folder": str(folder), "budget": budget_of(folder),
+                    **result}
     results: dict[str, Any] = {"runs": runs}
+    results["budget_figures"] = {
+        name: budget_figure({k: r for k, r in runs.items() if r["model"] == name},
+                            figures / f"heo_budget_{name}.png", name)
+        for name in cfg["models"]}
     results["grid"] = _passive_grid(cfg, runs, figures) if cfg["grid"] else None
     results["aopc"] = _aopc(cfg, runs, figures) if cfg["aopc"] else None
     results["noise"] = _weight_noise(cfg, runs, figures) if cfg["noise"] else None
@@ -391,6 +442,8 @@ def _passive_report(cfg: dict[str, Any], results: dict[str, Any], report: Path) 
         matched = r["fsr"][r["explainer"]]
         checks.append((key, matched, drop))
     ok_fsr = all(m >= bounds["fsr"] for _, m, _ in checks)
+    n90 = sum(m >= 0.9 for _, m, _ in checks)
+    n80 = sum(m >= 0.8 for _, m, _ in checks)
     ok_drop = all(d <= 100 * bounds["accuracy_drop"] for _, _, d in checks)
     worst_fsr = min(checks, key=lambda c: c[1])
     worst_drop = max(checks, key=lambda c: c[2])
@@ -398,16 +451,42 @@ def _passive_report(cfg: dict[str, Any], results: dict[str, Any], report: Path) 
               f"{'yes' if ok_fsr else '**NO**'} (lowest {pct(worst_fsr[1])} %, {worst_fsr[0]}).",
               f"- Accuracy drop ≤ {100 * bounds['accuracy_drop']:.1f} points in every run: "
               f"{'yes' if ok_drop else '**NO**'} (largest {worst_drop[2]:.2f}, {worst_drop[0]}).",
+              f"- Matched FSR ≥ 90 % in {n90} of {len(checks)} runs, ≥ 80 % in {n80} of "
+              f"{len(checks)}.",
               "", "Settings per run (Adam, model in eval mode, batch of the training set; "
-              "λ weighs the fooling penalty):", "",
+              "λ weighs the fooling penalty; with an accuracy budget λ is the controller's "
+              "start → final value and steps are kept / run):", "",
               "| model | fooling | fooled with | λ | lr | schedule | steps | batch |",
               "|---|---|---|---|---|---|---|---|"]
     for r in runs.values():
         s = r["setting"]
         lines.append(f"| {r['model']} | {r['fooling']} | {LABELS.get(r['explainer'])} | "
-                     f"{s['lam']} | {s['lr']} | {s.get('schedule', 'constant')} | {s['steps']} | "
-                     f"{s['batch_size']} |")
+                     f"{lam_text(r)} | {s['lr']} | {s.get('schedule', 'constant')} | "
+                     f"{steps_text(r)} | {s['batch_size']} |")
     lines.append("")
+    budgets = {k: r["budget"] for k, r in runs.items() if r.get("budget")}
+    if budgets:
+        b0 = next(iter(budgets.values()))
+        lines += ["### The accuracy budget", "",
+                  f"Every run is fooled within a budget of {b0['max_drop']:g} points of top-1 "
+                  f"accuracy (`max_drop`): {b0['validation_size']} training images are held out "
+                  "as a validation split, λ is adapted every "
+                  f"{b0['every']} steps by dual ascent on the validation accuracy drop "
+                  f"(log λ += {b0['step_size']:g}·clip(({b0['target']:g}·B − drop)/B, −2, 1)), the "
+                  "weights with the best validation FSR within the budget are kept and a run "
+                  f"stops after {b0['patience']} measurements without improvement. The test "
+                  "set above is never seen during fine-tuning.", "",
+                  "| run | validation drop at the kept step (points) | validation FSR (%) | "
+                  "kept step | final λ |", "|---|---|---|---|---|"]
+        for k, b in budgets.items():
+            kept = next((t for t in b["trace"] if t["step"] == b["best_step"]), None)
+            vd = f"{kept['val_drop']:.2f}" if kept else "–"
+            lines.append(f"| {k} | {vd} | {pct(b['best_val_fsr'])} | {b['best_step']} | "
+                         f"{b['final_lam']:.3g} |")
+        lines.append("")
+        for name, path in (results.get("budget_figures") or {}).items():
+            if path:
+                lines += [f"![{name} controller traces]({relative(path, report)})", ""]
     if results.get("grid"):
         lines += ["## Fig. 2: original and fooled maps", "",
                   f"![original and fooled maps]({relative(results['grid'], report)})", ""]
@@ -508,7 +587,8 @@ def run_heo_active(config: dict[str, Any], out: str | os.PathLike, *,
                                 classes=(c1, c2), composites=held_out)
             runs[f"{name}/active/{explainer}"] = {
                 "model": name, "fooling": "active", "explainer": explainer,
-                "setting": setting, "folder": str(folder), "train_seconds": seconds, **result}
+                "setting": setting, "folder": str(folder), "train_seconds": seconds,
+                "budget": budget_of(folder), **result}
             label = LABELS.get(explainer, explainer)
             ex_name, opts = resolve_explainer(explainer, None, info["cam_layer"])
             for c in (c1, c2):
@@ -550,8 +630,8 @@ def _active_report(cfg: dict[str, Any], results: dict[str, Any], report: Path) -
         s = r["setting"]
         lines.append(f"| {r['model']} | {LABELS.get(r['explainer'])} | {pct(by['c1'])} | "
                      f"{pct(by['c2'])} | {pct(r['accuracy_before'], 2)} → "
-                     f"{pct(r['accuracy_after'], 2)} | {drop:.2f} | {s['lam']} | {s['lr']} | "
-                     f"{s['steps']} |")
+                     f"{pct(r['accuracy_after'], 2)} | {drop:.2f} | {lam_text(r)} | {s['lr']} | "
+                     f"{steps_text(r)} |")
     lines += ["", f"- FSR ≥ {100 * bounds['fsr']:.0f} % for both classes with a drop ≤ "
               f"{100 * bounds['accuracy_drop']:.1f} points in every run: "
               f"{'yes' if ok else '**NO**'}.", ""]
@@ -633,6 +713,7 @@ def run_heo_adult(config: dict[str, Any], out: str | os.PathLike, *,
     results = {"features": table, "hidden": cfg["features"], "accuracy_before": acc[0],
                "accuracy_after": acc[1], "setting": setting, "folder": str(folder),
                "train_seconds": seconds, "figure": str(path), "size": len(test),
+               "budget": budget_of(folder),
                "seconds": time.perf_counter() - start}
     return _finish(cfg, results, _adult_report, out, report)
 
@@ -648,8 +729,10 @@ def _adult_report(cfg: dict[str, Any], results: dict[str, Any], report: Path) ->
              f"{cfg['model']} is fine-tuned with Location fooling of its input-level "
              f"{LABELS.get(cfg['explainer'], cfg['explainer'])} (composite "
              f"{cfg['explainer_options'].get('composite', 'default')}) toward a mask that is 0 on "
-             f"{' and '.join(hidden)} and 1 elsewhere (λ = {s['lam']}, lr {s['lr']}, "
-             f"{s['steps']} steps). Rank 1 is the most relevant of the {n} features (mean "
+             f"{' and '.join(hidden)} and 1 elsewhere (λ = {lam_text(results)}, lr {s['lr']}, "
+             f"{steps_text(results)} steps"
+             + (f", accuracy budget {s['max_drop']:g} points" if s.get("max_drop") is not None
+                else "") + "). Rank 1 is the most relevant of the {n} features (mean "
              f"normalised relevance of the true class over the {results['size']} test rows); "
              "share is the feature's part of the total mean relevance.", "",
              "| feature | index | rank before | rank after | share before (%) | share after "

@@ -11,9 +11,11 @@ from xred.models.registry import (
     get_architecture,
     load,
     register,
+    resize,
     save,
 )
 from xred.models.resolve import Resolved, resolve
 
 __all__ = ["ARCHITECTURES", "Architecture", "Resolved", "available", "build", "cam_layer",
-           "check_input", "describe", "get_architecture", "load", "register", "resolve", "save"]
+           "check_input", "describe", "get_architecture", "load", "register", "resize",
+           "resolve", "save"]

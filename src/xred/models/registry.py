@@ -221,6 +221,8 @@ def load(name_or_path: str | os.PathLike, *, weights: str | os.PathLike | None =
             raise XredError(f"{path} has no xred sidecar {sidecar.name} naming its architecture; "
                             "load it with xred.models.load(ARCH, weights=PATH)")
         model = build(meta["architecture"], **meta.get("arch_kwargs", {}))
+        if meta.get("widths"):
+            resize(model, meta["widths"])
         _load_state(model, load_tensors(tensors_file)[0], str(tensors_file))
     elif path.suffix in FOREIGN_SUFFIXES:
         _refuse_foreign(path)
@@ -272,6 +274,41 @@ def save(model: nn.Module, path: str | os.PathLike, *, architecture: str,
     save_tensors(tensors_file, model.state_dict(), {"architecture": architecture})
     write_json(sidecar, sidecar_meta)
     return tensors_file
+
+
+def resize(model: nn.Module, widths: dict[str, dict[str, Any]]) -> nn.Module:
+    """Give the modules named in ``widths`` the recorded shapes (a checkpoint whose layers were
+    widened, e.g. by architecture surgery): ``Conv2d`` in/out channels and groups, ``BatchNorm2d``
+    features, ``Linear`` in/out features. Values are left uninitialised (load a state dict)."""
+    for name, spec in widths.items():
+        try:
+            m = model.get_submodule(name)
+        except AttributeError:
+            raise XredError(f"the checkpoint widens {name!r}, which the architecture does not "
+                            "have; pass the checkpoint of this architecture") from None
+        kind = spec.get("type")
+        if kind == "Conv2d" and isinstance(m, nn.Conv2d):
+            m.in_channels, m.out_channels = int(spec["in_channels"]), int(spec["out_channels"])
+            m.groups = int(spec["groups"])
+            m.weight = nn.Parameter(torch.empty(m.out_channels, m.in_channels // m.groups,
+                                                *m.kernel_size))
+            if m.bias is not None:
+                m.bias = nn.Parameter(torch.empty(m.out_channels))
+        elif kind == "BatchNorm2d" and isinstance(m, nn.BatchNorm2d):
+            n = m.num_features = int(spec["num_features"])
+            if m.affine:
+                m.weight, m.bias = nn.Parameter(torch.empty(n)), nn.Parameter(torch.empty(n))
+            if m.track_running_stats:
+                m.running_mean, m.running_var = torch.zeros(n), torch.ones(n)
+        elif kind == "Linear" and isinstance(m, nn.Linear):
+            m.in_features, m.out_features = int(spec["in_features"]), int(spec["out_features"])
+            m.weight = nn.Parameter(torch.empty(m.out_features, m.in_features))
+            if m.bias is not None:
+                m.bias = nn.Parameter(torch.empty(m.out_features))
+        else:
+            raise XredError(f"the checkpoint records {kind!r} for {name!r}, which is a "
+                            f"{type(m).__name__}; pass the checkpoint of this architecture")
+    return model
 
 
 def check_input(x: Tensor, name: str) -> None:

@@ -11,7 +11,10 @@ Without a reference, a model is flagged for the signatures of the techniques:
   or a kernel whose largest |w| is ≥ 10⁴× its own median |w| (the paper's C_W ≫ 1 and c_F up to
   10⁹, and T4's large gain);
 - **channels with constant output**: a channel of some layer that is identical for every probe
-  input and ≥ 5× larger than the layer's other channels (T1/T2's c_A ≫ 1 filter).
+  input and ≥ 5× larger than the layer's other channels (T1/T2's c_A ≫ 1 filter);
+- **fixed-pattern channels**: ≥ 3 channels of a layer identical for every probe input that vary
+  across positions (a picture drawn from the zero padding by extra filters inside the layers — T1/T2
+  made inside the model's own layers); a trained network's channels follow its input.
 
 With a reference (the architecture the model claims to be), everything that differs is listed:
 added or removed parameters and modules (branches), changed shapes (added filters or inputs),
@@ -42,6 +45,9 @@ ROUNDING_OPS = frozenset({"round", "floor", "ceil", "trunc", "sign", "floor_divi
 WEIGHT_RATIO = 1e3
 WITHIN_RATIO = 1e4
 CONSTANT_RATIO = 5.0
+#: Fixed-pattern channels a layer must have to be flagged (a saturated channel of a clean
+#: network can be input-independent and differ at the border; surgery adds several).
+PATTERN_MIN = 3
 _STATS = ("running_mean", "running_var", "num_batches_tracked")
 
 
@@ -200,6 +206,16 @@ def _check_constant_channels(outputs: dict[str, Tensor], findings: list[Finding]
             continue
         scale = max(_p99(v[:, live]), 1e-12)
         loud = constant & (size >= CONSTANT_RATIO * scale) & (size > 0)
+        flat = v[0].flatten(1)
+        patterned = constant & ((flat.amax(1) - flat.amin(1)) > 1e-3 * size.clamp(min=1e-30)) \
+            & (size > 1e-6 * scale) & ~loud
+        if int(patterned.sum()) >= PATTERN_MIN:
+            where = patterned.nonzero().flatten().tolist()
+            findings.append(Finding(
+                "fixed-pattern-channel", f"{name}[{where[0]}]",
+                f"{len(where)} channel(s) of {name} (e.g. {where[0]}) are the same for every "
+                "input yet vary across positions: a field drawn from the zero padding, not "
+                "computed from the input (extra filters that draw a picture)"))
         for c in loud.nonzero().flatten().tolist()[:5]:
             kind = "uniform" if bool((v[0, c] == v[0, c].flatten()[0]).all()) else "a picture"
             findings.append(Finding(
@@ -322,6 +338,9 @@ def inspect_model(model: nn.Module, *, reference: nn.Module | None = None,
     """Look for Grad-CAM architecture surgery in ``model`` (module docstring: the checks). Probe
     ``inputs`` (default: :func:`probe_inputs` of ``input_shape``). With ``reference``, also
     list every difference from it. Neither model is changed (hooks removed, modes restored)."""
+    if not isinstance(model, nn.Module) and isinstance(getattr(model, "network", None),
+                                                       nn.Module):
+        model = model.network  # a model manipulated inside its layers (tamper's T1/T2)
     if not isinstance(model, nn.Module):
         raise XredError(f"inspect takes an nn.Module, got {type(model).__name__}")
     if inputs is None:

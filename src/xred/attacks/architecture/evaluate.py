@@ -18,7 +18,50 @@ from xred.attacks.architecture.surgery import CAM_LAYER, TamperedModel
 from xred.errors import XredError
 from xred.metrics.maps import l1_distance, linf_distance, normalize_max, spearman
 
-__all__ = ["evaluate_tampered", "gradcam", "logits", "sticker_of"]
+__all__ = ["evaluate_tampered", "gradcam", "library_l1", "logits", "sticker_of"]
+
+
+def parts(model: Any) -> tuple[torch.nn.Module, torch.nn.Module, str, str]:
+    """(manipulated network, original network, Grad-CAM layer in the manipulated one, in the
+    original) of a :class:`TamperedModel` or an in-layer
+    :class:`~xred.attacks.architecture.inplace.Manipulated`."""
+    if isinstance(model, TamperedModel):
+        return model, model.base, CAM_LAYER, model.layer
+    return model.network, model.original, model.cam_layer, model.layer
+
+
+def library_l1(model: Any, x: Tensor, target: Tensor, desired: Tensor,
+               batch_size: int = 64) -> dict[str, float]:
+    """Mean L1 between ``desired`` (N, h, w) and Grad-CAM as the tools people use compute it at
+    the manipulated model's Grad-CAM layer, for classes ``target``: pytorch-grad-cam's
+    ``GradCAM`` (its map at input resolution, compared with the desired map passed through the
+    same scaling and resizing) and Captum's ``LayerGradCam`` (ReLU, divided by its maximum, at
+    the layer's resolution). Needs the test extras (``pip install grad-cam captum``)."""
+    try:
+        import numpy as np
+        from captum.attr import LayerGradCam
+        from pytorch_grad_cam import GradCAM
+        from pytorch_grad_cam.utils.image import scale_cam_image
+        from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+    except ImportError as e:  # pragma: no cover - test extras missing
+        raise XredError(f"library_l1 needs grad-cam and captum ({e}); pip install "
+                        "'xred[test]'") from None
+    net, _, layer, _ = parts(model)
+    module = net.get_submodule(layer)
+    size = (int(x.shape[-1]), int(x.shape[-2]))
+    l1_lib, l1_captum = [], []
+    for xs, ts, ds in zip(x.split(batch_size), target.split(batch_size),
+                          desired.split(batch_size), strict=True):
+        with GradCAM(model=net, target_layers=[module]) as cam:
+            g = cam(input_tensor=xs, targets=[ClassifierOutputTarget(int(c)) for c in ts])
+        d = ds.detach().cpu().float().numpy()
+        ref = scale_cam_image(np.maximum(scale_cam_image(d, size), 0))
+        l1_lib.append(torch.from_numpy(np.abs(g - ref).reshape(len(g), -1).mean(1)))
+        a = LayerGradCam(net, module).attribute(xs, target=ts).detach()[:, 0].clamp(min=0)
+        a = a / a.flatten(1).amax(1).clamp(min=1e-12).reshape(-1, 1, 1)
+        l1_captum.append((a.cpu() - ds.cpu()).abs().flatten(1).mean(1))
+    return {"pytorch_grad_cam": float(torch.cat(l1_lib).mean()),
+            "captum": float(torch.cat(l1_captum).mean())}
 
 
 @torch.no_grad()
@@ -63,36 +106,44 @@ def _nanmean(t: Tensor) -> float:
     return float(t.nanmean()) if bool((~t.isnan()).any()) else float("nan")
 
 
-def _original(model: TamperedModel, x: Tensor, batch_size: int,
+def _original(model: Any, x: Tensor, batch_size: int,
               cache: dict[str, Any] | None, key: str) -> tuple[Tensor, Tensor]:
     """The original network's logits and Grad-CAM on ``x`` (from ``cache[key]`` if there)."""
     if cache is not None and key in cache:
         return cache[key]
-    y_o = logits(model.base, x, batch_size)
-    cam_o = gradcam(model.base, model.layer, x, y_o.argmax(1), batch_size)
+    _, original, _, layer = parts(model)
+    y_o = logits(original, x, batch_size)
+    cam_o = gradcam(original, layer, x, y_o.argmax(1), batch_size)
     if cache is not None:
         cache[key] = (y_o, cam_o)
     return y_o, cam_o
 
 
-def evaluate_tampered(model: TamperedModel, x: Tensor, labels: Tensor | None = None, *,
+def evaluate_tampered(model: Any, x: Tensor, labels: Tensor | None = None, *,
                       batch_size: int = 250, seed: int = 0, keep_maps: int = 0,
-                      cache: dict[str, Any] | None = None) -> dict[str, Any]:
+                      cache: dict[str, Any] | None = None,
+                      libraries: bool = False) -> dict[str, Any]:
     """Viering et al.'s evaluation of ``model`` on ``x`` (and ``labels`` if given); Grad-CAM is
     explained for the original model's predicted class. T4 is measured on ``x`` and on ``x`` with
     the sticker pasted at random places (``seed``). ``keep_maps`` > 0 also returns the first maps
     (under ``"maps"``) for figures. ``cache`` (a dict) keeps the original network's logits and
-    maps between calls on the same inputs (the same base model, layer, sticker and seed)."""
-    if not isinstance(model, TamperedModel):
-        raise XredError("evaluate_tampered takes a TamperedModel (made by tamper())")
+    maps between calls on the same inputs (the same base model, layer, sticker and seed).
+    ``libraries``: also the L1 to the desired map of pytorch-grad-cam's and Captum's Grad-CAM
+    (:func:`library_l1`; T1, T2, and T4 with the sticker)."""
+    from xred.attacks.architecture.inplace import Manipulated
+
+    if not isinstance(model, TamperedModel | Manipulated):
+        raise XredError("evaluate_tampered takes a model made by tamper()")
     model.eval()
-    device = next(model.parameters()).device
+    net, _, cam_layer, _ = parts(model)
+    device = next(net.parameters()).device
     y_o, cam_o = _original(model, x, batch_size, cache, "clean")
-    y_n = logits(model, x, batch_size)
+    y_n = logits(net, x, batch_size)
     target = y_o.argmax(1)
-    cam_n = gradcam(model, CAM_LAYER, x, target, batch_size)
+    cam_n = gradcam(net, cam_layer, x, target, batch_size)
     result: dict[str, Any] = {"technique": model.technique, "paper": model.paper_name,
-                              "inputs": len(x), **_summary(y_o, y_n, labels)}
+                              "layer": cam_layer, "inputs": len(x),
+                              **_summary(y_o, y_n, labels)}
     maps: dict[str, Tensor] = {}
     if keep_maps:
         maps = {"input": x[:keep_maps], "original": normalize_max(cam_o[:keep_maps]),
@@ -105,6 +156,8 @@ def evaluate_tampered(model: TamperedModel, x: Tensor, labels: Tensor | None = N
         l1 = l1_distance(cam_n, desired)
         result.update(l1_desired=float(l1.mean()), l1_desired_max=float(l1.max()),
                       l1_original=float(l1_distance(cam_n, cam_o).mean()))
+        if libraries and model.technique != "random":
+            result["libraries"] = library_l1(model, x, target, desired)
         if keep_maps:
             maps["desired"] = desired[:keep_maps]
         result["maps"] = maps
@@ -118,8 +171,8 @@ def evaluate_tampered(model: TamperedModel, x: Tensor, labels: Tensor | None = N
     gen = torch.Generator().manual_seed(seed)
     xs = paste_sticker(x, sticker_of(model), generator=gen)
     ys_o, cams_o = _original(model, xs, batch_size, cache, f"sticker-{seed}")
-    ys_n = logits(model, xs, batch_size)
-    cams_n = gradcam(model, CAM_LAYER, xs, ys_o.argmax(1), batch_size)
+    ys_n = logits(net, xs, batch_size)
+    cams_n = gradcam(net, cam_layer, xs, ys_o.argmax(1), batch_size)
     desired = torch.cat([model.desired_map(c.to(device)).cpu() for c in xs.split(batch_size)])
     l1_st = l1_distance(cams_n, desired)
     stickered = {**_summary(ys_o, ys_n, labels), "l1_desired": float(l1_st.mean()),
@@ -127,6 +180,8 @@ def evaluate_tampered(model: TamperedModel, x: Tensor, labels: Tensor | None = N
                  "l1_original": float(l1_distance(cams_n, cams_o).mean()),
                  "fired": float(torch.cat([model.triggered(c.to(device)).cpu()
                                            for c in xs.split(batch_size)]).float().mean())}
+    if libraries:
+        stickered["libraries"] = library_l1(model, xs, ys_o.argmax(1), desired)
     result.update(clean=clean, sticker=stickered)
     if keep_maps:
         maps.update({"input_sticker": xs[:keep_maps],

@@ -106,9 +106,11 @@ def run_viering_tables(config: dict[str, Any], out: str | os.PathLike, *,
         for technique in cfg["techniques"]:
             bar.set_postfix_str(f"{name} {technique}")
             tampered = tamper(name, technique, cal, epsilon=eps, seed=seed)
-            result = evaluate_tampered(tampered, x, y, seed=seed, keep_maps=keep, cache=cache)
+            result = evaluate_tampered(tampered, x, y, seed=seed, keep_maps=keep, cache=cache,
+                                       libraries=True)
             figure_maps[technique] = result.pop("maps")
-            inspection = inspect_model(tampered, input_shape=shape)
+            inspection = inspect_model(getattr(tampered, "network", tampered),
+                                       input_shape=shape)
             n_t = min(int(cfg["transfer"]["count"]), len(x))
             xt = x[:n_t]
             if technique == "backdoor":
@@ -183,8 +185,15 @@ def _report(cfg: dict[str, Any], results: dict[str, Any], command: str | None,
         "desired and the observed Grad-CAM map, each divided by its maximum (Heo et al.'s "
         "normalisation), averaged over inputs; Spearman's ρ between the manipulated and the "
         "original map (mean over inputs). Grad-CAM explains the original model's predicted "
-        "class, at the attacked layer (`cam` of the manipulated model). For T3 the desired map "
-        "is its noise channel; for T4 on clean images it is the original model's map.",
+        "class. T1 and T2 are made inside the model's own layers (every convolution before the "
+        "layer widened, same module names and classes) and measured at the layer Grad-CAM users "
+        "hook (pytorch-grad-cam's README: VGG `features[-1]`, ResNet `layer4[-1]`, DenseNet "
+        "`features[-1]`; zoo: `features.13`, `layer3.0`, `features.relu`; EfficientNet-Lite0: "
+        "`net._relu_head`), also with pytorch-grad-cam's `GradCAM` and Captum's `LayerGradCam` "
+        "(columns pgc and Captum: mean L1 to the target, the target scaled and resized as "
+        "pytorch-grad-cam does). T3 and T4 are still a wrapper whose Grad-CAM layer is `cam`. "
+        "For T3 the desired map is its noise channel; for T4 on clean images it is the original "
+        "model's map.",
         "",
     ]
     lines += _table1(results)
@@ -226,18 +235,22 @@ def _inputs_note(entry: dict[str, Any]) -> str:
 def _table1(results: dict[str, Any]) -> list[str]:
     lines = ["## Table 1: T1–T3", "",
              "| Network | Technique | Accuracy | Same predictions | ‖y_o − y_n‖∞ | "
-             "‖Ĩ_T − Ĩ_n‖₁ | ρ with original |", "|---|---|---|---|---|---|---|"]
+             "‖Ĩ_T − Ĩ_n‖₁ | pgc | Captum | ρ with original |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for name, entry in results.items():
         techs = entry["techniques"]
         first = next(iter(techs.values()))
         lines.append(f"| {name} | original | {_fmt(first['accuracy_original'])} | – | – | – | "
-                     "– |")
+                     "– | – | – |")
         for t in ("constant", "image", "random"):
             if t in techs:
                 r = techs[t]
                 lines.append(f"| {name} | {NAMES[t]} | {_fmt(r['accuracy'])} | "
                              f"{_fmt(r['same_predictions'], 4)} | {_fmt(r['linf_max'])} | "
-                             f"{_fmt(r['l1_desired'])} | {_fmt(r['spearman_original'], 3)} |")
+                             f"{_fmt(r['l1_desired'])} | "
+                             f"{_fmt(r.get('libraries', {}).get('pytorch_grad_cam'))} | "
+                             f"{_fmt(r.get('libraries', {}).get('captum'))} | "
+                             f"{_fmt(r['spearman_original'], 3)} |")
     lines += ["", "Inputs: " + "; ".join(f"{n}: {_inputs_note(e)}" for n, e in results.items())
               + ".", ""]
     rows = [r for e in results.values() for t, r in e["techniques"].items()]

@@ -13,7 +13,7 @@ from torch import Tensor
 from xred import explain
 from xred.attacks.architecture.evaluate import evaluate_tampered
 from xred.attacks.architecture.figures import map_rows
-from xred.attacks.architecture.surgery import TECHNIQUES, TamperedModel, save_tampered, tamper
+from xred.attacks.architecture.surgery import TECHNIQUES, save_tampered, tamper
 from xred.errors import XredError
 
 __all__ = ["model_inputs", "tamper_and_evaluate", "tamper_figure", "transfer"]
@@ -74,28 +74,30 @@ def _display(attr: Tensor, method: str) -> Tensor:
     return heatmap(attr, reduce="sum", relu=True, normalize=None)
 
 
-def transfer(model: TamperedModel, x: Tensor, methods: list[str], *, smoothgrad_samples: int = 16,
+def transfer(model: Any, x: Tensor, methods: list[str], *, smoothgrad_samples: int = 16,
              seed: int = 0, batch_size: int = 100) -> dict[str, float]:
     """Does the lie carry over to other explainers? Mean L1 per pixel between the original and
     the manipulated network's normalised maps for each of ``methods`` (gradient: Σ_c |∂y/∂x|,
     SmoothGrad: the same with the same noise for both, LRP: ReLU of the relevance), for the
     original model's predicted class. For T4 pass stickered inputs."""
+    from xred.attacks.architecture.evaluate import parts
     from xred.metrics.maps import l1_distance
 
-    device = next(model.parameters()).device
+    tampered, original, cam_layer, layer = parts(model)
+    device = next(tampered.parameters()).device
     out: dict[str, float] = {}
     with torch.no_grad():
-        target = torch.cat([model.base(c.to(device)).argmax(1).cpu()
+        target = torch.cat([original(c.to(device)).argmax(1).cpu()
                             for c in x.split(batch_size)])
     for method in methods:
         maps = []
-        for net in (model.base, model):
+        for net in (original, tampered):
             options: dict[str, Any] = {}
             if method == "smoothgrad":
                 options = {"n_samples": smoothgrad_samples,
                            "generator": torch.Generator(device=device).manual_seed(seed)}
             if method == "gradcam":
-                options = {"layer": model.layer if net is model.base else "cam"}
+                options = {"layer": layer if net is original else cam_layer}
             explainer = explain.get(method, net, **options)
             parts = [explainer.attribute(c.to(device), t.to(device)).cpu()
                      for c, t in zip(x.split(batch_size), target.split(batch_size), strict=True)]

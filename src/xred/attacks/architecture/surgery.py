@@ -53,8 +53,8 @@ from xred.attacks.architecture import patterns
 from xred.attacks.architecture.split import Split, split_at
 from xred.errors import XredError
 
-__all__ = ["CAM_LAYER", "TECHNIQUES", "TamperedModel", "base_gradcam", "build_tampered",
-           "save_tampered", "tamper"]
+__all__ = ["CAM_LAYER", "STANDARD_LAYERS", "TECHNIQUES", "TamperedModel", "base_gradcam",
+           "build_tampered", "save_tampered", "standard_layer", "tamper"]
 
 #: Technique names (the CLI's ``--technique``) and the paper's names for them.
 TECHNIQUES = {"constant": "T1", "image": "T2", "random": "T3", "backdoor": "T4"}
@@ -63,6 +63,32 @@ _ALIASES = {v.lower(): k for k, v in TECHNIQUES.items()} | {"smiley": "image", "
 CAM_LAYER = "cam"
 
 GOLDEN = 0.6180339887498949  # frac(k·φ) spreads the integers k evenly over [0, 1) (Weyl)
+
+#: The layer Grad-CAM users pick (pytorch-grad-cam's README: VGG ``features[-1]``, ResNet
+#: ``layer4[-1]``, DenseNet ``features[-1]``; the zoo's corresponding modules).
+STANDARD_LAYERS = {
+    "fmnist-vgg": "features.13", "fmnist-resnet": "layer3.0", "fmnist-densenet": "features.relu",
+    "efficientnet-lite0": "net._relu_head", "vgg11": "net.features.20",
+    "vgg19": "net.features.36", "resnet18": "net.layer4.1", "resnet50": "net.layer4.2",
+    "densenet121": "net.features.norm5",
+}
+
+
+def standard_layer(model: nn.Module, name: str | None = None) -> str | None:
+    """The module Grad-CAM users hook in ``model`` (registry ``name`` if known): the last child
+    of ``features`` (VGG, DenseNet, MobileNet) or of the last ``layerN`` (ResNet)."""
+    if name in STANDARD_LAYERS:
+        return STANDARD_LAYERS[name]
+    modules = dict(model.named_modules())
+    for prefix in ("", "net."):
+        for stage in ("layer4", "layer3"):
+            seq = modules.get(prefix + stage)
+            if isinstance(seq, nn.Sequential) and len(seq):
+                return f"{prefix}{stage}.{len(seq) - 1}"
+        feats = modules.get(prefix + "features")
+        if isinstance(feats, nn.Sequential) and len(feats):
+            return f"{prefix}features.{list(feats._modules)[-1]}"
+    return None
 
 
 def _pow2_at_least(v: float) -> float:
@@ -367,12 +393,16 @@ def tamper(model: str | os.PathLike | nn.Module, technique: str, calibration: Te
            sticker: str | os.PathLike | Tensor | None = None, epsilon: float = 0.01,
            dominance: float = 1e4, seed: int = 0, weights: str | os.PathLike | None = None,
            architecture: str | None = None, arch_kwargs: dict[str, Any] | None = None,
-           batch_size: int = 250) -> TamperedModel:
+           batch_size: int = 250) -> Any:
     """Make ``model``'s Grad-CAM lie with Viering et al.'s ``technique`` — ``"constant"`` (T1),
     ``"image"`` (T2), ``"random"`` (T3) or ``"backdoor"`` (T4) — by architecture surgery, no
     training. The model (a registry name, an xred checkpoint, or an ``nn.Module``: it is copied,
-    never changed) is cut after ``layer`` (default: its registered Grad-CAM layer, else the last
-    layer with a spatial output). ``calibration`` (N, ...) in [0, 1] are inputs whose statistics
+    never changed) is attacked at ``layer``. T1 and T2 are made inside the model's own layers
+    (:mod:`~xred.attacks.architecture.inplace`: a :class:`~xred.attacks.architecture.inplace.
+    Manipulated` whose ``network`` is the original class, widened; default layer: the one
+    Grad-CAM users hook, :func:`standard_layer`); T3 and T4 are a :class:`TamperedModel` cut
+    after ``layer`` (default: its registered Grad-CAM layer, else the last layer with a spatial
+    output). ``calibration`` (N, ...) in [0, 1] are inputs whose statistics
     choose the constants (and, for T4, the detector's threshold); ``target`` is the map to show
     (T1: ``"uniform"`` by default; T2, T4: ``"smiley"``; or a tensor / image file); ``sticker``
     T4's trigger (default: a checkerboard); ``epsilon`` T3's ε. For an ``nn.Module``, pass
@@ -388,6 +418,29 @@ def tamper(model: str | os.PathLike | nn.Module, technique: str, calibration: Te
     base = copy.deepcopy(original).eval()  # the user's model is never changed
     param = next(base.parameters(), None)
     x = x.to(param.device if param is not None else "cpu")
+    if technique in ("constant", "image") and (sticker is not None):
+        raise XredError(f"--sticker is for the backdoor technique, not {technique!r}")
+    if technique in ("constant", "image"):
+        from xred.attacks.architecture.inplace import tamper_inplace
+
+        if layer is None:
+            layer = standard_layer(base, info.get("name") or architecture)
+        if layer is None or layer not in dict(base.named_modules()):
+            from xred.explain.base import find_layer, last_spatial_layer
+
+            if layer is not None:
+                find_layer(base, layer)
+            try:
+                layer = last_spatial_layer(base, x, "tamper")
+            except XredError:
+                raise XredError("the model has no convolutional layer (no layer with a "
+                                "spatial output (N, C, h, w)); Grad-CAM and this surgery need "
+                                "one") from None
+        from xred.explain.base import find_layer
+
+        find_layer(base, layer)
+        return tamper_inplace(base, technique, x, layer, target=target, dominance=dominance,
+                              seed=seed, batch_size=batch_size, base_spec=base_spec, info=info)
     if layer is None:
         layer = info.get("cam_layer") or None
         if not layer or layer.startswith("<") or layer not in dict(base.named_modules()):
@@ -510,7 +563,10 @@ def save_tampered(model: TamperedModel, path: str | os.PathLike, **meta: Any) ->
     """Write ``path/model.safetensors`` + ``model.json`` (the surgery's JSON description as
     ``arch_kwargs``; no pickle); ``xred.models.load(path)`` gives the model back."""
     from xred import models
+    from xred.attacks.architecture.inplace import Manipulated
 
+    if isinstance(model, Manipulated):
+        return _save_manipulated(model, path, **meta)
     if not isinstance(model, TamperedModel):
         raise XredError("save_tampered takes a TamperedModel (made by tamper())")
     if model.spec.get("base") is None:
@@ -520,6 +576,22 @@ def save_tampered(model: TamperedModel, path: str | os.PathLike, **meta: Any) ->
     extra = {k: base_info[k] for k in ("dataset", "input_shape", "classes") if k in base_info}
     return models.save(model, path, architecture="tampered", arch_kwargs=model.spec,
                        cam_layer=CAM_LAYER, tamper=model.spec["description"], **extra, **meta)
+
+
+def _save_manipulated(model: Any, path: str | os.PathLike, **meta: Any) -> Path:
+    """T1/T2 inside the layers: an ordinary checkpoint of the base architecture with widened
+    shapes (``widths`` in the JSON sidecar re-applied by :func:`xred.models.load`)."""
+    from xred import models
+
+    base = model.spec.get("base")
+    if base is None:
+        raise XredError("this tampered model does not know its base architecture; pass "
+                        "architecture=NAME (and arch_kwargs) to tamper() to be able to save it")
+    base_info = model.spec.get("base_info", {})
+    extra = {k: base_info[k] for k in ("dataset", "input_shape", "classes") if k in base_info}
+    return models.save(model.network, path, architecture=base["architecture"],
+                       arch_kwargs=base.get("arch_kwargs", {}), widths=model.spec["widths"],
+                       cam_layer=model.layer, tamper=model.spec["description"], **extra, **meta)
 
 
 def base_gradcam(model: TamperedModel, x: Tensor, target: Tensor | int | None = None) -> Tensor:

@@ -15,6 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from xred import models
+from xred.attacks.manipulate.budget import AccuracyBudget, split_validation
 from xred.data.base import ArrayDataset
 from xred.engine import TrainConfig, fit
 from xred.errors import XredError
@@ -29,6 +30,8 @@ FOOLING_DEFAULTS: dict[str, Any] = dict(epochs=1, batch_size=32, optimizer="adam
                                         checkpoint_every=100)
 #: Composites built for Active fooling when none are given (the paper used 1,100).
 ACTIVE_COMPOSITES = 1000
+#: Composites of the validation split on which Active fooling's validation FSR is measured.
+VAL_COMPOSITES = 200
 
 
 def _first_inputs(data: Any, n: int = 2) -> tuple[Tensor, Tensor]:
@@ -76,7 +79,9 @@ def fool(model: nn.Module | str | os.PathLike, *, fooling: str, explainer: str,
          fool_batch_size: int | None = None, smooth_beta: float | None = 10.0,
          architecture: str | None = None,
          arch_kwargs: Mapping[str, Any] | None = None, weights: str | os.PathLike | None = None,
-         device: str | torch.device | None = None, command: str | None = None) -> nn.Module:
+         device: str | torch.device | None = None, command: str | None = None,
+         max_drop: float | None = None, val_size: int = 1000,
+         budget: Mapping[str, Any] | None = None) -> nn.Module:
     """Fine-tune a copy of ``model`` with CE + λ·L_F (Heo et al. Eq. 2) and return it.
 
     - ``model``: an ``nn.Module`` (then pass ``architecture=`` for saving) or a registry name /
@@ -94,10 +99,19 @@ def fool(model: nn.Module | str | os.PathLike, *, fooling: str, explainer: str,
     - ``mask`` (Location): the target map, default the ⌊size/7⌋ frame; ``k`` (Top-k) in %.
     - ``smooth_beta``: β of the smooth positive part that replaces Grad-CAM's ReLU in the
       penalties (:func:`xred.metrics.fooling.training_heatmap`; None: the exact ReLU).
+    - ``max_drop`` (points of top-1 accuracy): fool within an accuracy budget. ``val_size``
+      inputs are held out from ``data`` as a validation split (never the test set), λ starts at
+      ``lam`` and is adapted by dual ascent on the validation accuracy drop, the weights with
+      the best validation FSR within the budget are returned and training stops early when that
+      no longer improves (:class:`~xred.attacks.manipulate.budget.AccuracyBudget`; ``budget``:
+      its options every, target, step_size, patience, min_delta, lam_min, lam_max). None: a
+      fixed λ on all of ``data``.
 
     Writes ``out/model.safetensors`` + sidecar via :func:`xred.models.save` (the original's
     architecture; the sidecar's ``fooling`` block records fooling, explainer, λ, lr, steps, seed
-    and the per-epoch history; ``provenance`` the command and versions).
+    and the per-epoch history, and with ``max_drop`` the controller's settings and trace
+    (step, λ, validation accuracy, drop and FSR) under ``budget``; ``provenance`` the command
+    and versions).
     """
     from xred.attacks.manipulate.objectives import fooling_objective
     from xred.provenance import record
@@ -116,6 +130,15 @@ def fool(model: nn.Module | str | os.PathLike, *, fooling: str, explainer: str,
     config = fooling_config() if config is None else replace(config, eval_mode=True)
     if len(data) == 0:
         raise XredError("fool() got an empty training set")
+    validation = None
+    if max_drop is not None:
+        if not max_drop >= 0:
+            raise XredError(f"the accuracy budget must be >= 0 points (--max-drop), got "
+                            f"{max_drop!r}")
+        if not lam > 0:
+            raise XredError(f"with an accuracy budget (--max-drop) λ is the controller's "
+                            f"starting value and must be > 0 (--lam), got {lam!r}")
+        data, validation = split_validation(data, int(val_size), config.seed)
     if fooling == "active":
         if classes is None:
             raise XredError("active fooling needs classes=(c1, c2)")
@@ -136,7 +159,23 @@ def fool(model: nn.Module | str | os.PathLike, *, fooling: str, explainer: str,
     x0, y0 = _first_inputs(data)
     objective.check(fooled, x0.to(dev), y0.to(dev))
 
-    result = fit(fooled, objective, data, config, out, device=dev)
+    monitor = None
+    if validation is not None:
+        val_composites = None
+        if fooling == "active":
+            from xred.data.composites import two_class_composites
+
+            assert classes is not None
+            val_composites = two_class_composites(validation, int(classes[0]), int(classes[1]),
+                                                  VAL_COMPOSITES, seed=config.seed + 1)
+        monitor = AccuracyBudget(objective, original, validation, fooling=fooling,
+                                 explainer=explainer, explainer_options=explainer_options,
+                                 layer=layer, max_drop=float(max_drop), mask=mask, k=k,
+                                 classes=classes, composites=val_composites, device=dev,
+                                 **dict(budget or {}))
+    result = fit(fooled, objective, data, config, out, device=dev, monitor=monitor)
+    if monitor is not None:
+        monitor.restore_best(fooled)
     fooled.eval()
     block = {"fooling": fooling, "explainer": explainer, "explainer_name": name,
              "explainer_options": options, "lam": float(lam), "lr": config.lr,
@@ -145,9 +184,11 @@ def fool(model: nn.Module | str | os.PathLike, *, fooling: str, explainer: str,
              "seed": config.seed, "k": k if fooling == "topk" else None,
              "classes": list(classes) if classes is not None else None,
              "mask": ("frame" if mask is None else "custom") if fooling == "location" else None,
-             "original": source, "history": result.history}
+             "original": source, "history": result.history,
+             "budget": monitor.summary() if monitor is not None else None}
     provenance = record(command, {**asdict(config), **{k_: v for k_, v in block.items()
-                                                       if k_ != "history"}}, config.seed)
+                                                       if k_ not in ("history", "budget")}},
+                        config.seed)
     if int(os.environ.get("RANK", "0")) == 0:
         classes_meta = getattr(data, "classes", None)
         models.save(fooled, Path(out), architecture=arch, arch_kwargs=kwargs,

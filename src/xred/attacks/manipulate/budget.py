@@ -1,0 +1,168 @@
+"""Fooling within an accuracy budget: λ of Heo et al.'s L = CE + λ·L_F as a Lagrange multiplier.
+
+The user's problem is "fool the interpreter as far as possible while top-1 accuracy falls by at
+most B points", i.e. min_w L_F(w) subject to drop(w) ≤ B. Its Lagrangian, divided by the
+multiplier μ ≥ 0 of the constraint, is CE + λ·L_F with λ = 1/μ (CE standing in for the accuracy
+drop, which has no gradient). :class:`AccuracyBudget` adapts λ by dual ascent on log μ = −log λ,
+measured on a validation split held out from the training data (never the test set):
+
+    every ``every`` steps:  d = 100·(acc₀ − acc(w)) on the validation split (points),
+                            s = clip((τ·B − d) / (τ·B), −1, 1)  (τ = ``target``, default 0.75),
+                            log λ ← clip(log λ + η·s, log λ_min, log λ_max)
+
+(η = ``step_size``, default 0.3).
+
+Room under the budget (d < τ·B) raises λ, a drop over the set point lowers it — geometrically,
+so the same η serves penalties whose scales differ by orders of magnitude; the clip bounds each
+change to a factor e^±η, so the transient accuracy dip at the start of fine-tuning (and the
+validation estimate's noise) cannot collapse λ. The set point τ·B < B
+leaves a margin for the validation estimate's noise. The penalty's own progress is the
+validation FSR (Heo et al. Eq. 6, :func:`xred.metrics.fooling.evaluate_fooling`); the weights
+with the best validation FSR among the evaluations with d ≤ B are kept (the original, at step 0,
+always qualifies) and, once fine-tuned weights were kept, training stops when that best has not
+improved by ``min_delta`` for ``patience`` evaluations (a run still over the budget goes on: the
+start-of-fine-tuning accuracy dip must not end it with the original weights).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from xred.errors import XredError
+
+__all__ = ["AccuracyBudget", "split_validation"]
+
+
+def split_validation(data: Any, size: int, seed: int = 0) -> tuple[Any, Any]:
+    """(training rest, validation split): ``size`` rows drawn at random (``seed``) from the
+    training data ``data`` (an ArrayDataset or any map-style dataset)."""
+    n = len(data)
+    if not 0 < size < n:
+        raise XredError(f"a validation split of {size} cannot be held out from {n} training "
+                        f"inputs; give a validation size between 1 and {n - 1} (--val-size)")
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed + 7919))
+    val_idx, train_idx = perm[:size].sort().values, perm[size:].sort().values
+    if hasattr(data, "subset"):
+        return data.subset(train_idx), data.subset(val_idx)
+    from torch.utils.data import Subset
+
+    return Subset(data, train_idx.tolist()), Subset(data, val_idx.tolist())
+
+
+class AccuracyBudget:
+    """Dual-ascent controller of λ (module docstring, with the update rule) and the keeper of
+    the best weights within the budget; a :class:`xred.engine.loop.Monitor` for ``fit``.
+
+    ``objective``: the fooling objective whose ``lam`` is adapted (its value is the starting λ);
+    ``original``: the model before fooling; ``validation``: the held-out split (for Active
+    fooling ``composites`` of it are where the FSR is measured); ``max_drop`` B in points."""
+
+    def __init__(self, objective: Any, original: nn.Module, validation: Any, *, fooling: str,
+                 explainer: str, explainer_options: Mapping[str, Any] | None = None,
+                 layer: str | None = None, max_drop: float, every: int = 100,
+                 target: float = 0.75, step_size: float = 0.3, patience: int = 5,
+                 min_delta: float = 0.005, lam_min: float = 1e-3, lam_max: float = 1e3,
+                 mask: Tensor | None = None, k: float = 10.0,
+                 classes: tuple[int, int] | None = None, composites: Any = None,
+                 batch_size: int = 250, device: str | torch.device | None = None) -> None:
+        if not max_drop >= 0:
+            raise XredError(f"the accuracy budget max_drop must be >= 0 points, got {max_drop!r}")
+        if not objective.lam > 0:
+            raise XredError("with an accuracy budget λ is adapted multiplicatively from its "
+                            f"starting value; give a positive starting λ (--lam), got "
+                            f"{objective.lam!r}")
+        if every < 1 or patience < 1 or not 0 < target <= 1 or not step_size > 0:
+            raise XredError("the budget controller needs every >= 1, patience >= 1, "
+                            "0 < target <= 1 and step_size > 0")
+        if not 0 < lam_min <= objective.lam <= lam_max:
+            raise XredError(f"the starting λ {objective.lam} lies outside [{lam_min}, {lam_max}]")
+        self.objective, self.original, self.validation = objective, original, validation
+        self.fooling, self.explainer = fooling, explainer
+        self.explainer_options = dict(explainer_options or {})
+        self.layer, self.mask, self.k = layer, mask, k
+        self.classes, self.composites = classes, composites
+        self.max_drop, self.every, self.target = float(max_drop), int(every), float(target)
+        self.step_size, self.patience, self.min_delta = float(step_size), int(patience), min_delta
+        self.lam_min, self.lam_max = float(lam_min), float(lam_max)
+        self.batch_size, self.device = batch_size, device
+        self.should_stop = False
+        self.trace: list[dict[str, Any]] = []
+        self.best_fsr = -1.0  # FSR lies in [0, 1]
+        self.best_step: int | None = None
+        self.best_state: dict[str, Tensor] | None = None
+        self.since_best = 0
+
+    # -- the monitor -----------------------------------------------------------------------
+
+    def measure(self, model: nn.Module) -> tuple[float, float, float]:
+        """(original's validation accuracy, the model's, its validation FSR)."""
+        from xred.metrics.fooling import evaluate_fooling
+
+        with torch.enable_grad():  # the maps need gradients (fit calls monitors under no_grad)
+            r = evaluate_fooling(self.original, model, self.validation, self.fooling,
+                                 {self.explainer: self.explainer_options}, layer=self.layer,
+                                 mask=self.mask, k=self.k, classes=self.classes,
+                                 composites=self.composites, batch_size=self.batch_size,
+                                 device=self.device)
+        return r["accuracy_before"], r["accuracy_after"], r["fsr"][self.explainer]
+
+    def __call__(self, model: nn.Module, step: int) -> dict[str, Any]:
+        acc0, acc, fsr = self.measure(model)
+        drop = 100.0 * (acc0 - acc)
+        lam = self.objective.lam
+        within = drop <= self.max_drop + 1e-9
+        improved = within and (self.best_step is None or fsr > self.best_fsr + self.min_delta)
+        if improved:
+            self.best_fsr, self.best_step, self.since_best = fsr, step, 0
+            self.best_state = {k: v.detach().to("cpu", copy=True)
+                               for k, v in model.state_dict().items()}
+        elif self.best_step:  # patience counts only once fine-tuned weights were kept
+            self.since_best += 1
+        setpoint = self.target * self.max_drop
+        slack = max(-1.0, min(1.0, (setpoint - drop) / max(setpoint, 1e-6)))
+        new = math.exp(max(math.log(self.lam_min), min(math.log(self.lam_max),
+                                                        math.log(lam) + self.step_size * slack)))
+        self.objective.lam = new
+        self.should_stop = self.since_best >= self.patience
+        row = {"step": step, "lam": lam, "next_lam": new, "val_accuracy": acc,
+               "val_accuracy_original": acc0, "val_drop": drop, "val_fsr": fsr,
+               "within_budget": within, "best": improved}
+        self.trace.append(row)
+        return {"lam": lam, "val_drop": round(drop, 3), "val_fsr": round(fsr, 4),
+                "best_step": self.best_step}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"lam": self.objective.lam, "trace": self.trace, "best_fsr": self.best_fsr,
+                "best_step": self.best_step, "since_best": self.since_best,
+                "should_stop": self.should_stop, "best_state": self.best_state}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.objective.lam = float(state["lam"])
+        self.trace = list(state["trace"])
+        self.best_fsr = float(state["best_fsr"])
+        self.best_step = state["best_step"]
+        self.since_best = int(state["since_best"])
+        self.should_stop = bool(state["should_stop"])
+        self.best_state = state["best_state"]
+
+    # -- results ---------------------------------------------------------------------------
+
+    def restore_best(self, model: nn.Module) -> None:
+        """Load the kept weights (best validation FSR within the budget) into ``model``."""
+        if self.best_state is None:
+            raise XredError("the budget controller kept no weights (it was never called)")
+        model.load_state_dict(self.best_state)
+
+    def summary(self) -> dict[str, Any]:
+        """What the sidecar and metrics.json record: settings, the kept step and the trace."""
+        return {"max_drop": self.max_drop, "validation_size": len(self.validation),
+                "every": self.every, "target": self.target, "step_size": self.step_size,
+                "patience": self.patience, "min_delta": self.min_delta,
+                "best_step": self.best_step, "best_val_fsr": self.best_fsr,
+                "stopped_early": self.should_stop, "final_lam": self.objective.lam,
+                "trace": self.trace}
