@@ -172,6 +172,32 @@ def test_explain_text_file_gets_a_message(server, browser, tmp_path):
     assert text.startswith("(400) cannot read 'notes.txt' as an image"), text
 
 
+def test_explain_drop_uploads_the_file(server, browser):
+    """A file dropped on the drop zone is uploaded and shown as the model sees it."""
+    import base64
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (64, 48), (200, 30, 30)).save(buf, format="PNG")
+    _open(browser, server, "explain")
+    browser.execute_script("""
+        const bytes = Uint8Array.from(atob(arguments[0]), (c) => c.charCodeAt(0));
+        const dt = new DataTransfer();
+        dt.items.add(new File([bytes], "red.png", {type: "image/png"}));
+        const zone = document.querySelector(".image-picker[data-page=explain] .drop");
+        zone.dispatchEvent(new DragEvent("drop", {dataTransfer: dt, bubbles: true,
+                                                  cancelable: true}));
+    """, base64.b64encode(buf.getvalue()).decode())
+    select = "document.querySelector('.image-picker[data-page=explain] .sample-select')"
+    _wait(browser, lambda d: d.execute_script(f"return {select}.value.startsWith('upload:')"))
+    assert browser.execute_script(
+        f"return {select}.selectedOptions[0].textContent") == "upload: red.png"
+    _wait(browser, lambda d: d.execute_script(
+        "const i = document.getElementById('explain-view');"
+        "return i.complete && i.naturalWidth === 224 && i.src.startsWith('data:image/png');"))
+
+
 def test_attack_pgd_changes_the_prediction(server, browser):
     from selenium.webdriver.support.ui import Select
 
