@@ -12,12 +12,12 @@ FAST_BUDGET ?= 870
 SLOW_BUDGET ?= 330
 FMNIST := /usr/share/datasets/fashion-mnist
 
-.PHONY: demo test setup test-setup data lint lock clean zoo reproduce
+.PHONY: demo test setup test-setup data browser lint lock clean zoo reproduce
 
 demo: setup data
 	$(BIN)/xred demo --out runs/demo
 
-test: test-setup data
+test: test-setup data browser
 	$(BIN)/ruff check src tests benchmarks
 	timeout $(FAST_BUDGET) $(BIN)/python -m pytest -q -m "not slow" --durations=10 $(PYTEST_ARGS)
 	timeout $(SLOW_BUDGET) $(BIN)/python -m pytest -q -m slow --durations=10 $(PYTEST_ARGS)
@@ -30,12 +30,12 @@ test-setup: $(TEST_STAMP)
 # the test tools come with `make test`.
 $(STAMP): pyproject.toml requirements/lock.txt requirements/no-deps.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --disable-pip-version-check -c requirements/lock.txt -e ".[data]"
+	$(BIN)/python -m pip install -q --disable-pip-version-check -c requirements/lock.txt -e ".[data,app]"
 	$(BIN)/python -m pip install -q --disable-pip-version-check --no-deps -r requirements/no-deps.txt
 	touch $(STAMP)
 
 $(TEST_STAMP): $(STAMP)
-	$(BIN)/python -m pip install -q --disable-pip-version-check -c requirements/lock.txt -e ".[data,test]"
+	$(BIN)/python -m pip install -q --disable-pip-version-check -c requirements/lock.txt -e ".[data,app,test]"
 	touch $(TEST_STAMP)
 
 # Fashion-MNIST comes from Debian's dataset-fashion-mnist (installed when we are root), from
@@ -47,6 +47,16 @@ data:
 		 (apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist >/dev/null)) && \
 		echo "installed dataset-fashion-mnist"; \
 	else echo "Fashion-MNIST missing: sudo apt-get install dataset-fashion-mnist, or set XRED_DATA"; exit 1; fi
+
+# The app's browser tests drive Debian's Chromium through its ChromeDriver (selenium); installed
+# when missing and we are root, else the browser tests are skipped with the command to run.
+browser:
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ]; then \
+		(apt-get install -y -qq chromium chromium-driver >/dev/null 2>&1 || \
+		 (apt-get update -qq && apt-get install -y -qq chromium chromium-driver >/dev/null)) && \
+		echo "installed chromium and chromium-driver"; \
+	else echo "Chromium missing (browser tests will skip): sudo apt-get install chromium chromium-driver"; fi
 
 lint: test-setup
 	$(BIN)/ruff check src tests benchmarks

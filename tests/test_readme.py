@@ -41,6 +41,7 @@ EXPENSIVE = {
     "xred harden": "trains a model (tests/test_harden_cli.py)",
     "xred robustness": "100-step PGD on 1,000 inputs at every ε, and AAI",
     "xred probe": "needs the hardened model (tests/test_harden_cli.py runs a probe)",
+    "xred app": "starts a server (tests/test_app_browser.py drives it)",
 }
 
 

@@ -37,6 +37,7 @@ COMMANDS: list[_Command] = [
     ("audit", "audit", "HELP", "add_arguments", "run"),
     ("run", "run", "HELP", "add_arguments", "run"),
     ("demo", "demo", "HELP", "add_arguments", "run"),
+    ("app", "app", "HELP", "add_arguments", "run"),
 ]
 
 
