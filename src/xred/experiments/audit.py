@@ -201,7 +201,8 @@ def _audit(ref: str, explainers: list[str], cfg: dict[str, Any], cache: Path, lo
 
 def _cells(cfg: dict[str, Any], cache: Path, log: Log, command: str | None
            ) -> list[dict[str, Any]]:
-    """Every calibration and held-out model (made or found in the cache), cheapest first."""
+    """Every calibration and held-out model (made or found in the cache), cheapest first
+    (retraining with other seeds, the dearest, last)."""
     from xred.experiments.heo import settings_for
 
     seed = int(cfg["seed"])
@@ -231,11 +232,6 @@ def _cells(cfg: dict[str, Any], cache: Path, log: Log, command: str | None
                               str(_fooled(m, f, e, st, cache / "heo", log, command, seed)),
                               "family": f"heo-{f}", "manipulated": True, "targeted": [e],
                               "reference": m})
-    for s in cfg["clean"]["seeds"]:
-        for m in cfg["clean"]["zoo"]:
-            cells.append({"model": f"{m} seed {s}", "ref": lambda m=m, s=s: str(
-                _clean_retrained(m, s, int(cfg["clean"]["epochs"]), cache, log, command)),
-                "family": f"clean-seed{s}", "manipulated": False, "targeted": []})
     for h in cfg["held_out"]:
         name = h["name"]
         mask = h.get("region")
@@ -248,6 +244,11 @@ def _cells(cfg: dict[str, Any], cache: Path, log: Log, command: str | None
                 h["model"], h["fooling"], h["explainer"], h["setting"],
                 cache / "held-out" / h["name"], log, command, seed,
                 mask=_region_mask(h["model"], h["explainer"], mask) if mask else None))})
+    for s in cfg["clean"]["seeds"]:
+        for m in cfg["clean"]["zoo"]:
+            cells.append({"model": f"{m} seed {s}", "ref": lambda m=m, s=s: str(
+                _clean_retrained(m, s, int(cfg["clean"]["epochs"]), cache, log, command)),
+                "family": f"clean-seed{s}", "manipulated": False, "targeted": []})
     return cells
 
 
