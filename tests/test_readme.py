@@ -24,6 +24,7 @@ CHEAP = {
     "xred attack --model fmnist-vgg --attack pgd": 0,
     "xred tamper --model fmnist-vgg --technique image": 0,
     "xred inspect --model runs/tampered": 1,  # flagged
+    "xred audit --model runs/tampered": 1,  # manipulated
 }
 #: examples not run, and why
 EXPENSIVE = {
@@ -35,6 +36,7 @@ EXPENSIVE = {
     "torchrun": "several processes",
     "xred fool": "fine-tunes a model (tests/test_fool_cli.py)",
     "xred evaluate": "needs the fooled model",
+    "xred audit --model runs/fooled": "needs the fooled model",
     "xred run": "a reproduction: tens of minutes",
     "xred attack --model fmnist-resnet --attack adv2": "300 ADV² steps",
     "xred attack --model fmnist-vgg --attack aai --sweep-eps": "a sweep",
