@@ -12,7 +12,7 @@ FAST_BUDGET ?= 870
 SLOW_BUDGET ?= 330
 FMNIST := /usr/share/datasets/fashion-mnist
 
-.PHONY: demo test setup test-setup data browser app lint lock clean zoo reproduce
+.PHONY: demo test setup test-setup data browser lint lock clean zoo reproduce
 
 demo: setup data
 	$(BIN)/xred demo --out runs/demo
@@ -48,19 +48,15 @@ data:
 		echo "installed dataset-fashion-mnist"; \
 	else echo "Fashion-MNIST missing: sudo apt-get install dataset-fashion-mnist, or set XRED_DATA"; exit 1; fi
 
-# Debian's Chromium and ChromeDriver for the web app's browser tests (installed when we are root;
-# without them those tests are skipped).
+# The app's browser tests drive Debian's Chromium through its ChromeDriver (selenium); installed
+# when missing and we are root, else the browser tests are skipped with the command to run.
 browser:
 	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then :; \
 	elif [ "$$(id -u)" = 0 ]; then \
 		(apt-get install -y -qq chromium chromium-driver >/dev/null 2>&1 || \
 		 (apt-get update -qq && apt-get install -y -qq chromium chromium-driver >/dev/null)) && \
 		echo "installed chromium and chromium-driver"; \
-	else echo "Chromium missing: sudo apt-get install chromium chromium-driver (browser tests skipped)"; fi
-
-# The web app on http://127.0.0.1:8000/ (Ctrl-C stops it).
-app: setup data
-	$(BIN)/xred app
+	else echo "Chromium missing (browser tests will skip): sudo apt-get install chromium chromium-driver"; fi
 
 lint: test-setup
 	$(BIN)/ruff check src tests benchmarks

@@ -1,14 +1,14 @@
-"""What the app benchmarks share: start ``xred app`` in a child process on a free localhost port,
-wait until it answers, read its memory, stop it."""
+"""Start ``xred app`` on a free localhost port for the app benchmarks, and read its memory."""
 
 from __future__ import annotations
 
-import io
+import contextlib
 import os
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -16,64 +16,44 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 
 
-class Server:
-    """``python -m xred app`` on 127.0.0.1 (never another address) as a child process."""
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
-    def __init__(self, *args: str) -> None:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}"
-        env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "xred", "app", "--host", "127.0.0.1", "--port",
-             str(self.port), *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-            text=True)
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"xred app exited: {self.proc.stdout.read()}")
+
+@contextlib.contextmanager
+def running_app(*args: str, threads: str | None = None) -> Iterator[tuple[str, int]]:
+    """``xred app`` in a subprocess (as a user starts it); yields (base URL, pid)."""
+    port = free_port()
+    env = dict(os.environ)  # this checkout's xred first
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT / "src"), env.get("PYTHONPATH")]))
+    if threads:
+        env["OMP_NUM_THREADS"] = threads
+    proc = subprocess.Popen([sys.executable, "-m", "xred", "app", "--port", str(port), *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env=env, cwd=ROOT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        end = time.monotonic() + 120
+        while True:
             try:
-                if httpx.get(self.url + "/api/health", timeout=2).status_code == 200:
-                    return
+                if httpx.get(f"{url}/api/status", timeout=2).status_code == 200:
+                    break
             except httpx.HTTPError:
-                time.sleep(0.3)
-        raise RuntimeError("xred app did not answer within 120 s")
-
-    def rss_mb(self) -> float:
-        """The server's resident memory in MB (Linux /proc)."""
-        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-        return float("nan")
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-
-    def __enter__(self) -> Server:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+                pass
+            if proc.poll() is not None or time.monotonic() > end:
+                raise RuntimeError(f"xred app did not start: {proc.stdout.read()}")
+            time.sleep(0.2)
+        yield url, proc.pid
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
 
 
-def photo_png(name: str = "chelsea", variant: int = 0) -> bytes:
-    """scikit-image's photo as PNG; ``variant`` > 0 changes one pixel (a new upload, so no
-    cached result applies)."""
-    import skimage.data
-    from PIL import Image
-
-    a = getattr(skimage.data, name)().copy()
-    if variant:
-        row, col = divmod(variant, a.shape[1])
-        a[row % a.shape[0], col, 0] ^= 1
-    buf = io.BytesIO()
-    Image.fromarray(a).save(buf, format="PNG")
-    return buf.getvalue()
+def rss_mb(pid: int) -> float:
+    """Resident memory of ``pid`` in MB (Linux /proc)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")

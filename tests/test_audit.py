@@ -374,3 +374,35 @@ def test_unknown_explainer_and_missing_thresholds(tmp_path, capsys):
     assert main(["audit", "--model", "fmnist-vgg", "--thresholds", str(tmp_path / "none.json"),
                  "--out", str(tmp_path / "b")]) == 2
     assert "no audit thresholds" in _error_line(capsys)
+
+
+@pytest.mark.slow
+def test_calibration_runner_on_a_tiny_config(tmp_path):
+    """xred run with a tiny calibration set: every cell made, audited and cached; thresholds and
+    report written; a second run reuses every cell."""
+    from xred.experiments.audit import run_audit_calibration
+
+    fast = {"lam": 2.0, "lr": 1e-4, "steps": 10, "batch_size": 32, "schedule": "cosine"}
+    config = {"kind": "audit", "count": 8, "explainers": ["gradcam", "gradient"],
+              "settings": {"stability_inputs": 2, "stability_steps": 2, "sanity_layers": 1},
+              "clean": {"zoo": ["fmnist-vgg", "fmnist-resnet"], "seeds": [], "epochs": 1,
+                        "benign": {"models": ["fmnist-vgg"], "explainers": ["gradcam"]}},
+              "heo": {"models": ["fmnist-vgg"], "foolings": ["location"],
+                      "explainers": ["gradcam"], "settings": {"default": fast}},
+              "viering": {"models": ["fmnist-vgg"], "techniques": ["constant"]},
+              "held_out": [{"name": "corner", "model": "fmnist-vgg", "fooling": "location",
+                            "explainer": "gradcam", "region": "corner", "setting": fast}],
+              "cache": str(tmp_path / "cache"), "thresholds": str(tmp_path / "t.json"),
+              "figures": str(tmp_path / "fig"), "report": str(tmp_path / "audit.md")}
+    first = run_audit_calibration(config, tmp_path / "out", progress=False)
+    table = read_json(tmp_path / "t.json")
+    assert "gradcam/faithfulness" in table["thresholds"] and table["made_by"]["q"] == 0.01
+    report = (tmp_path / "audit.md").read_text()
+    assert "viering-constant | 1/1" in report  # the tampered model is flagged
+    assert "fmnist-vgg corner | gradcam" in report
+    assert first["summary"]["tampered_models_flagged"] == [1, 1]
+    audits = sorted((tmp_path / "cache" / "audits").iterdir())
+    assert len(audits) == 6  # 2 zoo, 1 tampered, 1 benign, 1 fooled, 1 held out
+    stamp = [p.stat().st_mtime for p in audits]
+    run_audit_calibration(config, tmp_path / "out", progress=False)
+    assert [p.stat().st_mtime for p in sorted((tmp_path / "cache" / "audits").iterdir())] == stamp

@@ -78,8 +78,6 @@ def bad_arguments(d) -> dict[str, list[list[str]]]:
         "probe": [[*vgg, "--probe", "nope"], [*vgg, "--probe", "saturation", "--levels", "0"],
                   [*vgg, "--probe", "patch-shuffle", "--levels", "5", "--count", "2"],
                   ["--model", "nope", "--probe", "saturation"]],
-        "app": [["--port", "0"], ["--port", "x"], ["--models", text], ["--models", folder],
-                ["--time-limit", "-1"], ["--queue", "0"]],
     }
 
 

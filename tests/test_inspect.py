@@ -95,10 +95,11 @@ def test_reference_lists_added_channels_branches_and_mod():
     assert "direction" in added["branch"] and "weight" in added["extra"]
     assert report.stats["reference"]["prefix"] == "base."
     assert "changed-values" not in details and "removed-tensors" not in details
-    backdoor = tamper("fmnist-resnet", "backdoor", cal)
-    wheres = {f.where for f in inspect_model(backdoor, reference=clean, inputs=probes).findings
-              if f.check == "added-module"}
-    assert {"trigger", "trigger.match", "cam", "extra"} <= wheres
+    backdoor = tamper("fmnist-resnet", "backdoor", cal)  # inside the layers
+    found = inspect_model(backdoor, reference=clean, inputs=probes).findings
+    wheres = {f.where for f in found if f.check == "added-module"}
+    assert {"stem.0.gate", "stem.0.gate.match"} <= wheres
+    assert "stem.0.weight" in {f.where for f in found if f.check == "changed-shape"}
 
 
 def paper_style_edit(model: nn.Module) -> nn.Module:

@@ -29,6 +29,9 @@ ALLOWED = {
     # tampered models are a wrapper type defined by the attack; issue 25 makes them ordinary
     # architectures with widened layers, after which this goes
     ("models", "attacks.architecture.surgery"),
+    # a saved in-layer T4 model reinstalls its sticker gate on load (issue 25); the gate module
+    # should move to models so that loading needs no attack code
+    ("models", "attacks.architecture.inplace"),
 }
 
 

@@ -24,6 +24,7 @@ CHEAP = {
     "xred attack --model fmnist-vgg --attack pgd": 0,
     "xred tamper --model fmnist-vgg --technique image": 0,
     "xred inspect --model runs/tampered": 1,  # flagged
+    "xred audit --model runs/tampered": 1,  # manipulated
 }
 #: examples not run, and why
 EXPENSIVE = {
@@ -35,14 +36,14 @@ EXPENSIVE = {
     "torchrun": "several processes",
     "xred fool": "fine-tunes a model (tests/test_fool_cli.py)",
     "xred evaluate": "needs the fooled model",
+    "xred audit --model runs/fooled": "needs the fooled model",
     "xred run": "a reproduction: tens of minutes",
     "xred attack --model fmnist-resnet --attack adv2": "300 ADV² steps",
     "xred attack --model fmnist-vgg --attack aai --sweep-eps": "a sweep",
     "xred harden": "trains a model (tests/test_harden_cli.py)",
     "xred robustness": "100-step PGD on 1,000 inputs at every ε, and AAI",
     "xred probe": "needs the hardened model (tests/test_harden_cli.py runs a probe)",
-    "xred app": "starts a server (tests/test_app_api.py starts it, tests/test_app_browser.py "
-                "uses it)",
+    "xred app": "starts a server (tests/test_app_browser.py drives it)",
 }
 
 

@@ -1,19 +1,24 @@
-"""The xred web app (``xred app``): explain, attack and compare models' saliency maps in the
-browser. A FastAPI backend (:mod:`xred.app.api`) over :mod:`xred.services`, one background
-worker (:mod:`xred.app.jobs`), and a static front-end (plain HTML/CSS/JS with D3) shipped in
-``static/``. No numerics live here; it needs the ``app`` extra (fastapi, uvicorn,
-python-multipart)."""
+"""xred's web app: explain, attack and compare image models in the browser (``xred app``).
+
+A FastAPI backend (:mod:`xred.app.server`, JSON API with its OpenAPI page at /docs) over
+:mod:`xred.services`, and a static front-end (plain HTML/CSS/JS with D3, vendored under
+``static/vendor``). No numerics live here. Heavy work runs one job at a time
+(:mod:`xred.app.jobs`)."""
 
 from __future__ import annotations
 
-from typing import Any
+
+def create_app(models: list[str] | None = None, **kwargs):  # noqa: ANN201 - FastAPI
+    """The FastAPI app (see :func:`xred.app.server.create_app`)."""
+    from xred.app.server import create_app as make
+
+    return make(models, **kwargs)
 
 
-def create_app(*args: Any, **kwargs: Any) -> Any:
-    """The FastAPI application (see :func:`xred.app.api.create_app`)."""
-    from xred.app.api import create_app as create
+def serve(host: str = "127.0.0.1", port: int = 8000, models: list[str] | None = None,
+          *, time_limit: float = 180.0, log_level: str = "warning") -> None:
+    """Start the app with uvicorn and serve until interrupted."""
+    import uvicorn
 
-    return create(*args, **kwargs)
-
-
-__all__ = ["create_app"]
+    app = create_app(models, time_limit=time_limit)
+    uvicorn.run(app, host=host, port=port, log_level=log_level)

@@ -1,68 +1,47 @@
-"""``xred app``: start the web app (Explain, Attack, Compare models) on this machine."""
+"""``xred app``: the web app (explain, attack and compare image models in the browser)."""
 
 from __future__ import annotations
 
 import argparse
-import socket
 from typing import Any
 
-from xred.cli.common import positive, positive_int
+from xred.cli.common import positive_int
 from xred.errors import XredError
 
-HELP = "start the web app: explain, attack and compare models in the browser"
+HELP = ("start the web app: explain, attack and compare image models in the browser "
+        "(binds to 127.0.0.1 unless --host says otherwise)")
 WRITES = False  # a server: no run folder
 
 
 def add_arguments(sp: argparse.ArgumentParser) -> None:
     sp.add_argument("--host", default="127.0.0.1",
-                    help="address to listen on (default 127.0.0.1: this machine only)")
+                    help="address to bind (default 127.0.0.1: this machine only)")
     sp.add_argument("--port", type=positive_int, default=8000, help="port (default 8000)")
-    sp.add_argument("--models", nargs="+", action="extend", metavar="DIR", default=[],
-                    help="model folders written by xred train/fool/tamper (or folders of them) "
-                    "to offer beside the zoo; the browser can load no other files")
-    sp.add_argument("--queue", type=positive_int, default=2,
-                    help="requests that may wait for the worker before others are told "
-                    "'busy' (default 2)")
-    sp.add_argument("--time-limit", type=positive, default=300.0,
-                    help="seconds a job may run before it is stopped (default 300)")
-
-
-def _check_port(host: str, port: int) -> None:
-    try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except socket.gaierror:
-        raise XredError(f"cannot listen on {host!r}: unknown address; pass --host 127.0.0.1")\
-            from None
-    family, kind, proto, _, addr = infos[0]
-    with socket.socket(family, kind, proto) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind(addr)
-        except OSError as e:
-            raise XredError(f"cannot listen on {host}:{port} ({e.strerror}); pass another "
-                            "--port") from None
+    sp.add_argument("--models", nargs="+", default=[], metavar="DIR",
+                    help="model folders written by xred train/fool/harden (or folders of them) "
+                    "to offer besides the zoo")
+    sp.add_argument("--time-limit", type=float, default=180.0,
+                    help="seconds a job may run before it is stopped (default 180)")
 
 
 def run(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
     try:
         import fastapi  # noqa: F401
-        import python_multipart  # noqa: F401
-        import uvicorn
-    except ImportError as e:
-        raise XredError(f"the app needs {e.name}: pip install 'xred[app]'") from None
-    if args.data_dir:
-        import os
-
-        os.environ["XRED_DATA"] = str(args.data_dir)
+        import uvicorn  # noqa: F401
+    except ImportError:
+        raise XredError("the app needs fastapi, uvicorn and python-multipart: pip install "
+                        "'xred[app]'") from None
     from xred.app import create_app
 
-    app = create_app(args.models, queue_size=args.queue, time_limit=args.time_limit,
-                     device=args.device)
-    _check_port(args.host, args.port)
+    if not 0 < args.port < 65536:
+        raise XredError(f"--port must lie in 1 to 65535, got {args.port}")
+    import uvicorn
+
+    app = create_app(args.models, time_limit=args.time_limit)
     shown = f"[{args.host}]" if ":" in args.host else args.host
-    url = f"http://{shown}:{args.port}/"
-    print(f"xred app: {url}  (API docs: {url}docs; Ctrl-C stops it)", flush=True)
-    if args.host not in ("127.0.0.1", "localhost", "::1"):
-        print(f"xred app: listening on {args.host}: other machines can reach it", flush=True)
+    print(f"xred app: http://{shown}:{args.port}/  (API docs: /docs; Ctrl-C stops it)",
+          flush=True)
+    names = [m["name"] for m in app.state.catalog.listing()]
+    print(f"models: {', '.join(names)}", flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
-    return {"url": url}
+    return {"host": args.host, "port": args.port, "models": names}

@@ -58,6 +58,7 @@ DEFAULTS: dict[str, Any] = {
     "viering": {"models": ["fmnist-vgg"], "techniques": ["constant", "image", "random",
                                                          "backdoor"]},
     "held_out": [],
+    "make_missing": True,
     "q": 0.01, "q_fragility": 0.05,
     "cache": "runs/audit-cache", "thresholds": None, "figures": "docs/figures", "report": None,
     "bounds": {"manipulated_flagged": 0.95, "clean_flagged": 0.05},
@@ -125,6 +126,11 @@ def _tampered(model: str, technique: str, cache: Path, log: Log, seed: int) -> P
     cal, _ = train[torch.arange(1000)]
     save_tampered(tamper(model, technique, cal, seed=seed), folder)
     return folder
+
+
+def _made(cell: dict[str, Any], cache: Path) -> bool:
+    """Is the model of ``cell`` in the cache already (zoo models always are)?"""
+    return cell["folder"] is None or (cache / cell["folder"] / "model.json").is_file()
 
 
 def _region_mask(model: str, explainer: str, region: str) -> Tensor:
@@ -201,18 +207,20 @@ def _audit(ref: str, explainers: list[str], cfg: dict[str, Any], cache: Path, lo
 
 def _cells(cfg: dict[str, Any], cache: Path, log: Log, command: str | None
            ) -> list[dict[str, Any]]:
-    """Every calibration and held-out model (made or found in the cache), cheapest first."""
+    """Every calibration and held-out model (made or found in the cache), cheapest first
+    (retraining with other seeds, the dearest, last)."""
     from xred.experiments.heo import settings_for
 
     seed = int(cfg["seed"])
     cells: list[dict[str, Any]] = []
     for m in cfg["clean"]["zoo"]:
-        cells.append({"model": m, "ref": lambda m=m: m, "family": "clean-zoo",
+        cells.append({"model": m, "ref": lambda m=m: m, "family": "clean-zoo", "folder": None,
                       "manipulated": False, "targeted": []})
     for m in cfg["viering"]["models"]:
         for t in cfg["viering"]["techniques"]:
             cells.append({"model": f"{m} {t}", "ref": lambda m=m, t=t: str(_tampered(
                 m, t, cache, log, seed)), "family": f"viering-{t}", "manipulated": True,
+                "folder": f"tampered/{m}-{t}",
                 "targeted": ["gradcam"]})
     heo = cfg["heo"]
     for m in cfg["clean"]["benign"]["models"]:
@@ -222,7 +230,7 @@ def _cells(cfg: dict[str, Any], cache: Path, log: Log, command: str | None
                           "ref": lambda m=m, e=e, st=setting: str(_fooled(
                               m, "location", e, st, cache / "benign", log, command, seed)),
                           "family": "clean-benign", "manipulated": False, "targeted": [],
-                          "reference": m})
+                          "reference": m, "folder": f"benign/{m}/location-{e}"})
     for m in heo["models"]:
         for f in heo["foolings"]:
             for e in heo["explainers"]:
@@ -230,24 +238,26 @@ def _cells(cfg: dict[str, Any], cache: Path, log: Log, command: str | None
                 cells.append({"model": f"{m} {f} {e}", "ref": lambda m=m, f=f, e=e, st=setting:
                               str(_fooled(m, f, e, st, cache / "heo", log, command, seed)),
                               "family": f"heo-{f}", "manipulated": True, "targeted": [e],
-                              "reference": m})
-    for s in cfg["clean"]["seeds"]:
-        for m in cfg["clean"]["zoo"]:
-            cells.append({"model": f"{m} seed {s}", "ref": lambda m=m, s=s: str(
-                _clean_retrained(m, s, int(cfg["clean"]["epochs"]), cache, log, command)),
-                "family": f"clean-seed{s}", "manipulated": False, "targeted": []})
+                              "reference": m, "folder": f"heo/{m}/{f}-{e}"})
     for h in cfg["held_out"]:
         name = h["name"]
         mask = h.get("region")
         cells.append({
             "model": f"{h['model']} {name}", "held_out": True, "family": f"held-out {name}",
             "manipulated": True, "targeted": [h["explainer"]], "reference": h["model"],
+            "folder": f"held-out/{name}/{h['model']}/{h['fooling']}-{h['explainer']}",
             "description": h.get(
                 "description", ""), "extra_explainers": [h["explainer"]],
             "ref": lambda h=h, mask=mask: str(_fooled(
                 h["model"], h["fooling"], h["explainer"], h["setting"],
                 cache / "held-out" / h["name"], log, command, seed,
                 mask=_region_mask(h["model"], h["explainer"], mask) if mask else None))})
+    for s in cfg["clean"]["seeds"]:
+        for m in cfg["clean"]["zoo"]:
+            cells.append({"model": f"{m} seed {s}", "ref": lambda m=m, s=s: str(
+                _clean_retrained(m, s, int(cfg["clean"]["epochs"]), cache, log, command)),
+                "family": f"clean-seed{s}", "manipulated": False, "targeted": [],
+                "folder": f"clean/{m}-seed{s}"})
     return cells
 
 
@@ -272,6 +282,9 @@ def run_audit_calibration(config: dict[str, Any], out: str | os.PathLike, *,
     failed: dict[str, str] = {}
     for cell in _cells(cfg, cache, log, command):
         try:
+            if not cfg["make_missing"] and not _made(cell, cache):
+                raise XredError("not made yet (the config's make_missing is false; set it to "
+                                "true and run again to make it)")
             ref = cell["ref"]()
             explainers = list(dict.fromkeys([*cfg["explainers"],
                                              *cell.get("extra_explainers", [])]))
@@ -498,7 +511,7 @@ def _report(cfg: dict[str, Any], rows: list[dict[str, Any]], lofo: list[dict[str
     lines += ["", "## Cost", "", f"{len(secs)} audits, median {_fmt(_median(secs))} s each "
               f"({len(cfg['explainers'])} explainers, {cfg['count']} inputs, one process)."]
     if results["failed"]:
-        lines += ["", "## Models that could not be made or audited", ""]
+        lines += ["", "## Models not made or not audited", ""]
         lines += [f"- {k}: {v}" for k, v in results["failed"].items()]
     return lines
 

@@ -21,7 +21,10 @@ drawn with the config's seed. Each (model, attack, ε) cell runs in batches and 
 is saved at once under ``<out>/cells``, so an interrupted run resumes where it stopped and a rerun
 with the same settings reuses the work. RTS interpreters are trained once per model with
 :func:`xred.explain.learned.train_rts` and cached under ``<out>/rts`` (one folder per
-training setting).
+training setting); before one is attacked its quality is measured (``rts_quality``: the AOPC of
+most-relevant-first deletion with its masks, against the model's Grad-CAM and a random order, on
+the attacked inputs), and an interpreter whose masks delete no better than a random order is
+reported and not attacked (an attack on an untrained interpreter measures nothing).
 """
 
 from __future__ import annotations
@@ -52,7 +55,12 @@ DEFAULTS: dict[str, Any] = {
     "adv2": {"explainers": ["gradient", "cam", "mask", "rts"], "options": {},
              "explainer_options": {}, "bars": {"success": 0.95, "mask_success": 0.9,
                                                "distance_ratio": 0.5}},
-    "rts": {"epochs": 2, "batch_size": 64, "lr": 1e-3, "width": 16},
+    # training settings of the RTS interpreters; other keys are rts_objective's loss options.
+    # "baseline" deletes to 0 (Fashion-MNIST's background): a 1.25-pixel blur of a 28-pixel
+    # image is no deletion, and with it resnet's and densenet's masks collapsed to all-or-nothing
+    "rts": {"epochs": 1, "batch_size": 64, "lr": 1e-3, "width": 16, "perturbation": "baseline"},
+    # deletion AOPC (xred.metrics.fooling) of the RTS masks vs Grad-CAM vs random, first images
+    "rts_quality": {"count": 1000, "steps": 10},
     "photos": {"model": "efficientnet-lite0", "eps": 0.031, "explainers": ["gradient", "cam"],
                "options": {}, "pgd_steps": 100},
     "versus_noise": [
@@ -125,9 +133,14 @@ def _adv2_cell(model: nn.Module, name: str, explainer: str, explainer_options: d
     return cells.batched(folder, len(x), batch_size, run, f"{name} adv2 {explainer}", progress)
 
 
+RTS_TRAINING = ("epochs", "batch_size", "lr", "width")
+
+
 def _rts_interpreter(model: nn.Module, name: str, train: Any, cfg: dict[str, Any], root: CellStore,
                      progress: bool, command: str | None) -> nn.Module:
-    """A :class:`~xred.explain.learned.SaliencyNet` for ``model``, trained once and cached."""
+    """A :class:`~xred.explain.learned.SaliencyNet` for ``model``, trained once and cached
+    (``cfg["rts"]``: the training settings and :func:`~xred.explain.learned.rts_objective`'s
+    loss options)."""
     from xred import models
     from xred.engine import TrainConfig
     from xred.explain.learned import train_rts
@@ -139,7 +152,41 @@ def _rts_interpreter(model: nn.Module, name: str, train: Any, cfg: dict[str, Any
     config = TrainConfig(epochs=int(rts["epochs"]), batch_size=int(rts["batch_size"]),
                          lr=float(rts["lr"]), optimizer="adam", weight_decay=0.0,
                          seed=int(cfg["seed"]), progress=progress)
-    return train_rts(model, train, config, folder, width=int(rts["width"]), command=command)
+    loss = {k: v for k, v in rts.items() if k not in RTS_TRAINING}
+    return train_rts(model, train, config, folder, width=int(rts["width"]), command=command,
+                     **loss)
+
+
+def _rts_quality(model: nn.Module, name: str, interpreter: nn.Module, x: Tensor,
+                 prediction: Tensor, cfg: dict[str, Any], cells: CellStore) -> dict[str, Any]:
+    """Is the RTS interpreter any good? Mean AOPC (Samek et al. 2017) of most-relevant-first
+    deletion (pixels set to 0) of the predicted class's probability, in the order of its masks,
+    of the model's Grad-CAM maps and of a random order, on the first ``rts_quality.count``
+    attacked inputs; ``trained``: the masks delete better than the random order."""
+    from xred import explain, models
+    from xred.metrics.fooling import aopc, deletion_curve, fooling_maps
+
+    spec = cfg["rts_quality"]
+    n, steps = min(int(spec["count"]), len(x)), int(spec["steps"])
+    xs, ts = x[:n], prediction[:n]
+
+    def compute() -> dict[str, Any]:
+        layer = models.describe(name)["cam_layer"]
+        random = torch.rand(n, *xs.shape[2:], generator=torch.Generator().manual_seed(
+            int(cfg["seed"])))
+        maps = {"rts": explain.get("rts", model, interpreter=interpreter).attribute(xs, ts),
+                "gradcam": fooling_maps(model, xs, ts, "gradcam", {"layer": layer}),
+                "random": random}
+        result: dict[str, Any] = {k: aopc(deletion_curve(model, xs, m, ts, steps=steps)
+                                          ).mean().item() for k, m in maps.items()}
+        rts = maps["rts"]
+        result.update(n=n, steps=steps, mask_mean=rts.mean().item(),
+                      mask_spread=rts.flatten(1).std(1).mean().item())
+        return result
+
+    result = cells.json(name, "rts-quality", {**cfg["rts"], "seed": cfg["seed"], "n": n,
+                                              "steps": steps}, compute)
+    return {**result, "trained": result["rts"] > result["random"]}
 
 
 def _summary(cell: dict[str, Tensor], prefix: str) -> dict[str, float]:
@@ -171,7 +218,9 @@ def compute(cfg: dict[str, Any], cells: CellStore, progress: bool,
     figures = Path(cfg["figures"])
     figures.mkdir(parents=True, exist_ok=True)
     seed, count = int(cfg["seed"]), int(cfg["count"])
-    results: dict[str, Any] = {"eps": {}, "adv2": {}, "versus_noise": {}, "aai_curve": {}}
+    results: dict[str, Any] = {"eps": {}, "adv2": {}, "rts_quality": {}, "versus_noise": {},
+                               "aai_curve": {}}
+    interpreters: dict[str, nn.Module] = {}  # the trained RTS nets, for their figure
     for name in cfg["models"]:
         info = models.describe(name)
         model = models.load(name)
@@ -202,6 +251,17 @@ def compute(cfg: dict[str, Any], cells: CellStore, progress: bool,
                     model, name, load_dataset(info["dataset"], "train"), cfg,
                     CellStore(cells.root.parent / "rts"),
                     progress, command)
+                quality = _rts_quality(model, name, ex_options["interpreter"], x, prediction,
+                                       cfg, cells)
+                results["rts_quality"][name] = quality
+                interpreters[name] = ex_options["interpreter"]
+                if progress:
+                    tqdm.write(f"{name} rts quality: AOPC {quality['rts']:.3f} (Grad-CAM "
+                               f"{quality['gradcam']:.3f}, random {quality['random']:.3f})")
+                if not quality["trained"]:  # nothing to attack
+                    rows[wanted] = {"explainer": explainer, "skipped": "the interpreter's masks "
+                                    "delete no better than a random order"}
+                    continue
             batch = int(options.pop("batch_size", cfg["batch_size"]))
             n = int(options.pop("count", len(x)))  # a costly interpreter may use fewer inputs
             cell = _adv2_cell(model, name, explainer, ex_options, x[:n], targets[:n],
@@ -217,8 +277,12 @@ def compute(cfg: dict[str, Any], cells: CellStore, progress: bool,
         results["versus_noise"][name] = _versus_noise(model, name, test, cfg, cells, progress)
         results["aai_curve"][name] = _aai_curve(model, name, x, cfg, cells, progress)
     results["photos"] = _photos(cfg, cells, progress) if cfg["photos"] else None
-    results["figures"] = {"aai_curve": str(_aai_figure(results["aai_curve"], figures)),
-                          "examples": str(_examples_figure(cfg, results, figures))}
+    aai = _aai_figure(results["aai_curve"], figures) if any(results["aai_curve"].values()) \
+        else None
+    examples = _examples_figure(cfg, results, figures)
+    rts = _rts_figure(interpreters, figures) if interpreters else None
+    results["figures"] = {"aai_curve": aai and str(aai), "examples": examples and str(examples),
+                          "rts": rts and str(rts)}
     return results
 
 
@@ -345,9 +409,33 @@ def _aai_figure(curves: dict[str, Any], figures: Path) -> Path:
     return line_plots(panels, figures / "input_attacks_aai_kendall.png")
 
 
-def _examples_figure(cfg: dict[str, Any], results: dict[str, Any], figures: Path) -> Path:
+def _rts_figure(interpreters: dict[str, nn.Module], figures: Path) -> Path:
+    """Each model's RTS masks and Grad-CAM maps (of the predicted class) on six test images."""
+    from xred import explain, models
+    from xred.data import load_dataset
+    from xred.metrics.fooling import fooling_maps
+    from xred.report import explanation_grid
+
+    rows: dict[str, Tensor] = {}
+    x = None
+    for name, net in interpreters.items():
+        info = models.describe(name)
+        model = models.load(name)
+        x, _ = load_dataset(info["dataset"], "test")[torch.arange(6)]
+        with torch.no_grad():
+            prediction = model(x).argmax(1)
+        rows[f"{name} RTS"] = explain.get("rts", model, interpreter=net).attribute(x, prediction)
+        rows[f"{name} Grad-CAM"] = fooling_maps(model, x, prediction, "gradcam",
+                                                {"layer": info["cam_layer"]})
+    assert x is not None
+    return explanation_grid(x, rows, figures / "input_attacks_rts_masks.png",
+                            title="RTS masks and Grad-CAM maps of the predicted class")
+
+
+def _examples_figure(cfg: dict[str, Any], results: dict[str, Any], figures: Path) -> Path | None:
     """Benign map, PGD's map, ADV²'s map and the target map on six inputs of the first model,
-    for its first interpreter (both attacks are rerun on these six inputs)."""
+    for its first interpreter that needs no training (both attacks are rerun on these six
+    inputs); None if every interpreter needs training."""
     from xred import models
     from xred.attacks.input import get
     from xred.attacks.input.explanation import explanation_map
@@ -355,7 +443,10 @@ def _examples_figure(cfg: dict[str, Any], results: dict[str, Any], figures: Path
     from xred.report import image_map_rows
 
     name = cfg["models"][0]
-    explainer = cfg["adv2"]["explainers"][0]
+    plain = [e for e in cfg["adv2"]["explainers"] if e != "rts"]
+    if not plain:
+        return None
+    explainer = plain[0]
     info = models.describe(name)
     model = models.load(name)
     x, _ = load_dataset(info["dataset"], "test")[torch.arange(6)]
@@ -423,9 +514,50 @@ def render(cfg: dict[str, Any], results: dict[str, Any], provenance: dict[str, A
                   ADV2_HEADER, ADV2_RULE]
         for explainer, r in photos["rows"].items():
             lines.append(_adv2_line(photos["model"], explainer, photos["eps"], r, bars))
-    lines += ["", f"![benign, PGD, ADV² and target maps]"
-              f"({relative(results['figures']['examples'], report)})", "",
-              "## Every explanation attack against random noise of the same budget", "",
+    if results["figures"].get("examples"):
+        lines += ["", f"![benign, PGD, ADV² and target maps]"
+                  f"({relative(results['figures']['examples'], report)})"]
+    lines += _rts_quality_lines(cfg, results, report)
+    if any(results["versus_noise"].values()):
+        lines += _versus_noise_lines(cfg, results)
+    if any(results["aai_curve"].values()):
+        lines += _aai_lines(cfg, results, report)
+    return "\n".join(lines) + "\n"
+
+
+def _rts_quality_lines(cfg: dict[str, Any], results: dict[str, Any], report: Path) -> list[str]:
+    quality = results.get("rts_quality") or {}
+    if not quality:
+        return []
+    rts = cfg["rts"]
+    loss = ", ".join(f"{k} {v}" for k, v in rts.items() if k not in RTS_TRAINING)
+    first = next(iter(quality.values()))
+    lines = ["", "## The RTS interpreters: trained, and good enough to attack?", "",
+             f"One masking network per model (Dabkowski & Gal 2017; "
+             f"`xred.explain.learned.train_rts`: {rts['epochs']} epoch(s) of the training set, "
+             f"batch {rts['batch_size']}, Adam lr {rts['lr']:g}, width {rts['width']}"
+             + (f", {loss}" if loss else "") + "). Its quality is measured before it is "
+             f"attacked: the AOPC of most-relevant-first deletion (pixels set to 0, "
+             f"{first['steps']} steps) of the predicted class's probability on the first "
+             f"{first['n']} attacked test images, in the order of the RTS masks, of the model's "
+             "Grad-CAM maps and of a random order (higher: the order finds the pixels the model "
+             "needs). An interpreter no better than the random order is not attacked. \"Mask "
+             "spread\" is the mean per-image standard deviation of the mask over pixels (0: a "
+             "constant mask, which explains nothing).", "",
+             "| model | AOPC RTS | AOPC Grad-CAM | AOPC random | mask mean | mask spread | "
+             "attacked |", "|---|---|---|---|---|---|---|"]
+    for name, q in quality.items():
+        lines.append(f"| {name} | {q['rts']:.3f} | {q['gradcam']:.3f} | {q['random']:.3f} | "
+                     f"{q['mask_mean']:.2f} | {q['mask_spread']:.2f} | "
+                     f"{'yes' if q['trained'] else '**no**'} |")
+    if results["figures"].get("rts"):
+        lines += ["", f"![RTS masks and Grad-CAM maps]"
+                  f"({relative(results['figures']['rts'], report)})"]
+    return lines
+
+
+def _versus_noise_lines(cfg: dict[str, Any], results: dict[str, Any]) -> list[str]:
+    lines = ["", "## Every explanation attack against random noise of the same budget", "",
               f"The first {cfg['versus_noise_count']} test images, L∞ ε = "
               f"{cfg['versus_noise_eps']:g}; each attack's own objective metric at its output and "
               "at uniform noise in the same ball (mean over inputs), and the share of inputs on "
@@ -438,7 +570,11 @@ def render(cfg: dict[str, Any], results: dict[str, Any], provenance: dict[str, A
             lines.append(f"| {name} | {label} | {LABELS.get(r['explainer'], r['explainer'])} | "
                          f"{r['metric']} {arrow} | {r['attack']:.3f} | {r['random']:.3f} | "
                          f"{pct(r['beats'])} % | {pct(r['label_kept'])} % |")
-    lines += ["", "## AAI: Kendall τ between the benign and the attacked map over ε", "",
+    return lines
+
+
+def _aai_lines(cfg: dict[str, Any], results: dict[str, Any], report: Path) -> list[str]:
+    lines = ["", "## AAI: Kendall τ between the benign and the attacked map over ε", "",
               "AAI keeps the label and pushes the true class's map off its top-8 pixels; lower τ "
               "= a less robust interpretation.", "",
               "| model | interpreter | " + " | ".join(
@@ -449,8 +585,8 @@ def render(cfg: dict[str, Any], results: dict[str, Any], provenance: dict[str, A
         lines.append(f"| {name} | {LABELS.get(first['explainer'], first['explainer'])} | " +
                      " | ".join(f"{v['kendall']:.3f} (noise {v['random']:.3f}, kept "
                                 f"{pct(v['label_kept'], 0)} %)" for v in curve.values()) + " |")
-    lines += ["", f"![AAI Kendall τ]({relative(results['figures']['aai_curve'], report)})", ""]
-    return "\n".join(lines) + "\n"
+    lines += ["", f"![AAI Kendall τ]({relative(results['figures']['aai_curve'], report)})"]
+    return lines
 
 
 ADV2_HEADER = ("| model | interpreter | inputs | ε | PGD success | ADV² success | L1 PGD | "
@@ -460,6 +596,9 @@ ADV2_RULE = "|---" * 13 + "|"
 
 def _adv2_line(name: str, explainer: str, eps: float, r: dict[str, Any],
                bars: dict[str, float]) -> str:
+    if "skipped" in r:
+        return (f"| {name} | {LABELS.get(explainer, explainer)} | – | {eps:g} | "
+                + "– | " * 8 + f"not attacked: {r['skipped']} |")
     bar = bars["mask_success"] if explainer == "mask" else bars["success"]
     ok = r["success"] >= bar and r["distance_ratio"] <= bars["distance_ratio"]
     a, p, noise = r["adv2"], r["pgd"], r["random"]

@@ -225,6 +225,12 @@ def load(name_or_path: str | os.PathLike, *, weights: str | os.PathLike | None =
         model = build(meta["architecture"], **meta.get("arch_kwargs", {}))
         if meta.get("widths"):
             resize(model, meta["widths"])
+        if meta.get("gate"):  # Viering et al.'s T4 made inside the layers: its sticker detector
+            from xred.attacks.architecture.inplace import install_gate
+
+            gate = meta["gate"]
+            install_gate(model, str(gate["module"]), list(gate["sticker_shape"]),
+                         int(gate["lane"]))
         _load_state(model, load_tensors(tensors_file)[0], str(tensors_file))
     elif path.suffix in FOREIGN_SUFFIXES:
         _refuse_foreign(path)

@@ -247,10 +247,10 @@ def statistic_figure(rows: Sequence[dict[str, Any]], thresholds: Any, path: str 
         ax.tick_params(labelsize=7)
         ax.grid(alpha=0.3)
     fig.suptitle("Audit statistics on the calibration set: clean (blue), manipulated (red), "
-                 "other explainers of manipulated models (grey); hollow: caught by the "
+                 "other explainers of manipulated models (grey)\nhollow: caught by the "
                  "architecture check (not fitted on); lines: thresholds (dashed: inactive)",
-                 fontsize=9)
-    fig.tight_layout(rect=(0, 0, 1, 0.96))
+                 fontsize=10)
+    fig.tight_layout(rect=(0, 0, 1, 0.95))
     out = atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=100, format="png"))
     plt.close(fig)
     return out

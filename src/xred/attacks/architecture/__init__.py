@@ -2,15 +2,20 @@
 manipulate CNNs to make them lie: the GradCAM case").
 
 ``tamper(model, technique, calibration)`` applies T1 ``"constant"``, T2 ``"image"``, T3
-``"random"`` or T4 ``"backdoor"`` to any CNN that can be cut after its Grad-CAM layer and returns a
-:class:`TamperedModel` (predictions unchanged, Grad-CAM at layer ``"cam"`` manipulated);
-``save_tampered`` writes it as safetensors + JSON, ``xred.models.load`` reads it back.
+``"random"`` or T4 ``"backdoor"``. T1, T2 and T4 are made inside the model's own layers
+(:mod:`~xred.attacks.architecture.widen`, :mod:`~xred.attacks.architecture.inplace`): a
+:class:`Manipulated` whose ``network`` is the original class with widened layers, fooling Grad-CAM
+at the layer users hook (:func:`standard_layer`); T3 is a :class:`TamperedModel` wrapper (Grad-CAM
+at its layer ``"cam"``). ``save_tampered`` writes either as safetensors + JSON (T1/T2/T4: an
+ordinary checkpoint of the architecture with the widened ``widths``), ``xred.models.load`` reads
+it back.
 ``inspect_model`` looks for the techniques' signatures (or lists the differences from a
 reference); ``evaluate_tampered`` measures an attack as the paper's tables do.
 """
 
 from xred.attacks.architecture.detect import Finding, Inspection, inspect_model, probe_inputs
-from xred.attacks.architecture.evaluate import evaluate_tampered
+from xred.attacks.architecture.evaluate import evaluate_tampered, library_l1
+from xred.attacks.architecture.inplace import Manipulated
 from xred.attacks.architecture.patterns import (
     default_sticker,
     load_sticker,
@@ -21,14 +26,16 @@ from xred.attacks.architecture.patterns import (
 from xred.attacks.architecture.split import Split, split_at
 from xred.attacks.architecture.surgery import (
     CAM_LAYER,
+    STANDARD_LAYERS,
     TECHNIQUES,
     TamperedModel,
     base_gradcam,
     save_tampered,
+    standard_layer,
     tamper,
 )
 
-__all__ = ["CAM_LAYER", "TECHNIQUES", "Finding", "Inspection", "Split", "TamperedModel",
-           "base_gradcam", "default_sticker", "evaluate_tampered", "inspect_model",
-           "load_sticker", "paste_sticker", "probe_inputs", "save_tampered", "smiley",
-           "split_at", "tamper", "target_map"]
+__all__ = ["CAM_LAYER", "STANDARD_LAYERS", "TECHNIQUES", "Finding", "Inspection", "Manipulated",
+           "Split", "TamperedModel", "base_gradcam", "default_sticker", "evaluate_tampered",
+           "inspect_model", "library_l1", "load_sticker", "paste_sticker", "probe_inputs",
+           "save_tampered", "smiley", "split_at", "standard_layer", "tamper", "target_map"]

@@ -7,10 +7,14 @@ Config (JSON, ``"kind": "viering_tables"``): ``groups`` — a list of ``{"name",
 "count" (test inputs, null for all), "calibration" (training inputs for the constants)}`` —,
 ``techniques``, ``epsilon``, ``seed``, ``figure_count``, ``transfer`` (``methods``, ``count``,
 ``smoothgrad_samples``), ``report`` and ``figures`` (paths, relative to the working directory).
+Each finished (model, technique) cell is cached under ``OUT/cells`` (keyed by its settings), so
+a killed run resumes where it stopped.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import os
 import time
@@ -26,7 +30,7 @@ from xred.attacks.architecture.patterns import paste_sticker
 from xred.attacks.architecture.run import model_inputs, tamper_figure, transfer
 from xred.attacks.architecture.surgery import TECHNIQUES, tamper
 from xred.errors import XredError
-from xred.io import atomic_write
+from xred.io import atomic_write, load_tensors, read_json, save_tensors, write_json
 
 __all__ = ["DEFAULTS", "run_viering_tables"]
 
@@ -105,6 +109,12 @@ def run_viering_tables(config: dict[str, Any], out: str | os.PathLike, *,
         cache: dict[str, Any] = {}  # the original network's logits and maps, computed once
         for technique in cfg["techniques"]:
             bar.set_postfix_str(f"{name} {technique}")
+            cell = _cell_path(Path(out), cfg, group, name, technique)
+            if cell.with_suffix(".json").is_file() and cell.with_suffix(".safetensors").is_file():
+                entry["techniques"][technique] = read_json(cell.with_suffix(".json"))
+                figure_maps[technique] = load_tensors(cell.with_suffix(".safetensors"))[0]
+                bar.update(1)
+                continue
             tampered = tamper(name, technique, cal, epsilon=eps, seed=seed)
             result = evaluate_tampered(tampered, x, y, seed=seed, keep_maps=keep, cache=cache,
                                        libraries=True)
@@ -124,6 +134,8 @@ def run_viering_tables(config: dict[str, Any], out: str | os.PathLike, *,
                 {f.check for f in inspection.findings if f.suspicious})}
             result["constants"] = tampered.spec["description"]["constants"]
             entry["techniques"][technique] = result
+            save_tensors(cell.with_suffix(".safetensors"), figure_maps[technique])
+            write_json(cell.with_suffix(".json"), result)  # last: marks the cell finished
             bar.update(1)
         entry["figures"] = _figures(name, figure_maps, figures, titles[:keep])
         results[name] = entry
@@ -134,6 +146,23 @@ def run_viering_tables(config: dict[str, Any], out: str | os.PathLike, *,
     atomic_write(report, lambda tmp: Path(tmp).write_text(text))
     metrics["report"] = str(report)
     return metrics
+
+
+#: Bump when a change of the code changes a cell's numbers (invalidates the cell cache).
+CELL_VERSION = 3
+
+
+def _cell_path(out: Path, cfg: dict[str, Any], group: dict[str, Any], name: str,
+               technique: str) -> Path:
+    """Where one (model, technique) cell is cached under ``out/cells``, keyed by a hash of every
+    setting it depends on: a killed run resumes from the finished cells."""
+    key = {"version": CELL_VERSION, "model": name, "technique": technique,
+           "count": group.get("count"), "calibration": group.get("calibration", 1000),
+           **{k: cfg[k] for k in ("epsilon", "seed", "figure_count", "transfer")}}
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+    folder = out / "cells"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder / f"{name}-{technique}-{digest}"
 
 
 def _figures(name: str, maps: dict[str, Any], folder: Path, titles: list[str]
@@ -191,7 +220,12 @@ def _report(cfg: dict[str, Any], results: dict[str, Any], command: str | None,
         "`features[-1]`; zoo: `features.13`, `layer3.0`, `features.relu`; EfficientNet-Lite0: "
         "`net._relu_head`), also with pytorch-grad-cam's `GradCAM` and Captum's `LayerGradCam` "
         "(columns pgc and Captum: mean L1 to the target, the target scaled and resized as "
-        "pytorch-grad-cam does). T3 and T4 are still a wrapper whose Grad-CAM layer is `cam`. "
+        "pytorch-grad-cam does). T4 is made inside the layers too: a small sticker detector "
+        "(`gate`, a matched conv filter) inside the first convolution writes s(x) ∈ {0, 1} into "
+        "an extra channel that the widened layers carry to the drawing convolution, which "
+        "switches the smiley (and a second channel cancelling its logit shift at the smiley's "
+        "faintest pixel, set to 0) on only when the sticker is there. T3 is still a wrapper "
+        "whose Grad-CAM layer is `cam`. "
         "For T3 the desired map is its noise channel; for T4 on clean images it is the original "
         "model's map.",
         "",
@@ -200,6 +234,7 @@ def _report(cfg: dict[str, Any], results: dict[str, Any], command: str | None,
     lines += _table2(results)
     lines += _constants(results)
     lines += _done_when(results)
+    lines += LIMITS
     lines += _detection(results)
     lines += _transfer(cfg, results)
     lines += ["## Figures", ""]
@@ -208,6 +243,28 @@ def _report(cfg: dict[str, Any], results: dict[str, Any], command: str | None,
             rel = os.path.relpath(path, report.parent)
             lines += [f"![{name} {key}]({rel})", ""]
     return "\n".join(lines).rstrip() + "\n"
+
+
+LIMITS = [
+    "Why some targets are missed (not tuned away):", "",
+    "- **T1 under pytorch-grad-cam.** pytorch-grad-cam scales each map to [0, 1] by its minimum "
+    "and maximum, so a uniform map shows as whatever varies on top of it: the original "
+    "network's map, α_E·c_A times smaller, stretched back to full range. Only a map that is "
+    "exactly constant in float32 would look uniform, which needs α_E·c_A ≥ 2²⁵× the original "
+    "peak — and with a global-average-pooling head the logits move by exactly the extra map's "
+    "mass (CAM completeness), so that dominance cannot be cancelled within 1e-3 in float32. "
+    "Captum's max-normalised map is fooled.",
+    "- **Dominance is capped by the logits.** The extra map's mass Σα_E·E_ij is cancelled by "
+    "the dense layer's bias only up to float32 rounding, so it is kept ≤ 2¹¹ (rounding "
+    "< 2.5e-4); the dominance (column `dominance` below) is what is left — enough for the "
+    "smiley, tight for a uniform T1 (its mass is largest).",
+    "- **fmnist-resnet.** Its standard layer `layer3.0` is the only block at 7×7, after a "
+    "stride-2 convolution: the input-independent fields that zero padding makes there take only "
+    "36 distinct values over the 49 positions (rank 36), so the smiley (T2, T4) is drawn only "
+    "approximately. Arbitrary pictures need a network that reaches every position from the "
+    "border.",
+    "",
+]
 
 
 def _constants(results: dict[str, Any]) -> list[str]:
@@ -280,7 +337,8 @@ def _table1(results: dict[str, Any]) -> list[str]:
 def _table2(results: dict[str, Any]) -> list[str]:
     lines = ["## Table 2: T4 (backdoor) on clean and stickered images", "",
              "| Network | Images | Model | Accuracy | Same predictions | ‖y_o − y_n‖∞ | "
-             "‖Ĩ_T − Ĩ_n‖₁ | detector fired |", "|---|---|---|---|---|---|---|---|"]
+             "‖Ĩ_T − Ĩ_n‖₁ | pgc | Captum | detector fired |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for name, entry in results.items():
         r = entry["techniques"].get("backdoor")
         if r is None:
@@ -288,10 +346,12 @@ def _table2(results: dict[str, Any]) -> list[str]:
         for label, part in (("clean", r["clean"]), ("sticker", r["sticker"])):
             l1 = part["l1_original"] if label == "clean" else part["l1_desired"]
             lines.append(f"| {name} | {label} | original | {_fmt(part['accuracy_original'])} | "
-                         "– | – | – | – |")
+                         "– | – | – | – | – | – |")
+            lib = part.get("libraries", {})
             lines.append(f"| {name} | {label} | T4: backdoor | {_fmt(part['accuracy'])} | "
                          f"{_fmt(part['same_predictions'], 4)} | {_fmt(part['linf_max'])} | "
-                         f"{_fmt(l1)} | {_fmt(part['fired'], 4)} |")
+                         f"{_fmt(l1)} | {_fmt(lib.get('pytorch_grad_cam'))} | "
+                         f"{_fmt(lib.get('captum'))} | {_fmt(part['fired'], 4)} |")
     lines += ["", "On clean images the desired map is the original model's Grad-CAM; with the "
               "sticker (pasted at a random place in every image) it is the smiley.", ""]
     return lines
@@ -308,6 +368,9 @@ def done_when(results: dict[str, Any]) -> dict[str, dict[str, bool]]:
                 checks[f"{t}: accuracy, ‖Δy‖∞, L1"] = bool(
                     r["same_predictions"] == 1.0 and r["linf_max"] <= BOUNDS["linf"]
                     and r["l1_desired"] <= BOUNDS["l1"])
+                lib = r.get("libraries", {})
+                checks[f"{t}: pytorch-grad-cam, Captum L1"] = bool(
+                    lib and max(lib.values()) <= BOUNDS["l1"])
         if "random" in techs:
             r = techs["random"]
             checks["random: ‖Δy‖∞ ≤ ε, ρ ≤ 0.1"] = bool(
@@ -315,11 +378,15 @@ def done_when(results: dict[str, Any]) -> dict[str, dict[str, bool]]:
                 and r["spearman_original"] <= BOUNDS["t3_spearman"])
         if "backdoor" in techs:
             r = techs["backdoor"]
-            checks["backdoor: clean L1, sticker L1, predictions"] = bool(
+            checks["backdoor: clean L1, sticker L1, predictions, ‖Δy‖∞"] = bool(
                 r["clean"]["l1_original"] <= BOUNDS["t4_clean_l1"]
                 and r["sticker"]["l1_desired"] <= BOUNDS["t4_sticker_l1"]
                 and r["clean"]["same_predictions"] == 1.0
-                and r["sticker"]["same_predictions"] == 1.0)
+                and r["sticker"]["same_predictions"] == 1.0
+                and max(r["clean"]["linf_max"], r["sticker"]["linf_max"]) <= BOUNDS["linf"])
+            lib = r["sticker"].get("libraries", {})
+            checks["backdoor: pytorch-grad-cam, Captum L1 (sticker)"] = bool(
+                lib and max(lib.values()) <= BOUNDS["t4_sticker_l1"])
         checks["inspect: clean not flagged, all tampered flagged"] = bool(
             not entry["clean_inspection"]["flagged"]
             and all(r["inspection"]["flagged"] for r in techs.values()))

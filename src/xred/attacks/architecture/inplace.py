@@ -48,11 +48,13 @@ class Manipulated:
         self.network, self.original, self.layer = network, original, layer
         self.technique, self.target, self.spec = technique, target, spec
         self.cam_layer = layer
-        self.trigger = None
+        self.trigger: nn.Module | None = None  # T4: the gate inside the first convolution
+        self.gated: str | None = None  # its module name
+        self.sticker: Tensor | None = None  # T4's sticker, in [0, 1]
 
     @property
     def paper_name(self) -> str:
-        return {"constant": "T1", "image": "T2"}[self.technique]
+        return {"constant": "T1", "image": "T2", "backdoor": "T4"}[self.technique]
 
     def __call__(self, x: Tensor) -> Tensor:
         return self.network(x)
@@ -80,7 +82,59 @@ class Manipulated:
 
     @torch.no_grad()
     def triggered(self, x: Tensor) -> Tensor:
-        return torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
+        """T4: whether the sticker detector fires on each input, (N,) bool."""
+        if self.gated is None:
+            return torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
+        conv = self.network.get_submodule(self.gated)
+        seen: list[Tensor] = []
+        handle = conv.register_forward_pre_hook(lambda m, i: seen.append(i[0]))
+        try:
+            self.network(x)
+        finally:
+            handle.remove()
+        return conv.gate(seen[0])[:, 0] > 0.5
+
+
+_GATED: dict[type, type] = {}
+
+
+def _gated_forward(self: Any, x: Tensor) -> Tensor:
+    out = type(self).__mro__[1].forward(self, x)
+    return out + self.gate(x)[:, :, None, None] * self.lane.to(out.dtype)
+
+
+def gated_class(cls: type) -> type:
+    """``cls`` (a convolution class) whose output also carries T4's trigger s(x) in one channel
+    (``lane``, a one-hot (1, C, 1, 1) buffer); same class name. Its ``gate`` is the sticker
+    detector (:class:`~xred.attacks.architecture.surgery.StickerTrigger`)."""
+    if cls in _GATED.values():
+        return cls
+    if cls not in _GATED:
+        _GATED[cls] = type(cls.__name__, (cls,), {"forward": _gated_forward,
+                                                  "__module__": cls.__module__,
+                                                  "__qualname__": cls.__qualname__})
+    return _GATED[cls]
+
+
+def install_gate(network: nn.Module, name: str, sticker_shape: list[int], lane: int) -> nn.Module:
+    """Put T4's sticker detector into the convolution ``name`` (in place): it adds s(x) to the
+    extra channel ``lane`` of the convolution's output. Used to build and to load the model."""
+    from xred.attacks.architecture.surgery import StickerTrigger
+
+    try:
+        conv = network.get_submodule(name)
+    except AttributeError:
+        raise XredError(f"the checkpoint puts its trigger into {name!r}, which the architecture "
+                        "does not have") from None
+    if not isinstance(conv, nn.Conv2d):
+        raise XredError(f"the checkpoint puts its trigger into {name!r}, not a convolution")
+    conv.__class__ = gated_class(type(conv))
+    conv.gate = StickerTrigger(int(sticker_shape[0]), (int(sticker_shape[1]),
+                                                       int(sticker_shape[2])))
+    one_hot = torch.zeros(1, conv.out_channels, 1, 1)
+    one_hot[0, lane] = 1.0
+    conv.register_buffer("lane", one_hot)
+    return conv
 
 
 def widths(network: nn.Module, names: list[str]) -> dict[str, dict[str, Any]]:
@@ -143,19 +197,21 @@ def _extra_count(model: nn.Module, layer: str, x: Tensor) -> int:
     conv_node, _ = _display_path(gm, hook)
     conv = gm.get_submodule(conv_node.target)
     with torch.no_grad():
-        a = _capture(model, layer, x[:1])
+        a = _capture(model, conv_node.target, x[:1])  # the drawing convolution's output
     pixels = math.prod(a.shape[2:])
     taps = math.prod(conv.kernel_size)
-    return max(8, math.ceil((pixels + 2) / taps) + 2)
+    return max(8, math.ceil((pixels + 2) / taps) + 3)
 
 
 def tamper_inplace(model: nn.Module, technique: str, calibration: Tensor, layer: str, *,
                    target: patterns.TargetLike = None, dominance: float = 1e4,
+                   sticker: Any = None,
                    amplitude: float = 4.0, seed: int = 0, batch_size: int = 250,
                    base_spec: dict[str, Any] | None = None,
                    info: dict[str, Any] | None = None) -> Manipulated:
-    """Viering et al.'s T1 (``"constant"``) or T2 (``"image"``) inside ``model``'s own layers
-    (module docstring); ``model`` is copied, never changed."""
+    """Viering et al.'s T1 (``"constant"``), T2 (``"image"``) or T4 (``"backdoor"``, with
+    ``sticker``) inside ``model``'s own layers (module docstring); ``model`` is copied, never
+    changed."""
     original = copy.deepcopy(model).eval()
     net = copy.deepcopy(model).eval()
     x = calibration
@@ -168,17 +224,45 @@ def tamper_inplace(model: nn.Module, technique: str, calibration: Tensor, layer:
     default = "uniform" if technique == "constant" else "smiley"
     t = patterns.target_map(target, spatial, default)
     k = _extra_count(original, layer, x)
-    gen = torch.Generator().manual_seed(seed)
-    widening = widen(net, layer, k, x[:1], gen)
-    head = widen_head(net, widening)
-    display = widening.extra_at_layer[-1]
-    error = draw(net, widening, x[:1], amplitude * t, channel=display)
+    backdoor = technique == "backdoor"
+    if backdoor:  # the logit shift is cancelled at the map's faintest pixel, which must be 0
+        background = int(torch.argmin(t.flatten()))
+        t = t.flatten().clone()
+        t[background] = 0.0
+        t = (t / t.max()).reshape(spatial)
+    sticker_t = patterns.load_sticker(sticker, tuple(x.shape[1:])) if backdoor else None
+    for attempt in range(3):  # more extra channels when the fixed fields do not span the map
+        net = copy.deepcopy(model).eval()
+        gen = torch.Generator().manual_seed(seed + attempt)
+        widening = widen(net, layer, k, x[:1], gen, lanes=backdoor)
+        head = widen_head(net, widening)
+        display = widening.extra_at_layer[-1]
+        probe = x[:1]
+        gate_info: dict[str, Any] = {}
+        constants: dict[str, Any] = {}
+        if sticker_t is not None:
+            probe, gate_info = _gate(net, widening, sticker_t, x, gen, batch_size, constants)
+        error = draw(net, widening, x[:1], amplitude * t, channel=display,
+                     gate=gate_info.get("gate"))
+        channels = [display]
+        if backdoor:
+            error = max(error, _check_on(net, layer, probe, display, amplitude * t))
+            spot = torch.zeros_like(t).flatten()
+            spot[background] = amplitude
+            spot = spot.reshape(t.shape)
+            cancel = widening.extra_at_layer[-2]
+            draw(net, widening, x[:1], spot, channel=cancel, gate=gate_info["gate"])
+            error = max(error, _check_on(net, layer, probe, cancel, spot))
+            channels.append(cancel)
+        if error <= 1e-3 * amplitude:
+            break
+        k = int(k * 1.5) + 1
     if error > 1e-3 * amplitude:
         fit_note = f"drawn with max error {error / amplitude:.3g} (relative)"
     else:
         fit_note = "exact"
     peak = max(_gradcam_peak(original, layer, c) for c in x[:256].split(64))
-    names = _head_surgery(net, original, layer, head, display, x, dominance * peak)
+    names = _head_surgery(net, original, layer, head, channels, probe, x, dominance * peak)
     changed = sorted(set(widening.modules) | set(names))
     with torch.no_grad():
         y_o = torch.cat([original(c) for c in x.split(batch_size)])
@@ -187,25 +271,90 @@ def tamper_inplace(model: nn.Module, technique: str, calibration: Tensor, layer:
         raise XredError("the surgery changed predictions on the calibration inputs; try a "
                         "smaller --dominance")  # pragma: no cover
     with torch.no_grad():
-        cam_peak = float((_capture_alpha(net, layer, x[:1], display)
-                          * _capture(net, layer, x[:1])[0, display]).max())
+        cam_peak = float((_capture_alpha(net, layer, probe, display)
+                          * _capture(net, layer, probe)[0, display]).max())
     spec = {
         "base": base_spec, "layer": layer, "technique": technique, "spatial": list(spatial),
         "widths": widths(net, changed), "extra_channels": k,
         "description": {
             "paper": "Viering et al. 2019, How to manipulate CNNs to make them lie: the GradCAM "
-                     "case", "technique": f"{'T1' if technique == 'constant' else 'T2'} "
-                                          f"{technique}",
+                     "case", "technique": f"{PAPER[technique]} {technique}",
             "where": "inside the model's own layers (widened)", "display_channel": display,
             "constants": {"extra_channels_per_layer": k, "amplitude": amplitude,
-                          "dominance": cam_peak / peak, "map_error": error / amplitude},
+                          "dominance": cam_peak / peak, "map_error": error / amplitude,
+                          **constants},
             "drawing": fit_note, "gradcam_peak": peak, "calibration_inputs": len(x),
             "seed": seed, "target": patterns.describe_target(target, default),
         },
         "base_info": {k2: (info or {})[k2] for k2 in ("name", "dataset", "input_shape",
                                                       "classes") if k2 in (info or {})},
     }
-    return Manipulated(net, original, layer, technique, t, spec)
+    if backdoor:
+        spec["gate"] = {k2: gate_info[k2] for k2 in ("module", "lane", "sticker_shape")}
+    result = Manipulated(net, original, layer, technique, t, spec)
+    if backdoor:
+        result.gated = gate_info["module"]
+        result.trigger = net.get_submodule(gate_info["module"]).gate
+        result.sticker = gate_info["sticker"]
+    return result
+
+
+PAPER = {"constant": "T1", "image": "T2", "backdoor": "T4"}
+
+
+def _check_on(net: nn.Module, layer: str, probe: Tensor, channel: int, want: Tensor) -> float:
+    """Largest error of ``channel`` at ``layer`` on ``probe`` (the trigger on)."""
+    got = _capture(net, layer, probe)[0, channel]
+    return float((got.double() - want.double()).abs().max())
+
+
+def _normalize_like(net: nn.Module, t: Tensor) -> Tensor:
+    """``t`` (C, h, w) in [0, 1] as the model's first layer sees it (its Normalize, if any)."""
+    from xred.models.zoo import Normalize
+
+    for m in net.modules():
+        if isinstance(m, Normalize):
+            return ((t[None] - m.mean) / m.std)[0]
+    return t
+
+
+def _gate(net: nn.Module, widening: Any, sticker: Tensor, x: Tensor, gen: torch.Generator,
+          batch_size: int, constants: dict[str, Any]) -> tuple[Tensor, dict[str, Any]]:
+    """T4: put the sticker detector into the first convolution (writing s(x) into its lane),
+    calibrate it on the calibration images as that convolution sees them, and measure the
+    lane's value at the convolution that draws the map when it fires. Returns (one stickered
+    calibration image, gate description)."""
+    from xred.attacks.architecture.surgery import _calibrate_trigger
+    from xred.attacks.architecture.widen import display_conv
+
+    first = next(n for n in widening.graph.nodes if n.op == "call_module"
+                 and isinstance(net.get_submodule(n.target), nn.Conv2d))
+    lane = widening.lanes[first.name]
+    conv = install_gate(net, first.target, list(sticker.shape), lane)
+    seen: list[Tensor] = []
+    handle = conv.register_forward_pre_hook(lambda m, i: seen.append(i[0]))
+    with torch.no_grad():
+        for c in x.split(batch_size):
+            net(c)
+    handle.remove()
+    if seen[0].shape[1] != sticker.shape[0]:
+        raise XredError(f"the backdoor's sticker has {sticker.shape[0]} channels but the first "
+                        f"convolution reads {seen[0].shape[1]}")
+    with torch.no_grad():
+        _calibrate_trigger(conv.gate, _normalize_like(net, sticker), torch.cat(seen), gen,
+                           batch_size, constants)
+    probe = patterns.paste_sticker(x[:64], sticker, generator=gen)
+    name, lane_in = display_conv(net, widening)
+    inputs: list[Tensor] = []
+    handle = net.get_submodule(name).register_forward_pre_hook(lambda m, i: inputs.append(i[0]))
+    with torch.no_grad():
+        net(probe)
+    handle.remove()
+    value = float(inputs[0][0, lane_in].mean())
+    if lane_in is None or not value > 0:
+        raise XredError("the backdoor's trigger does not reach the Grad-CAM layer")
+    return probe, {"gate": (lane_in, value), "module": first.target, "lane": lane,
+                   "sticker_shape": list(sticker.shape), "sticker": sticker}
 
 
 def _capture_alpha(net: nn.Module, layer: str, x: Tensor, channel: int) -> Tensor:
@@ -213,32 +362,60 @@ def _capture_alpha(net: nn.Module, layer: str, x: Tensor, channel: int) -> Tenso
     return a.grad[0, channel].mean()
 
 
-def _head_surgery(net: nn.Module, original: nn.Module, layer: str, head: Any, display: int,
-                  x: Tensor, wanted_peak: float) -> list[str]:
-    """Connect the display channel to every logit (module docstring); return the changed
-    dense layers."""
+def _head_surgery(net: nn.Module, original: nn.Module, layer: str, head: Any,
+                  channels: list[int], probe: Tensor, x: Tensor, wanted_peak: float) -> list[str]:
+    """Connect the display channel ``channels[0]`` to every logit (module docstring), and T4's
+    cancelling channel ``channels[1]`` with the weight that cancels its mass; measured on
+    ``probe`` (one input on which the channels are on). Return the changed dense layers."""
     linears = [net.get_submodule(n) for n in head.linears]
-    cols = torch.tensor([c == display for c in head.feature_channel])
-    x1 = x[:1]
+    cols = [torch.tensor([c == ch for c in head.feature_channel]) for ch in channels]
+    display = channels[0]
+
+    def set_row(weights: list[float], row: Any) -> None:
+        with torch.no_grad():
+            for w, col in zip(weights, cols, strict=True):
+                row[col] = w
+
     if len(linears) == 1:
         fc = linears[0]
-        with torch.no_grad():
-            fc.weight[:, cols] = 1.0
-        alpha = float(_capture_alpha(net, layer, x1, display))
-        e = _capture(net, layer, x1)[0, display]
-        unit_peak = alpha * float(e.max())
-        with torch.no_grad():
-            unit_mass = float((net(x1) - original(x1))[0, 0].abs())
-        scale = _scale(wanted_peak / unit_peak, MASS_BUDGET / max(unit_mass, 1e-30))
-        with torch.no_grad():
-            fc.weight[:, cols] = scale
-        _cancel(net, original, fc, x)
+        masses = []
+        for i in range(len(channels)):
+            set_row([1.0 if j == i else 0.0 for j in range(len(channels))], fc.weight.T)
+            with torch.no_grad():
+                masses.append(float((net(probe) - original(probe))[:, 0].double().mean()))
+        rel = [1.0] + ([-masses[0] / masses[1]] if len(channels) > 1 else [])
+        set_row(rel, fc.weight.T)
+        alpha = float(_capture_alpha(net, layer, probe, display))
+        unit_peak = alpha * float(_capture(net, layer, probe)[0, display].max())
+        bias0 = fc.bias.detach().clone()
+        rel0 = list(rel)
+
+        def trial(scale: float) -> float:
+            rel[:] = rel0
+            with torch.no_grad():
+                fc.bias.copy_(bias0)
+            set_row([r * scale for r in rel], fc.weight.T)
+            for _ in range(2 * (len(channels) > 1)):  # T4: cancel the mass to rounding
+                with torch.no_grad():
+                    left = float((net(probe) - original(probe))[:, 0].double().mean())
+                rel[1] -= (left - _off_mass(net, original, x)) / (masses[1] * scale)
+                set_row([r * scale for r in rel], fc.weight.T)
+            _cancel(net, original, fc, x)
+            return _logit_error(net, original, torch.cat([x[:256], probe]))
+
+        # the mass budget is a safe start; larger scales are kept while the logits measurably
+        # stay within LOGIT_TOLERANCE on the calibration inputs (a third of the 1e-3 bound)
+        by_map, by_mass = wanted_peak / unit_peak, MASS_BUDGET / max(abs(masses[0]), 1e-30)
+        best = _scale(by_map, by_mass)
+        for j in range(1, 5):
+            scale = _scale(by_map, by_mass * 2 ** j)
+            if scale <= best or trial(scale) > LOGIT_TOLERANCE:
+                break
+            best = scale
+        trial(best)
         return head.linears
     first, last = linears[0], linears[-1]
     _add_unit(first, out=True)
-    with torch.no_grad():
-        first.weight[-1].zero_()
-        first.weight[-1, cols] = 1.0
     for mid in linears[1:-1]:
         _add_unit(mid, out=True, inp=True)
         with torch.no_grad():
@@ -249,19 +426,45 @@ def _head_surgery(net: nn.Module, original: nn.Module, layer: str, head: Any, di
     _add_unit(last, inp=True)
     with torch.no_grad():
         last.weight[:, -1] = 1.0
-    s_unit = _pre_activation(net, head.linears[0], x1)
-    with torch.no_grad():
-        first.bias[-1] = -s_unit + max(abs(s_unit), 1.0) * 2.0 ** -8
-    alpha = float(_capture_alpha(net, layer, x1, display))
-    e = _capture(net, layer, x1)[0, display]
-    unit_peak = alpha * float(e.max())
-    scale = _scale(wanted_peak / unit_peak, MASS_BUDGET / max(abs(s_unit), 1e-30))
-    with torch.no_grad():
-        first.weight[-1] *= scale
-        s = _pre_activation(net, head.linears[0], x1) - float(first.bias[-1])
-        first.bias[-1] = -s + max(abs(s), 1.0) * 2.0 ** -8
+        first.weight[-1].zero_()
+    sums = []
+    for i in range(len(channels)):
+        set_row([1.0 if j == i else 0.0 for j in range(len(channels))], first.weight[-1])
+        sums.append(_pre_activation(net, head.linears[0], probe))
+    rel = [1.0] + ([-sums[0] / sums[1]] if len(channels) > 1 else [])
+
+    def connect(factor: float) -> None:
+        set_row([r * factor for r in rel], first.weight[-1])
+        with torch.no_grad():
+            first.bias[-1] = 0.0
+            total = _pre_activation(net, head.linears[0], probe)
+            for _ in range(2 * (len(channels) > 1)):  # T4: the channels' sums cancel exactly
+                rel[1] -= total / (sums[1] * factor)
+                set_row([r * factor for r in rel], first.weight[-1])
+                total = _pre_activation(net, head.linears[0], probe)
+            first.bias[-1] = -total + max(abs(sums[0]) * factor, 1.0) * 2.0 ** -8
+
+    connect(1.0)
+    alpha = float(_capture_alpha(net, layer, probe, display))
+    unit_peak = alpha * float(_capture(net, layer, probe)[0, display].max())
+    connect(_scale(wanted_peak / unit_peak, MASS_BUDGET / max(abs(sums[0]), 1e-30)))
     _cancel(net, original, last, x)
     return head.linears
+
+
+#: Largest logit change accepted on the calibration inputs when raising the dominance.
+LOGIT_TOLERANCE = 3e-4
+
+
+def _logit_error(net: nn.Module, original: nn.Module, x: Tensor) -> float:
+    with torch.no_grad():
+        return float(max((net(c) - original(c)).abs().max() for c in x.split(64)))
+
+
+def _off_mass(net: nn.Module, original: nn.Module, x: Tensor) -> float:
+    """The logit shift (class 0) on a clean input, where T4's channels are off."""
+    with torch.no_grad():
+        return float((net(x[:64]) - original(x[:64]))[:, 0].double().mean())
 
 
 def _scale(by_map: float, by_mass: float) -> float:
@@ -288,7 +491,7 @@ def _pre_activation(net: nn.Module, name: str, x: Tensor) -> float:
     with torch.no_grad():
         net(x)
     handle.remove()
-    return float(out[0][0, -1])
+    return float(out[0][:, -1].double().mean())
 
 
 def _cancel(net: nn.Module, original: nn.Module, last: nn.Linear, x: Tensor) -> None:

@@ -420,7 +420,7 @@ def tamper(model: str | os.PathLike | nn.Module, technique: str, calibration: Te
     x = x.to(param.device if param is not None else "cpu")
     if technique in ("constant", "image") and (sticker is not None):
         raise XredError(f"--sticker is for the backdoor technique, not {technique!r}")
-    if technique in ("constant", "image"):
+    if technique in ("constant", "image", "backdoor") and x.dim() == 4:
         from xred.attacks.architecture.inplace import tamper_inplace
 
         if layer is None:
@@ -439,8 +439,16 @@ def tamper(model: str | os.PathLike | nn.Module, technique: str, calibration: Te
         from xred.explain.base import find_layer
 
         find_layer(base, layer)
-        return tamper_inplace(base, technique, x, layer, target=target, dominance=dominance,
-                              seed=seed, batch_size=batch_size, base_spec=base_spec, info=info)
+        try:
+            return tamper_inplace(base, technique, x, layer, target=target,
+                                  dominance=dominance, sticker=sticker, seed=seed,
+                                  batch_size=batch_size, base_spec=base_spec, info=info)
+        except XredError as e:
+            if technique != "backdoor" or "cannot switch" not in str(e):
+                raise
+            # no ReLU between the last convolution and the layer (torchvision DenseNet's
+            # norm5): the backdoor stays a wrapper around the network
+
     if layer is None:
         layer = info.get("cam_layer") or None
         if not layer or layer.startswith("<") or layer not in dict(base.named_modules()):
@@ -589,9 +597,11 @@ def _save_manipulated(model: Any, path: str | os.PathLike, **meta: Any) -> Path:
                         "architecture=NAME (and arch_kwargs) to tamper() to be able to save it")
     base_info = model.spec.get("base_info", {})
     extra = {k: base_info[k] for k in ("dataset", "input_shape", "classes") if k in base_info}
+    gate = {"gate": model.spec["gate"]} if "gate" in model.spec else {}
     return models.save(model.network, path, architecture=base["architecture"],
                        arch_kwargs=base.get("arch_kwargs", {}), widths=model.spec["widths"],
-                       cam_layer=model.layer, tamper=model.spec["description"], **extra, **meta)
+                       cam_layer=model.layer, tamper=model.spec["description"], **gate, **extra,
+                       **meta)
 
 
 def base_gradcam(model: TamperedModel, x: Tensor, target: Tensor | int | None = None) -> Tensor:

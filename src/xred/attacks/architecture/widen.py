@@ -28,7 +28,7 @@ from torch.fx.passes.shape_prop import ShapeProp
 
 from xred.errors import XredError
 
-__all__ = ["Head", "Widening", "draw", "widen", "widen_head"]
+__all__ = ["Head", "Widening", "display_conv", "draw", "widen", "widen_head"]
 
 _ELEMENTWISE_MODULES = (nn.ReLU, nn.ReLU6, nn.Dropout, nn.Identity, nn.MaxPool2d, nn.AvgPool2d,
                         nn.AdaptiveAvgPool2d, nn.Hardtanh)
@@ -79,6 +79,8 @@ class Widening:
     extra_at_layer: list[int]
     trainable: dict[str, Tensor] = field(default_factory=dict)
     modules: list[str] = field(default_factory=list)
+    lanes: dict[str, int | None] = field(default_factory=dict)
+    all_lanes: dict[str, list[int]] = field(default_factory=dict)
 
 
 def _trace(model: nn.Module, layer: str) -> tuple[fx.GraphModule, fx.Node]:
@@ -113,11 +115,14 @@ def _refuse(node: fx.Node, why: str) -> XredError:
 
 
 def widen(model: nn.Module, layer: str, extra: int, example: Tensor,
-          generator: torch.Generator | None = None) -> Widening:
+          generator: torch.Generator | None = None, lanes: bool = False) -> Widening:
     """Give every convolution (and BatchNorm) before ``layer`` ``extra`` more output channels,
     in place. ``example`` is one input (for the shapes). The original computation is unchanged
     (bit for bit: the extra weights are zero across); the extra weights are randomly initialised
-    and trainable (``Widening.trainable``), see :func:`fit`."""
+    and trainable (``Widening.trainable``), see :func:`draw`. With ``lanes``, the first extra
+    channel of every convolution is a *lane* that carries the previous lane's value unchanged
+    (centre tap 1, read by no other extra channel): a value written into the first lane
+    (T4's trigger) reaches the Grad-CAM layer as a uniform field (``Widening.lanes``)."""
     gm, hook = _trace(model, layer)
     ShapeProp(gm).propagate(example[:1])
     before = _ancestors(hook)
@@ -125,6 +130,9 @@ def widen(model: nn.Module, layer: str, extra: int, example: Tensor,
     trainable: dict[str, Tensor] = {}
     param_masks: dict[str, list[bool]] = {}
     widened: list[str] = []
+    lane_names: dict[str, int | None] = {}
+    all_lanes: dict[str, list[int]] = {}
+    lane: dict[fx.Node, list[int]] = {}
     gen = generator or torch.Generator().manual_seed(0)
     for node in gm.graph.nodes:
         if node not in before:
@@ -132,6 +140,7 @@ def widen(model: nn.Module, layer: str, extra: int, example: Tensor,
         meta = node.meta.get("tensor_meta")
         if node.op == "placeholder":
             masks[node] = [False] * int(meta.shape[1]) if meta is not None else []
+            lane[node] = []
             continue
         if node.op == "output":
             continue
@@ -142,10 +151,12 @@ def widen(model: nn.Module, layer: str, extra: int, example: Tensor,
             m = gm.get_submodule(node.target)
             in_mask = masks[args[0]]
             if isinstance(m, nn.Conv2d):
-                masks[node] = _widen_conv(node.target, m, in_mask, extra, trainable, gen)
+                masks[node], lane[node] = _widen_conv(node.target, m, in_mask, extra, trainable,
+                                                      gen, lane[args[0]], lanes)
                 widened.append(node.target)
             elif isinstance(m, nn.BatchNorm2d):
-                _widen_bn(node.target, m, in_mask, trainable)
+                _widen_bn(node.target, m, in_mask, trainable, lane[args[0]])
+                lane[node] = list(lane[args[0]])
                 widened.append(node.target)
                 masks[node] = list(in_mask)
             elif _is_add_module(m):
@@ -173,11 +184,22 @@ def widen(model: nn.Module, layer: str, extra: int, example: Tensor,
             masks[node] = list(masks[args[0]])
         else:
             raise _refuse(node, "is an operation xred cannot widen")
+        if node not in lane:
+            if node.op == "call_function" and node.target is torch.cat:
+                offsets = [sum(len(masks[u]) for u in node.args[0][:i])
+                           for i in range(len(node.args[0]))]
+                lane[node] = [off + j for off, t in zip(offsets, node.args[0], strict=True)
+                              for j in lane[t]]
+            else:
+                lane[node] = list(lane[args[0]]) if args else []
         param_masks[node.name] = masks[node]
+        lane_names[node.name] = lane[node][-1] if lane[node] else None
+        all_lanes[node.name] = lane[node]
     at_layer = [i for i, b in enumerate(masks[hook]) if b]
     if not at_layer:
         raise XredError(f"no convolution before {layer!r}: nothing to widen")
-    return Widening(layer, extra, gm.graph, hook, param_masks, at_layer, trainable, widened)
+    return Widening(layer, extra, gm.graph, hook, param_masks, at_layer, trainable, widened,
+                    lane_names, all_lanes)
 
 
 def _is_add_module(m: nn.Module) -> bool:
@@ -209,7 +231,9 @@ def _replace(module: nn.Module, name: str, value: Tensor, mask: Tensor,
 
 
 def _widen_conv(prefix: str, conv: nn.Conv2d, in_mask: list[bool], extra: int,
-                trainable: dict[str, Tensor], gen: torch.Generator) -> list[bool]:
+                trainable: dict[str, Tensor], gen: torch.Generator,
+                in_lanes: list[int] | None = None,
+                lanes: bool = False) -> tuple[list[bool], list[int]]:
     w = conv.weight.detach()
     c_in = len(in_mask)
     orig_in = torch.tensor([i for i, b in enumerate(in_mask) if not b], dtype=torch.long)
@@ -228,6 +252,14 @@ def _widen_conv(prefix: str, conv: nn.Conv2d, in_mask: list[bool], extra: int,
             new[out:, extra_in] = init.to(dtype=dtype, device=device)
         out_mask = [False] * out + [True] * extra
         conv.out_channels = out + extra
+        out_lanes = [out] if lanes else []
+        if lanes:
+            new[out] = 0
+            mask[out] = False
+            if in_lanes:
+                new[out:, in_lanes] = 0  # no extra channel reads a lane ...
+                mask[out:, in_lanes] = False
+                new[out, in_lanes[-1], kh // 2, kw // 2] = 1  # ... but the next lane copies one
     elif conv.groups == conv.in_channels == conv.out_channels:
         new = torch.zeros(c_in, 1, kh, kw, dtype=dtype, device=device)
         new[orig_in] = w
@@ -237,6 +269,11 @@ def _widen_conv(prefix: str, conv: nn.Conv2d, in_mask: list[bool], extra: int,
         new[extra_in] = init.to(dtype=dtype, device=device)
         out_mask = list(in_mask)
         conv.groups = conv.out_channels = c_in
+        out_lanes = list(in_lanes or [])
+        for j in out_lanes:
+            new[j] = 0
+            new[j, 0, kh // 2, kw // 2] = 1
+            mask[j] = False
     else:
         raise XredError(f"cannot widen {prefix}: grouped convolutions (groups={conv.groups}) "
                         "other than depthwise are not supported")
@@ -247,12 +284,14 @@ def _widen_conv(prefix: str, conv: nn.Conv2d, in_mask: list[bool], extra: int,
         keep = torch.tensor([not m for m in out_mask])
         b[keep] = conv.bias.detach()
         b[~keep] = 0.5
+        for j in out_lanes:
+            b[j] = 0.0
         _replace(conv, "bias", b, ~keep, trainable, prefix)
-    return out_mask
+    return out_mask, out_lanes
 
 
 def _widen_bn(prefix: str, bn: nn.BatchNorm2d, mask_list: list[bool],
-              trainable: dict[str, Tensor]) -> None:
+              trainable: dict[str, Tensor], lanes: list[int] | None = None) -> None:
     mask = torch.tensor(mask_list)
     n = len(mask_list)
     keep = ~mask
@@ -265,8 +304,11 @@ def _widen_bn(prefix: str, bn: nn.BatchNorm2d, mask_list: list[bool],
         return new
 
     if bn.affine:
+        bias = grown(bn.bias, 0.5)
+        for j in lanes or []:
+            bias[j] = 0.0  # lanes pass through (scaled by 1/sqrt(1 + eps))
         _replace(bn, "weight", grown(bn.weight, 1.0), mask, trainable, prefix)
-        _replace(bn, "bias", grown(bn.bias, 0.5), mask, trainable, prefix)
+        _replace(bn, "bias", bias, mask, trainable, prefix)
     if bn.track_running_stats:
         bn.running_mean = grown(bn.running_mean, 0.0)
         bn.running_var = grown(bn.running_var, 1.0)
@@ -313,20 +355,14 @@ def _values(gm: fx.GraphModule, x: Tensor) -> dict[fx.Node, Any]:
     return values
 
 
-def draw(model: nn.Module, widening: Widening, example: Tensor, target: Tensor, *,
-         channel: int) -> float:
-    """Make the Grad-CAM layer's extra channel ``channel`` (an index into that layer's channels)
-    equal ``target`` (h, w) ≥ 0 for every input: the fixed extra channels that reach the
-    convolution computing it are position-dependent, and its weights for that channel are solved
-    by least squares (the map is in their span when there are enough of them). Returns the
-    largest absolute error left."""
-    gm = fx.GraphModule(model, widening.graph)
-    conv_node, path = _display_path(gm, widening.hook)
-    conv: nn.Conv2d = gm.get_submodule(conv_node.target)
-    values = _values(gm, example[:1])
+@torch.no_grad()
+def _undo(gm: fx.GraphModule, path: list[fx.Node], values: dict[fx.Node, Any], target: Tensor,
+          channel: int) -> tuple[Tensor, int]:
+    """The convolution output (and its channel) that the steps ``path`` turn into ``target`` at
+    the hook (each step undone from the hook back)."""
     z = target.double().clone()
     c = channel
-    for node in path:  # undo each step from the hook back to the convolution's output
+    for node in path:
         m = gm.get_submodule(node.target) if node.op == "call_module" else None
         args = [a for a in node.args if isinstance(a, fx.Node)]
         if isinstance(m, nn.BatchNorm2d):
@@ -341,6 +377,40 @@ def draw(model: nn.Module, widening: Widening, example: Tensor, target: Tensor, 
             z = z - values[args[1]][0, c].double()
         elif node.op == "call_function" and node.target is torch.cat:
             c -= sum(int(t.shape[1]) for t in (values[a] for a in node.args[0][:-1]))
+    return z, c
+
+
+def _has_relu(gm: fx.GraphModule, path: list[fx.Node]) -> bool:
+    for node in path:
+        m = gm.get_submodule(node.target) if node.op == "call_module" else None
+        if isinstance(m, nn.ReLU | nn.ReLU6) or node.target in (F.relu, torch.relu, F.relu6) or (
+                node.op == "call_method" and node.target in ("relu", "relu_")):
+            return True
+    return False
+
+
+def display_conv(model: nn.Module, widening: Widening) -> tuple[str, int | None]:
+    """(name of the convolution that computes the Grad-CAM layer's channels, the lane index at
+    its input)."""
+    gm = fx.GraphModule(model, widening.graph)
+    conv_node, _ = _display_path(gm, widening.hook)
+    return conv_node.target, widening.lanes.get(conv_node.args[0].name)
+
+
+def draw(model: nn.Module, widening: Widening, example: Tensor, target: Tensor, *,
+         channel: int, gate: tuple[int, float] | None = None) -> float:
+    """Make the Grad-CAM layer's extra channel ``channel`` (an index into that layer's channels)
+    equal ``target`` (h, w) ≥ 0 for every input: the fixed extra channels that reach the
+    convolution computing it are position-dependent, and its weights for that channel are solved
+    by least squares (the map is in their span when there are enough of them). With ``gate``
+    (the lane index at that convolution's input and the lane's value when the trigger fires) the
+    channel is ``target`` only when the lane is on and 0 otherwise (a ReLU after the convolution
+    cuts it off). Returns the largest absolute error left (lane off, on ``example``)."""
+    gm = fx.GraphModule(model, widening.graph)
+    conv_node, path = _display_path(gm, widening.hook)
+    conv: nn.Conv2d = gm.get_submodule(conv_node.target)
+    values = _values(gm, example[:1])
+    z, c = _undo(gm, path, values, target, channel)
     fields = values[conv_node.args[0]][0].double()
     in_mask = widening.masks[conv_node.args[0].name] if conv_node.args[0].name in \
         widening.masks else [False] * fields.shape[0]
@@ -348,6 +418,14 @@ def draw(model: nn.Module, widening: Widening, example: Tensor, target: Tensor, 
     if conv.groups != 1 or not len(extra_in) or not 0 <= c < conv.out_channels:
         raise XredError(f"cannot draw the map with {conv_node.target}: it does not mix the extra "
                         "channels")
+    shift = 0.0
+    if gate is not None:
+        if not _has_relu(gm, path):
+            raise XredError(f"cannot switch the map on and off at {widening.layer!r}: no ReLU "
+                            f"between {conv_node.target} and it")
+        z0, _ = _undo(gm, path, values, torch.zeros_like(target), channel)
+        shift = float((z - z0).max()) + float((z - z0).abs().max()) + 1.0
+        z = z - shift
     f = fields[extra_in]
     pad = conv.padding
     if hasattr(conv, "same_padding"):
@@ -367,13 +445,17 @@ def draw(model: nn.Module, widening: Widening, example: Tensor, target: Tensor, 
         conv.weight[c, extra_in] = w.to(conv.weight.dtype)
         if conv.bias is not None:
             conv.bias[c] = float(sol[-1])
+        if gate is not None:
+            lane, value = gate
+            conv.weight[c, lane, kh // 2, kw // 2] = shift / value
     cap: list[Tensor] = []
     handle = model.get_submodule(widening.layer).register_forward_hook(
         lambda m, i, o: cap.append(o.detach()))
     with torch.no_grad():
         model(example[:1])
     handle.remove()
-    return float((cap[0][0, channel].double() - target.double()).abs().max())
+    expected = torch.zeros_like(target) if gate is not None else target
+    return float((cap[0][0, channel].double() - expected.double()).abs().max())
 
 
 @dataclass
