@@ -328,3 +328,24 @@ def test_pathways_job_is_the_decipher_service(client):
         time.sleep(0.1)
         job = client.get(f"/api/jobs/{job['id']}").json()
     assert job["status"] == "error" and "\n" not in job["error"], job
+
+
+def test_uploads_in_use_stay():
+    """The store drops the least recently uploaded *or used* file: a photo a user keeps
+    working on is not pushed out by other people's uploads."""
+    from xred.app.images import UploadStore
+
+    def png(v: int) -> bytes:
+        from PIL import Image
+
+        buf = io.BytesIO()
+        Image.new("RGB", (8, 8), (v, v, v)).save(buf, format="PNG")
+        return buf.getvalue()
+
+    store = UploadStore(keep=2)
+    a, b = store.add("a.png", png(1)), store.add("b.png", png(2))
+    store.get(a.split(":", 1)[1])
+    store.add("c.png", png(3))
+    assert store.get(a.split(":", 1)[1])[0] == "a.png"
+    with pytest.raises(Exception, match="no longer on the server"):
+        store.get(b.split(":", 1)[1])
