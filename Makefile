@@ -8,8 +8,8 @@ STAMP  := $(VENV)/.xred-installed
 TEST_STAMP := $(VENV)/.xred-test-installed
 # The suite runs in two stages: the quick tests, then those marked slow (whole commands,
 # reproductions on small configs), each stage with its own time budget in seconds.
-FAST_BUDGET ?= 870
-SLOW_BUDGET ?= 330
+FAST_BUDGET ?= 1500
+SLOW_BUDGET ?= 900
 FMNIST := /usr/share/datasets/fashion-mnist
 
 .PHONY: demo test setup test-setup data browser lint lock clean zoo reproduce

@@ -66,6 +66,7 @@ def bad_arguments(d) -> dict[str, list[list[str]]]:
                   [*vgg, "--stability-eps", "-1"], [*vgg, "--image", text],
                   [*vgg, "--thresholds", str(d / "empty.json")], [*vgg, "--reference", "nope"]],
         "run": [[missing], [str(d / "empty.json")], [str(d / "kind.json")], [folder], []],
+        "app": [["--port", "abc"], ["--port", "0"], ["--port", "70000"], ["--bogus"]],
         "demo": [["--bogus"]],
         "harden": [["--defence", "pgd-at"], ["--model", "fmnist-small", "--defence", "nope"],
                    ["--model", "fmnist-small", "--defence", "pgd-at", "--eps", "-1"],
