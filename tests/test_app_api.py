@@ -94,7 +94,9 @@ def test_pages_and_openapi(client):
     assert client.get("/static/vendor/d3.min.js").text.startswith("// https://d3js.org v7")
     assert "ISC" in client.get("/static/vendor/LICENSE-d3").text or \
         "Permission to use" in client.get("/static/vendor/LICENSE-d3").text
-    assert client.get("/docs").status_code == 200
+    docs = client.get("/docs").text  # Swagger UI from the package: no CDN, works offline
+    assert "/static/vendor/swagger-ui/swagger-ui-bundle.js" in docs and "cdn" not in docs
+    assert client.get("/static/vendor/swagger-ui/swagger-ui-bundle.js").status_code == 200
     paths = client.get("/openapi.json").json()["paths"]
     for p in ("/api/explain", "/api/attack", "/api/compare", "/api/upload", "/api/jobs/{job_id}"):
         assert p in paths
@@ -289,3 +291,61 @@ def test_cli_app_refuses_a_bad_models_folder(tmp_path, capsys):
     assert main(["app", "--models", str(tmp_path), "--port", "8765"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("xred: error: no model folder") and err.count("\n") == 1
+
+
+def test_pathways_job_is_the_decipher_service(client):
+    from xred import services
+
+    body = {"model": "fmnist-vgg", "benign": "Sneaker", "target": "Sandal", "eps": [0.02, 0.1],
+            "count": 30, "examples": 2}
+    job = client.post("/api/pathways", json=body).json()
+    while job["status"] == "running":
+        time.sleep(0.2)
+        job = client.get(f"/api/jobs/{job['id']}").json()
+    assert job["status"] == "done", job
+    got = job["result"]
+    direct = services.decipher("fmnist-vgg", "Sneaker", "Sandal", [0.02, 0.1], count=30,
+                               examples=2, example_count=2000)
+    assert got["graph"]["nodes"] == direct.graph["nodes"]
+    assert got["graph"]["edges"] == direct.graph["edges"]
+    assert set(got["patches"]) == set(direct.patches)
+    one = next(iter(got["patches"]))
+    assert len(got["patches"][one]) == len(direct.patches[one])
+    r = client.post("/api/pathways/compare", json={"a": job["id"], "b": job["id"]})
+    assert r.status_code == 200 and r.json()["driving"]["jaccard"] in (1.0, None)
+    assert client.get("/api/classes", params={"model": "fmnist-vgg"}).json()["classes"][7] == \
+        "Sneaker"
+    for req, fragment in [({**body, "model": "efficientnet-lite0"}, "Fashion-MNIST"),
+                          ({**body, "eps": [0.1, 0.05]}, "strictly increasing"),
+                          ({**body, "attack": "adv2"}, "unknown attack"),
+                          ({**body, "count": 5}, "images per class")]:
+        r = client.post("/api/pathways", json=req)
+        assert r.status_code == 400 and fragment in r.json()["detail"], r.text
+    r = client.post("/api/pathways/compare", json={"a": "nope", "b": job["id"]})
+    assert r.status_code == 400 and "no finished pathways job" in r.json()["detail"]
+    job = client.post("/api/pathways", json={**body, "target": "Sneaker"}).json()
+    while job["status"] == "running":  # the same class twice: the job says so in one line
+        time.sleep(0.1)
+        job = client.get(f"/api/jobs/{job['id']}").json()
+    assert job["status"] == "error" and "\n" not in job["error"], job
+
+
+def test_uploads_in_use_stay():
+    """The store drops the least recently uploaded *or used* file: a photo a user keeps
+    working on is not pushed out by other people's uploads."""
+    from xred.app.images import UploadStore
+
+    def png(v: int) -> bytes:
+        from PIL import Image
+
+        buf = io.BytesIO()
+        Image.new("RGB", (8, 8), (v, v, v)).save(buf, format="PNG")
+        return buf.getvalue()
+
+    store = UploadStore(keep=2)
+    a, b = store.add("a.png", png(1)), store.add("b.png", png(2))
+    store.get(a.split(":", 1)[1])
+    store.add("c.png", png(3))
+    assert store.get(a.split(":", 1)[1])[0] == "a.png"
+    with pytest.raises(Exception, match="no longer on the server"):
+        store.get(b.split(":", 1)[1])

@@ -245,8 +245,41 @@ def test_compare_fooled_model_map_differs(server, browser):
     _shot(browser, "compare")
 
 
-def test_pathways_placeholder(server, browser):
+def test_pathways_graph_has_every_role(server, browser):
+    """Bluff's graph for fmnist-vgg, Sneaker -> Sandal (PGD, 100 images per class): nodes of
+    every role drawn; a click on a driving channel shows its activation against strength."""
+    from selenium.webdriver.support.ui import Select
+
     _open(browser, server, "pathways")
-    note = browser.find_element("id", "pathways-note")
-    assert note.is_displayed() and "xred.decipher" in note.text
+    _wait(browser, lambda d: Select(d.find_element("id", "pathways-benign"))
+          .first_selected_option.text == "Sneaker")
+    count = browser.find_element("id", "pathways-count")
+    count.clear()
+    count.send_keys("100")
+    browser.find_element("id", "pathways-run").click()
+
+    def done(d):
+        assert not _error(d, "pathways"), _error(d, "pathways")
+        return d.execute_script("return document.getElementById('pathways-results')"
+                                ".dataset.done === '1'")
+    _wait(browser, done, timeout=300)
+    roles = browser.execute_script("return [...document.querySelectorAll("
+                                   "'#pathways-panel-a g.node')].map(n => n.dataset.role)")
+    # measured here: 63 unchanged, 25 other, 7 suppressed, 7 excited, 1 exploited
+    assert set(roles) == {"suppressed_benign", "excited_target", "exploited", "unchanged",
+                          "other"}, roles
+    node = browser.find_element("css selector", "#pathways-panel-a g.node[data-role="
+                                "'excited_target'], #pathways-panel-a g.node[data-role="
+                                "'exploited']")
+    browser.execute_script("arguments[0].dispatchEvent(new MouseEvent('click', "
+                           "{bubbles: true}))", node)
+    _wait(browser, lambda d: d.find_element("id", "pathways-node").get_attribute("data-node"))
+    assert browser.find_elements("css selector", "#pathways-node svg.activation-chart path")
     _shot(browser, "pathways")
+
+
+def test_api_page_works_offline(server, browser):
+    browser.get(f"{server}docs")
+    _wait(browser, lambda d: len(d.find_elements("css selector", ".swagger-ui .opblock")) >= 10)
+    assert "/api/explain" in browser.find_element("css selector", ".swagger-ui").text
+    _shot(browser, "api")

@@ -35,7 +35,9 @@ DATASET_SAMPLES = 12
 
 
 class UploadStore:
-    """Uploaded files by content hash, the last ``keep`` of them (bounded memory)."""
+    """Uploaded files by content hash, the ``keep`` most recently uploaded or used (bounded
+    memory; a file in use stays while others upload: with the last ``keep`` uploads only, 20
+    users uploading in turn pushed each other's photo out before its next request)."""
 
     def __init__(self, keep: int = 32) -> None:
         self.keep = keep
@@ -68,6 +70,7 @@ class UploadStore:
             if digest not in self._files:
                 raise XredError("this upload is no longer on the server (it keeps the last "
                                 f"{self.keep}); upload the image again")
+            self._files.move_to_end(digest)
             return self._files[digest]
 
 

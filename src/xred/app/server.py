@@ -16,7 +16,7 @@ from typing import Annotated, Any
 
 from fastapi import FastAPI, File, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel
 
@@ -52,6 +52,27 @@ class AttackRequest(BaseModel):
     eps: float | None = 8 / 255
     steps: int | None = None
     explainer: str = "gradcam"
+
+
+class PathwaysRequest(BaseModel):
+    model: str
+    benign: str
+    target: str
+    attack: str = "pgd"
+    eps: list[float] = [0.01, 0.02, 0.05, 0.1]
+    steps: int = 10
+    count: int = 200
+    examples: int = 4
+
+
+class PathwaysCompareRequest(BaseModel):
+    a: str
+    b: str
+    strength: int = -1
+
+
+#: targeted attacks the Pathways page offers
+PATHWAY_ATTACKS = {"pgd": "PGD", "bim": "BIM", "fgsm": "FGSM"}
 
 
 class CompareRequest(BaseModel):
@@ -102,7 +123,8 @@ def create_app(models: list[str] | None = None, *, time_limit: float = 180.0,
     uploads = images.UploadStore()
     app = FastAPI(title="xred", version=__version__,
                   description="Explain, attack and compare image models with xred's library. "
-                  "Every heavy request runs in one worker slot: a 503 answer means busy.")
+                  "Every heavy request runs in one worker slot: a 503 answer means busy.",
+                  docs_url=None, redoc_url=None)
     app.state.catalog, app.state.worker, app.state.uploads = catalog, worker, uploads
 
     @app.exception_handler(XredError)
@@ -135,6 +157,17 @@ def create_app(models: list[str] | None = None, *, time_limit: float = 180.0,
         return FileResponse(str(static / "index.html"))
 
     app.mount("/static", StaticFiles(directory=str(static)), name="static")
+
+    @app.get("/docs", include_in_schema=False)
+    def docs() -> HTMLResponse:
+        """The OpenAPI page, with Swagger UI served from the package (no CDN: works offline)."""
+        from fastapi.openapi.docs import get_swagger_ui_html
+
+        return get_swagger_ui_html(
+            openapi_url=app.openapi_url or "/openapi.json", title="xred API",
+            swagger_js_url="/static/vendor/swagger-ui/swagger-ui-bundle.js",
+            swagger_css_url="/static/vendor/swagger-ui/swagger-ui.css",
+            swagger_favicon_url="/static/vendor/swagger-ui/favicon.png")
 
     # ------------------------------------------------------------------ listings
     @app.get("/api/models", summary="The models the page can pick")
@@ -317,5 +350,65 @@ def create_app(models: list[str] | None = None, *, time_limit: float = 180.0,
 
         return worker.run("comparison", work,
                           cache_key=worker.key("compare", a.ref, b.ref, key, req.method))
+
+    # ------------------------------------------------------------------ pathways
+    @app.get("/api/classes", summary="A model's class names")
+    def classes(model: str) -> dict[str, Any]:
+        return {"classes": list(catalog.get(model).info.get("classes") or [])}
+
+    @app.post("/api/pathways", status_code=202,
+              summary="Start Bluff's attack-pathway analysis (xred.decipher); poll the job")
+    def pathways(req: PathwaysRequest) -> dict[str, Any]:
+        from xred import services
+
+        entry = catalog.get(req.model)
+        if entry.info.get("dataset") != "fashion-mnist":
+            raise XredError(f"pathways need images of the benign and the target class: pick a "
+                            f"Fashion-MNIST model, not {entry.name}")
+        if req.attack not in PATHWAY_ATTACKS:
+            raise XredError(f"unknown attack {req.attack!r} for pathways; valid names: "
+                            f"{', '.join(PATHWAY_ATTACKS)}")
+        if not 1 <= len(req.eps) <= 8 or not all(0 < e <= EPS_MAX for e in req.eps) or \
+                any(b <= a for a, b in zip(req.eps, req.eps[1:], strict=False)):
+            raise XredError(f"strengths {req.eps} must be 1 to 8 strictly increasing values in "
+                            f"(0, {EPS_MAX}]")
+        for value, low, high, what in ((req.steps, 1, 200, "steps"),
+                                       (req.count, 10, 1000, "images per class"),
+                                       (req.examples, 0, 8, "patches per channel")):
+            if not low <= value <= high:
+                raise XredError(f"{what} must lie in {low} to {high}, got {value}")
+
+        def work(job: Job) -> dict[str, Any]:
+            r = services.decipher(entry.ref, req.benign, req.target, req.eps, attack=req.attack,
+                                  steps=req.steps, count=req.count, examples=req.examples,
+                                  example_count=2000, progress=job.report)
+            return {"model": entry.name, "graph": r.graph, "seconds": round(r.seconds, 2),
+                    "patches": {node: [images.png_url(p) for p in crops]
+                                for node, crops in r.patches.items()}}
+
+        job = worker.submit("pathways", work,
+                            cache_key=worker.key("pathways", entry.ref, req.model_dump()))
+        return job.to_dict()
+
+    @app.post("/api/pathways/compare", summary="Two finished pathway graphs side by side (two "
+              "strengths or two attacks): role changes, change correlation, shared driving "
+              "channels (xred.decipher.compare)")
+    def pathways_compare(req: PathwaysCompareRequest) -> dict[str, Any]:
+        from xred.decipher import compare as compare_graphs
+
+        graphs = []
+        for job_id in (req.a, req.b):
+            try:
+                job = worker.job(job_id)
+            except KeyError:
+                job = None
+            if job is None or job.kind != "pathways" or job.status != "done" or not job.result:
+                raise XredError(f"no finished pathways job {job_id!r}; run it again")
+            graphs.append(job.result["graph"])
+        for g in graphs:
+            n = len(g["attack"]["eps"])
+            if not -n <= req.strength < n:
+                raise XredError(f"strength {req.strength} is not an index of the {n} strengths")
+        return compare_graphs(graphs[0], graphs[1], strength=req.strength)
 
     return app

@@ -344,6 +344,212 @@ async function runCompare() {
   finally { $("#compare-run").disabled = false; }
 }
 
+
+/* ------------------------------------------------------------------ pathways */
+const ROLE_COLOURS = { suppressed_benign: "#2c7bb6", excited_target: "#d7191c",
+                       exploited: "#fdae61", unchanged: "#bdbdbd", other: "#8e6bbf" };
+const ROLE_LABELS = { suppressed_benign: "suppressed (benign)", excited_target: "excited (target)",
+                      exploited: "exploited", unchanged: "unchanged", other: "other" };
+let pathwaysJob = null;
+
+function pathwayLegend() {
+  const svg = d3.select("#pathways-legend");
+  svg.selectAll("*").remove();
+  const g = svg.selectAll("g").data(Object.keys(ROLE_COLOURS)).join("g")
+    .attr("transform", (d, i) => `translate(${i * 140 + 8},11)`);
+  g.append("circle").attr("r", 6).attr("fill", (d) => ROLE_COLOURS[d]);
+  g.append("text").attr("x", 10).attr("y", 4).attr("font-size", 11).text((d) => ROLE_LABELS[d]);
+}
+
+async function fillClasses() {
+  const model = $("#pathways-model").value;
+  if (!model) return;
+  const names = (await api(`/api/classes?model=${encodeURIComponent(model)}`)).classes;
+  for (const [id, pick] of [["#pathways-benign", "Sneaker"], ["#pathways-target", "Sandal"]]) {
+    fillSelect($(id), names.map((n) => ({ name: n, label: n })), names.includes(pick) ? pick : null);
+  }
+}
+
+async function pathwaysRun(body) {
+  let job = await postJSON("/api/pathways", body);
+  pathwaysJob = job.id;
+  $("#pathways-cancel").hidden = false;
+  $("#pathways-progress-row").hidden = false;
+  try {
+    while (job.status === "running") {
+      $("#pathways-progress").value = job.progress;
+      $("#pathways-progress-text").textContent = `${job.message} · ${job.seconds.toFixed(1)} s`;
+      await new Promise((ok) => setTimeout(ok, 300));
+      job = await api(`/api/jobs/${job.id}`);
+    }
+  } finally { pathwaysJob = null; $("#pathways-cancel").hidden = true; }
+  $("#pathways-progress").value = job.progress;
+  $("#pathways-progress-text").textContent = `${job.status} · ${job.seconds.toFixed(1)} s`;
+  if (job.status !== "done") throw new Error(job.error || job.status);
+  return job;
+}
+
+async function runPathways() {
+  showError("pathways", null);
+  $("#pathways-run").disabled = true;
+  $("#pathways-results").dataset.done = "";
+  try {
+    const eps = $("#pathways-eps").value.trim().split(/[\s,]+/).map(Number);
+    if (eps.some((e) => !Number.isFinite(e))) throw new Error("strengths must be numbers, e.g. 0.01 0.02 0.05");
+    const base = { model: $("#pathways-model").value, benign: $("#pathways-benign").value,
+                   target: $("#pathways-target").value, eps, count: +$("#pathways-count").value || 200 };
+    const a = await pathwaysRun({ ...base, attack: $("#pathways-attack").value });
+    const other = $("#pathways-attack-b").value;
+    const b = other ? await pathwaysRun({ ...base, attack: other }) : null;
+    state.pathways = { a: a.result, b: b ? b.result : a.result };
+    const g = a.result.graph;
+    $("#pathways-summary").textContent =
+      `${g.benign.name} → ${g.target.name}, ${g.attack.name.toUpperCase()} at ε = ${g.attack.eps.join(", ")}: ` +
+      `success ${g.attack.success_rate.map((r) => `${Math.round(100 * r)} %`).join(", ")}; ` +
+      `${g.nodes.length} channels in ${g.layers.length} layers (${a.result.seconds} s)`;
+    for (const [id, res, pos] of [["a", a.result, g.attack.eps.length - 1],
+                                  ["b", state.pathways.b, b ? b.result.graph.attack.eps.length - 1 : 0]]) {
+      const slider = $(`#pathways-panel-${id} .strength-slider`);
+      slider.max = res.graph.attack.eps.length - 1;
+      slider.value = pos;
+    }
+    $("#pathways-panel-b .panel-title").textContent = b
+      ? `Compare: ${b.result.graph.attack.name.toUpperCase()} at strength` : "Compare: strength";
+    drawPathways();
+    const t = d3.select("#pathways-compare");
+    t.selectAll("*").remove();
+    if (b) {
+      const cmp = await postJSON("/api/pathways/compare", { a: a.id, b: b.id });
+      t.append("tr").selectAll("th").data(["layer", "channels in both", "role changed", "correlation of changes"])
+        .join("th").text((d) => d);
+      Object.entries(cmp.layers).forEach(([name, l]) => t.append("tr").selectAll("td")
+        .data([name, l.shared, l.role_changed.length,
+               l.change_correlation === null ? "–" : l.change_correlation.toFixed(2)])
+        .join("td").text((d) => d));
+      t.append("tr").selectAll("td").data(["driving channels in common (Jaccard)", cmp.driving.both.length, "",
+        cmp.driving.jaccard === null ? "–" : cmp.driving.jaccard.toFixed(2)]).join("td").text((d) => d);
+    }
+    $("#pathways-results").dataset.done = "1";
+  } catch (e) { showError("pathways", e); }
+  finally { $("#pathways-run").disabled = false; }
+}
+
+function drawPathways() {
+  if (!state.pathways) return;
+  drawGraph($("#pathways-panel-a"), state.pathways.a);
+  drawGraph($("#pathways-panel-b"), state.pathways.b);
+}
+
+function topFraction(items, score, percent) {
+  const n = Math.max(1, Math.ceil(items.length * percent / 100));
+  return new Set([...items].sort((p, q) => score(q) - score(p)).slice(0, n));
+}
+
+function drawGraph(panel, res) {
+  const g = res.graph;
+  const s = +$(".strength-slider", panel).value;
+  $(".strength-value", panel).textContent =
+    `ε = ${g.attack.eps[s]} (success ${Math.round(100 * g.attack.success_rate[s])} %)`;
+  const keepNodes = topFraction(g.nodes, (n) => Math.abs(n.change[s]), +$("#pathways-top-nodes").value);
+  const nodes = g.nodes.filter((n) => keepNodes.has(n));
+  const ids = new Set(nodes.map((n) => n.id));
+  const edges0 = g.edges.filter((e) => ids.has(e.source) && ids.has(e.target));
+  const keepEdges = topFraction(edges0, (e) => e.weight.attacked[s], +$("#pathways-top-edges").value);
+  const edges = edges0.filter((e) => keepEdges.has(e));
+  const layers = g.layers.map((l) => l.name);
+  const perLayer = d3.group(nodes, (n) => n.layer);
+  const rows = Math.max(1, ...[...perLayer.values()].map((v) => v.length));
+  const W = 900, H = 40 + rows * 24, x0 = 60, dx = (W - 2 * x0) / Math.max(1, layers.length - 1);
+  const pos = new Map();
+  const order = Object.keys(ROLE_COLOURS);
+  perLayer.forEach((list, layer) => {
+    list.sort((p, q) => order.indexOf(p.role) - order.indexOf(q.role) || q.change[s] - p.change[s])
+      .forEach((n, i) => pos.set(n.id, [x0 + layers.indexOf(layer) * dx,
+                                       30 + (i + 0.5) * ((H - 40) / list.length)]));
+  });
+  const maxImp = d3.max(nodes, (n) => n.importance.attacked[s]) || 1;
+  const maxW = d3.max(edges, (e) => e.weight.attacked[s]) || 1;
+  const mode = $("#pathways-highlight").value;
+  const scores = { activated: (n) => n.importance.attacked[s], changed: (n) => Math.abs(n.change[s]),
+                   excited: (n) => n.change[s], inhibited: (n) => -n.change[s] };
+  const hl = mode ? topFraction(nodes, scores[mode], 10) : null;
+  const svg = d3.select($("svg.graph", panel)).attr("width", W).attr("height", H);
+  svg.selectAll("*").remove();
+  svg.selectAll("text.layer").data(layers).join("text").attr("class", "layer")
+    .attr("x", (d, i) => x0 + i * dx).attr("y", 12).attr("text-anchor", "middle").text((d) => d);
+  svg.append("g").selectAll("line").data(edges).join("line")
+    .attr("x1", (e) => pos.get(e.source)[0]).attr("y1", (e) => pos.get(e.source)[1])
+    .attr("x2", (e) => pos.get(e.target)[0]).attr("y2", (e) => pos.get(e.target)[1])
+    .attr("stroke", "#7a869a").attr("stroke-opacity", 0.45)
+    .attr("stroke-width", (e) => 0.5 + 4 * e.weight.attacked[s] / maxW);
+  const node = svg.append("g").selectAll("g").data(nodes).join("g")
+    .attr("class", (n) => `node${hl ? (hl.has(n) ? " hl" : " dim") : ""}`)
+    .attr("data-role", (n) => n.role).attr("data-id", (n) => n.id)
+    .attr("transform", (n) => `translate(${pos.get(n.id)[0]},${pos.get(n.id)[1]})`)
+    .on("click", (ev, n) => showNode(res, n));
+  node.append("circle").attr("r", (n) => 3 + 7 * Math.sqrt(Math.max(0, n.importance.attacked[s]) / maxImp))
+    .attr("fill", (n) => ROLE_COLOURS[n.role]).attr("stroke", "#fff");
+  node.append("title").text((n) => `${n.id} · ${ROLE_LABELS[n.role]} · percentile ` +
+    `${n.percentile.benign.toFixed(0)} → ${n.percentile.attacked[s].toFixed(0)}`);
+}
+
+function showNode(res, n) {
+  const box = $("#pathways-node");
+  box.innerHTML = "";
+  const info = document.createElement("div");
+  const h = document.createElement("h3");
+  h.textContent = `${n.id}: ${ROLE_LABELS[n.role]}`;
+  const patches = res.patches[n.id] || [];
+  const p = document.createElement("p");
+  p.className = "note";
+  p.textContent = patches.length ? "training patches that activate it most:"
+                                 : "no example patches (kept for the driving channels only)";
+  info.append(h, p);
+  patches.forEach((src) => { const img = document.createElement("img"); img.src = src; info.append(img); });
+  box.append(info);
+  const g = res.graph, w = 320, ht = 180, m = { l: 44, r: 10, t: 10, b: 30 };
+  const svg = d3.select(box).append("svg").attr("width", w).attr("height", ht).attr("class", "activation-chart");
+  const x = d3.scaleLinear().domain([0, d3.max(g.attack.eps)]).range([m.l, w - m.r]);
+  const vals = [...n.importance.attacked, n.importance.benign, n.importance.target];
+  const y = d3.scaleLinear().domain([Math.min(0, d3.min(vals)), d3.max(vals) * 1.1 || 1]).range([ht - m.b, m.t]);
+  svg.append("g").attr("transform", `translate(0,${ht - m.b})`).call(d3.axisBottom(x).ticks(4));
+  svg.append("g").attr("transform", `translate(${m.l},0)`).call(d3.axisLeft(y).ticks(4));
+  svg.append("text").attr("x", (m.l + w) / 2).attr("y", ht - 2).attr("text-anchor", "middle")
+    .attr("font-size", 10).text("attack strength ε (activation: median max)");
+  for (const [v, c, label] of [[n.importance.benign, ROLE_COLOURS.suppressed_benign, g.benign.name],
+                               [n.importance.target, ROLE_COLOURS.excited_target, g.target.name]]) {
+    svg.append("line").attr("x1", m.l).attr("x2", w - m.r).attr("y1", y(v)).attr("y2", y(v))
+      .attr("stroke", c).attr("stroke-dasharray", "4 3");
+    svg.append("text").attr("x", w - m.r).attr("y", y(v) - 3).attr("text-anchor", "end")
+      .attr("font-size", 10).attr("fill", c).text(label);
+  }
+  const pts = [[0, n.importance.benign], ...g.attack.eps.map((e, i) => [e, n.importance.attacked[i]])];
+  svg.append("path").attr("d", d3.line().x((d) => x(d[0])).y((d) => y(d[1]))(pts))
+    .attr("fill", "none").attr("stroke", "#111").attr("stroke-width", 2);
+  svg.selectAll("circle").data(pts).join("circle").attr("cx", (d) => x(d[0])).attr("cy", (d) => y(d[1])).attr("r", 3);
+  box.dataset.node = n.id;
+}
+
+async function initPathways() {
+  const models = state.models.filter((m) => m.dataset === "fashion-mnist");
+  fillSelect($("#pathways-model"), models.map((m) => ({ name: m.name, label: m.name })), "fmnist-vgg");
+  const attacks = [{ name: "pgd", label: "PGD" }, { name: "bim", label: "BIM" }, { name: "fgsm", label: "FGSM" }];
+  fillSelect($("#pathways-attack"), attacks, "pgd");
+  fillSelect($("#pathways-attack-b"), [{ name: "", label: "nothing (two strengths)" }, ...attacks], "");
+  $("#pathways-model").addEventListener("change", () => fillClasses().catch((e) => showError("pathways", e)));
+  $("#pathways-run").addEventListener("click", runPathways);
+  $("#pathways-cancel").addEventListener("click", () => {
+    if (pathwaysJob) api(`/api/jobs/${pathwaysJob}/cancel`, { method: "POST" }).catch(() => {});
+  });
+  for (const id of ["pathways-top-nodes", "pathways-top-edges"]) {
+    $(`#${id}`).addEventListener("input", () => { $(`#${id}-value`).textContent = `${$(`#${id}`).value} %`; drawPathways(); });
+  }
+  $("#pathways-highlight").addEventListener("change", drawPathways);
+  $$("#page-pathways .strength-slider").forEach((el) => el.addEventListener("input", drawPathways));
+  pathwayLegend();
+  await fillClasses();
+}
+
 /* ------------------------------------------------------------------ pages */
 function showPage() {
   const page = (location.hash || "#explain").slice(1);
@@ -402,7 +608,8 @@ async function init() {
     if (currentJob) api(`/api/jobs/${currentJob}/cancel`, { method: "POST" }).catch(() => {});
   });
   $("#compare-run").addEventListener("click", runCompare);
-  await Promise.all(["explain", "attack", "compare"].map((p) => loadSamples(p).catch((e) => showError(p, e))));
+  await Promise.all([...["explain", "attack", "compare"].map((p) => loadSamples(p).catch((e) => showError(p, e))),
+                     initPathways().catch((e) => showError("pathways", e))]);
   document.body.dataset.ready = "1";
 }
 
