@@ -182,8 +182,9 @@ def test_training_heatmap_is_a_smooth_relu_map_by_hand():
     assert torch.equal(training_heatmap("gradcam", raw, None), fooling_heatmap("gradcam", raw))
     assert torch.equal(training_heatmap("lrp", raw, beta), fooling_heatmap("lrp", raw))
     # an all-negative Grad-CAM is empty after the ReLU, but the smooth map still has a gradient
-    neg = -torch.rand(1, 3, 3, dtype=torch.float64, requires_grad=True) - 0.1
-    (g,) = torch.autograd.grad(training_heatmap("gradcam", neg, beta)[0, 0, 0], neg)
+    # (fixed values: the gradient of the map's own maximum, 1 after the normalisation, is zero)
+    neg = -torch.linspace(0.1, 1.0, 9, dtype=torch.float64).reshape(1, 3, 3).requires_grad_()
+    (g,) = torch.autograd.grad(training_heatmap("gradcam", neg, beta)[0, 2, 2], neg)
     assert fooling_heatmap("gradcam", neg).abs().max() == 0 and g.abs().max() > 0
 
 
