@@ -26,11 +26,11 @@ from xred.attacks.architecture import (
     split_at,
     tamper,
 )
-from xred.experiments.viering import done_when, run_viering_tables
 from xred.cli import main
 from xred.data import load_dataset
 from xred.data.photos import sample_photos
 from xred.errors import XredError
+from xred.experiments.viering import done_when, run_viering_tables
 from xred.io import read_json
 from xred.models import torchvision_models as tvm
 
