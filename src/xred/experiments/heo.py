@@ -863,7 +863,9 @@ def run_heo(config: dict[str, Any], out: str | os.PathLike, *, command: str | No
 
 
 def _read_part(path: Any) -> dict[str, Any]:
-    part = read_json(path) if isinstance(path, str) else None
+    if not isinstance(path, str):
+        raise XredError(f"\"parts\" of the heo config are paths of part configs, not {path!r}")
+    part = read_json(path)
     kind = part.get("kind") if isinstance(part, dict) else None
     if kind not in PARTS:
         raise XredError(f"{path}: unknown part kind {kind!r}; valid: {', '.join(PARTS)}")
