@@ -1,9 +1,12 @@
 """`xred run` on a miniature of experiments/heo.json: every part runs, the report holds every
-table and figure, and a rerun reuses the cached fine-tunings."""
+table and figure, a rerun reuses the cached fine-tunings, and the report re-renders from the saved
+results alone (no cells, no models) byte for byte."""
 
 from __future__ import annotations
 
 import json
+import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -13,6 +16,20 @@ from xred.experiments.heo import settings_for
 from xred.io import read_json
 
 SHORT = {"default": {"lam": 1.0, "lr": 1e-4, "steps": 4, "batch_size": 16}}
+TINY = {"default": {"lam": 1.0, "lr": 1e-4, "steps": 1, "batch_size": 4}}
+#: each part at the smallest size that still fills every table and figure
+PARTS = {
+    "heo_passive": {"models": ["fmnist-vgg"], "foolings": ["location"],
+                    "explainers": ["gradcam"], "transfer": ["gradcam", "lrp_t"], "count": 8,
+                    "grid": {"model": "fmnist-vgg", "images": 2},
+                    "aopc": {"models": ["fmnist-vgg"], "count": 4, "steps": 2},
+                    "noise": {"models": ["fmnist-vgg"], "sigmas": [0.0, 0.1], "count": 4},
+                    "smoothgrad": {"model": "fmnist-vgg", "count": 4, "n_samples": 2,
+                                   "noise_level": 0.15}},
+    "heo_active": {"models": ["fmnist-vgg"], "explainers": ["gradcam"], "composites": 8,
+                   "eval_composites": 4, "count": 8},
+    "heo_adult": {},
+}
 
 
 def _write(path: Path, config: dict) -> str:
@@ -78,6 +95,20 @@ def test_miniature_reproduction_writes_every_table(run_xred, tmp_path):
     assert rerun["parts"][adult]["train_seconds"] == 0.0
     assert rerun["parts"][passive]["train_seconds"] == 0.0
 
+    # --render-only writes the same report from results.json, with no cell and no model left
+    text = report.read_text()
+    report.write_text("stale")
+    shutil.rmtree(out / "cells")
+    shutil.rmtree(out / "models")
+    proc = run_xred("run", top, "--out", str(out), "--quiet", "--render-only")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert report.read_text() == text
+    assert not (out / "cells").exists() and not (out / "models").exists()
+    # a part config changed since: the saved results are refused
+    _write(Path(active), {**read_json(active), "count": 32})
+    proc = run_xred("run", top, "--out", str(out), "--quiet", "--render-only")
+    assert proc.returncode != 0 and "another config" in proc.stderr
+
 
 def test_cached_fine_tuning_is_reused_only_with_the_same_extra_options(tmp_path):
     """fooled_model's cache covers every setting, also the extra fool() options (a changed
@@ -104,3 +135,69 @@ def test_cached_fine_tuning_is_reused_only_with_the_same_extra_options(tmp_path)
     assert changed > 0  # fine-tuned again, not the stale model
     assert read_json(folder / "model.json")["fooling"]["smooth_beta"] is None
     assert run({**setting, "smooth_beta": None})[2] == 0.0
+
+
+@pytest.mark.parametrize("kind", PARTS)
+def test_part_re_renders_from_its_results_alone(kind, tmp_path, capsys):
+    """Each part on a tiny config: its report shows the evaluation of the cached fooled model
+    (checked against a direct call), and with the cells and the fooled models deleted the
+    report re-renders from results.json byte for byte (heo_passive through `xred run
+    --render-only`), in well under a minute; results of another config are refused."""
+    import torch
+
+    from xred import models
+    from xred.cli import main
+    from xred.data import load_dataset
+    from xred.experiments import heo
+    from xred.metrics.fooling import evaluate_fooling
+    from xred.report.text import pct
+
+    torch.set_num_threads(1)
+    report = tmp_path / "report.md"
+    config = {"kind": kind, **PARTS[kind], "settings": TINY, "figures": str(tmp_path / "fig"),
+              "report": str(report)}
+    out = tmp_path / "runs" / "part"
+    run = getattr(heo, f"run_{kind}")
+    results = run(config, out, progress=False)
+    text = report.read_text()
+    assert (out.parent / "models").is_dir() and (out / "cells").is_dir()
+
+    if kind == "heo_adult":
+        assert f"{pct(results['accuracy_after'], 2)} %" in text
+        for feature in ("race", "sex"):
+            r = results["features"][feature]
+            assert f"| **{feature}** | {r['index']} | {r['rank_before']} | {r['rank_after']} |" \
+                in text
+    else:
+        (key, r), = results["runs"].items()
+        info = models.describe("fmnist-vgg")
+        test = load_dataset("fashion-mnist", "test").subset(torch.arange(8))
+        options = {}
+        if kind == "heo_active":
+            from xred.data.composites import two_class_composites
+
+            options = {"classes": (1, 7), "composites": two_class_composites(
+                load_dataset("fashion-mnist", "test"), 1, 7, 4, seed=1)}
+        direct = evaluate_fooling(models.load("fmnist-vgg"), models.load(r["folder"]), test,
+                                  r["fooling"], [r["explainer"]], layer=info["cam_layer"],
+                                  **options)
+        assert r["accuracy_after"] == pytest.approx(direct["accuracy_after"])
+        assert r["fsr"][r["explainer"]] == pytest.approx(direct["fsr"][r["explainer"]])
+        assert f"{pct(r['accuracy_before'], 2)} → {pct(r['accuracy_after'], 2)}" in text
+
+    report.write_text("stale")
+    shutil.rmtree(out / "cells")
+    shutil.rmtree(out.parent / "models")
+    start = time.perf_counter()
+    if kind == "heo_passive":
+        _write(tmp_path / "part.json", config)
+        assert main(["run", str(tmp_path / "part.json"), "--out", str(out), "--quiet",
+                     "--render-only"]) == 0
+        capsys.readouterr()
+    else:
+        run(config, out, progress=False, render_only=True)
+    assert time.perf_counter() - start < 60
+    assert report.read_text() == text
+    assert not (out / "cells").exists() and not (out.parent / "models").exists()
+    with pytest.raises(XredError, match="another config"):
+        run({**config, "seed": 1}, out, progress=False, render_only=True)

@@ -26,11 +26,11 @@ from xred.attacks.architecture import (
     split_at,
     tamper,
 )
-from xred.attacks.architecture.experiment import done_when, run_viering_tables
 from xred.cli import main
 from xred.data import load_dataset
 from xred.data.photos import sample_photos
 from xred.errors import XredError
+from xred.experiments.viering import done_when, run_viering_tables
 from xred.io import read_json
 from xred.models import torchvision_models as tvm
 
@@ -400,7 +400,7 @@ def test_experiment_writes_tables_and_figures(tmp_path):
     assert (tmp_path / "docs" / "figures" / "viering_fmnist-vgg_t4.png").is_file()
     assert "](figures/viering_fmnist-vgg_t1-t3.png)" in text
     assert all(done_when(metrics["results"])["fmnist-vgg"].values())
-    cells = sorted((tmp_path / "run" / "cells").glob("*.json"))
+    cells = sorted((tmp_path / "run" / "cells").rglob("result.json"))
     assert len(cells) == 3  # every finished cell cached: a second run reads them back
     stamps = {c: c.stat().st_mtime_ns for c in cells}
     again = run_viering_tables(config, tmp_path / "run", progress=False)
@@ -409,3 +409,15 @@ def test_experiment_writes_tables_and_figures(tmp_path):
     assert stamps == {c: c.stat().st_mtime_ns for c in cells}  # read back, not recomputed
     with pytest.raises(XredError, match="unknown keys"):
         run_viering_tables({**config, "tecniques": []}, tmp_path / "run")
+
+    # the report re-renders from the saved results alone (no cells): the same bytes
+    import shutil
+
+    text = (tmp_path / "docs" / "viering.md").read_text()
+    (tmp_path / "docs" / "viering.md").write_text("stale")
+    shutil.rmtree(tmp_path / "run" / "cells")
+    run_viering_tables(config, tmp_path / "run", progress=False, render_only=True)
+    assert (tmp_path / "docs" / "viering.md").read_text() == text
+    assert not (tmp_path / "run" / "cells").exists()  # nothing computed
+    with pytest.raises(XredError, match="another config"):
+        run_viering_tables({**config, "epsilon": 0.02}, tmp_path / "run", render_only=True)

@@ -13,7 +13,7 @@ HELP = "run an experiment config (experiments/*.json) and write its report"
 
 # Experiment kinds `xred run CONFIG` dispatches on: "kind" -> (module, function(config, out,
 # command=..., progress=...) returning the metrics).
-RUNNERS = {"viering_tables": ("xred.attacks.architecture.experiment", "run_viering_tables"),
+RUNNERS = {"viering_tables": ("xred.experiments.viering", "run_viering_tables"),
            "heo": ("xred.experiments.heo", "run_heo"),
            "heo_passive": ("xred.experiments.heo", "run_heo_passive"),
            "heo_active": ("xred.experiments.heo", "run_heo_active"),

@@ -29,7 +29,21 @@ from xred.errors import XredError
 from xred.io import atomic_write, load_tensors, read_json, save_tensors, write_json
 from xred.report.text import merge_config
 
-__all__ = ["CellStore", "Experiment", "run", "settings_key"]
+__all__ = ["CellStore", "Experiment", "display_name", "run", "settings_key"]
+
+
+def display_name(name: str, paper_names: dict[str, str] | None = None) -> str:
+    """How a report names explainer ``name``: the paper's own name where it has one
+    (``paper_names``, e.g. Heo et al.'s LRP_T), else the explainer's ``display_name``, else
+    ``name``."""
+    from xred.explain import behaviour
+
+    if paper_names and name in paper_names:
+        return paper_names[name]
+    try:
+        return behaviour(name).display_name or name
+    except XredError:
+        return name
 
 
 def settings_key(settings: Any) -> str:
@@ -81,7 +95,8 @@ class CellStore:
 @dataclass(frozen=True)
 class Experiment:
     """``kind`` (the config's "kind"), its ``defaults`` (every key a config may set; "report"
-    is the markdown file written), ``compute`` and ``render`` (see the module docstring)."""
+    is the markdown file written, ``<out>/report.md`` when it is None), ``compute`` and
+    ``render`` (see the module docstring)."""
 
     kind: str
     defaults: dict[str, Any]
@@ -100,6 +115,8 @@ def run(experiment: Experiment, config: dict[str, Any], out: str | os.PathLike, 
     out = Path(out)
     saved = out / "results.json"
     key = settings_key(cfg)
+    if cfg.get("report") is None:  # after the key: the run folder is no setting
+        cfg["report"] = str(out / "report.md")
     if render_only:
         if not saved.is_file():
             raise XredError(f"{saved} does not exist; run `xred run CONFIG --out {out}` first "
@@ -116,6 +133,7 @@ def run(experiment: Experiment, config: dict[str, Any], out: str | os.PathLike, 
         document = {"kind": experiment.kind, "config": cfg, "config_key": key,
                     "results": results, "provenance": provenance}
         write_json(saved, document)
+        document = read_json(saved)  # render what a re-render reads: the same report
     markdown = experiment.render(cfg, document["results"], document["provenance"])
     report = Path(cfg["report"])
     atomic_write(report, lambda tmp: Path(tmp).write_text(markdown))

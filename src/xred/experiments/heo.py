@@ -12,9 +12,15 @@ Parts, each a config of its own (``xred run experiments/heo/<part>.json`` runs i
 - ``heo_adult`` — Fig. 1a (bias hiding): where race and sex rank in adult-conv's LRP relevance
   before and after Location fooling with a mask that zeroes them.
 
-Fooled models are cached under ``<out>/models`` (or the config's ``cache``), one folder per
-(model, fooling, interpreter) with the settings in its sidecar; a rerun with the same settings
-reuses them (and an interrupted fine-tuning resumes from its checkpoint).
+Every part is an experiment of :mod:`xred.experiments.harness`: ``compute`` fine-tunes and
+evaluates, and a pure ``render`` writes the report from the saved results (``xred run CONFIG
+--render-only`` re-writes it without computing). Fooled models are cached under ``<out>/models``
+(or the config's ``cache``), one folder per (model, fooling, interpreter) with the settings in
+its sidecar (``setting.json``); a rerun with the same settings reuses them (and an interrupted
+fine-tuning resumes from its checkpoint). Each evaluation of a fooled model (FSR and accuracy,
+AOPC, weight noise, Adult's ranking) is a harness cell under ``<out>/cells``, keyed by the fooled
+model's settings and its own. The figures are drawn while computing (into ``figures``); the
+report only links them.
 
 Per-run settings (``lam``, ``lr``, ``steps``, ``batch_size``, optional ``schedule``: "constant"
 as in the paper, or "cosine", decaying the learning rate to 0 over the steps, which keeps the
@@ -43,14 +49,23 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from xred.errors import XredError
+from xred.experiments import harness
+from xred.experiments.harness import CellStore, display_name
 from xred.io import read_json, save_tensors, write_json
 from xred.report.text import merge_config, pct, relative
 
 __all__ = ["run_heo", "run_heo_active", "run_heo_adult", "run_heo_passive"]
 
 SETTING_KEYS = ("lam", "lr", "steps", "batch_size")
-LABELS = {"gradcam": "Grad-CAM", "lrp_t": "LRP_T", "simplegrad_t": "SimpleGrad_T",
-          "lrp": "LRP", "gradient": "SimpleGrad", "smoothgrad": "SmoothGrad"}
+#: Heo et al.'s own names where the paper has them: its layer variants of LRP and of the
+#: gradient (relevance / gradient at the Grad-CAM layer, not explainers of their own) and
+#: "SimpleGrad" for the plain gradient; every other explainer shows its ``display_name``
+PAPER_NAMES = {"lrp_t": "LRP_T", "simplegrad_t": "SimpleGrad_T", "gradient": "SimpleGrad"}
+
+
+def paper_label(explainer: str) -> str:
+    """How the report names ``explainer`` (:data:`PAPER_NAMES`, else its display name)."""
+    return display_name(explainer, PAPER_NAMES)
 
 
 # ---------------------------------------------------------------- shared pieces
@@ -186,19 +201,46 @@ def _test_subset(test: Any, count: int | None) -> Any:
     return test if count is None else test.subset(torch.arange(min(int(count), len(test))))
 
 
-def _finish(cfg: dict[str, Any], results: dict[str, Any], section: Any, out: Path,
-            report: Path | None) -> dict[str, Any]:
-    """A part's metrics with its report ``sections``; a part run on its own (``report`` None)
-    also writes them to ``out/report.md``."""
-    from xred.io import atomic_write
+def _cache(cfg: dict[str, Any], cells: CellStore) -> Path:
+    """Where a part caches its fooled models: the config's ``cache``, else ``models`` beside
+    the run folder (``cells`` is ``<out>/cells``)."""
+    return Path(cfg["cache"]) if cfg["cache"] else cells.root.parent.parent / "models"
 
-    lines = section(cfg, results, report or out / "report.md")
-    if report is None:
-        out.mkdir(parents=True, exist_ok=True)
-        path = out / "report.md"
-        atomic_write(path, lambda tmp: Path(tmp).write_text("\n".join(lines) + "\n"))
-        results = {**results, "report": str(path)}
-    return {"config": cfg, **results, "sections": lines}
+
+def _fooled_key(folder: str | Path) -> Any:
+    """The settings a cached fooled model was made with (its ``setting.json``): part of the key
+    of every cell that evaluates it."""
+    return read_json(Path(folder) / SETTING_FILE)
+
+
+def _evaluation_cell(cells: CellStore, group: str, name: str, folder: Path, original: nn.Module,
+                     fooled: nn.Module, test: Any, fooling: str, explainers: Sequence[str], *,
+                     layer: str, key: dict[str, Any], **options: Any) -> dict[str, Any]:
+    """:func:`xred.metrics.fooling.evaluate_fooling` of one fooled model as a harness cell,
+    keyed by the model's settings and ``key``; the per-sample test losses are kept beside it
+    (``losses.safetensors``)."""
+    from xred.metrics.fooling import evaluate_fooling
+
+    settings = {**key, "fooled": _fooled_key(folder), "fooling": fooling,
+                "explainers": list(explainers), "size": len(test)}
+
+    def compute() -> dict[str, Any]:
+        result = evaluate_fooling(original, fooled, test, fooling, list(explainers), layer=layer,
+                                  **options)
+        losses = result.pop("losses")
+        save_tensors(cells.folder(group, name, settings) / "losses.safetensors", losses,
+                     {"fooling": fooling})
+        return result
+
+    return cells.json(group, name, settings, compute)
+
+
+def _part_render(sections: Any) -> Any:
+    """A part's ``render`` on its own: its report sections, linked from ``cfg["report"]``."""
+    def render(cfg: dict[str, Any], results: dict[str, Any], provenance: dict[str, Any]) -> str:
+        return "\n".join(sections(cfg, results, Path(cfg["report"]))) + "\n"
+
+    return render
 
 
 # ---------------------------------------------------------------- passive (Table 1, Figs. 2, 4, 5)
@@ -211,26 +253,30 @@ PASSIVE_DEFAULTS: dict[str, Any] = {
     "aopc": {"models": ["fmnist-vgg"], "count": 1000, "steps": 10},
     "noise": {"models": ["fmnist-vgg"], "sigmas": [0.0, 0.01, 0.02, 0.05, 0.1], "count": 2000},
     "smoothgrad": None, "cache": None, "figures": "docs/figures", "bounds": {
-        "fsr": 0.9, "accuracy_drop": 0.01},
+        "fsr": 0.9, "accuracy_drop": 0.01}, "report": None,
 }
 
 
 def run_heo_passive(config: dict[str, Any], out: str | os.PathLike, *,
                     command: str | None = None, progress: bool = True,
-                    report: Path | None = None) -> dict[str, Any]:
-    """Table 1 and the passive figures (module docstring); returns every number, with
-    ``sections`` (the report's Markdown lines)."""
+                    render_only: bool = False) -> dict[str, Any]:
+    """Table 1 and the passive figures (module docstring); writes the part's report and returns
+    every number."""
+    return harness.run(PASSIVE, config, out, command=command, progress=progress,
+                       render_only=render_only)
+
+
+def compute_passive(cfg: dict[str, Any], cells: CellStore, progress: bool,
+                    command: str | None) -> dict[str, Any]:
+    """Every number of Table 1 and the passive figures (drawn into ``figures``)."""
     from xred import models
     from xred.data import load_dataset
 
-    cfg = merge_config(PASSIVE_DEFAULTS, config, "heo_passive")
-    out = Path(out)
-    cache = Path(cfg["cache"]) if cfg["cache"] else out.parent / "models"
+    cache = _cache(cfg, cells)
     figures = Path(cfg["figures"])
     figures.mkdir(parents=True, exist_ok=True)
     seed = int(cfg["seed"])
     runs: dict[str, dict[str, Any]] = {}
-    start = time.perf_counter()
     train_seconds = 0.0
     for name in cfg["models"]:
         info = models.describe(name)
@@ -246,8 +292,9 @@ def run_heo_passive(config: dict[str, Any], out: str | os.PathLike, *,
                     name, fooling, explainer, setting, train, cache, seed=seed,
                     progress=progress, command=command, layer=info["cam_layer"])
                 train_seconds += seconds
-                result = evaluation(original, fooled, folder, test, fooling, cfg["transfer"],
-                                    layer=info["cam_layer"], key={"setting": setting})
+                result = _evaluation_cell(cells, name, f"{fooling}-{explainer}", folder,
+                                          original, fooled, test, fooling, cfg["transfer"],
+                                          layer=info["cam_layer"], key={"setting": setting})
                 runs[f"{name}/{fooling}/{explainer}"] = {
                     "model": name, "fooling": fooling, "explainer": explainer,
                     "setting": setting, "folder": str(folder), "budget": budget_of(folder),
@@ -258,13 +305,12 @@ def run_heo_passive(config: dict[str, Any], out: str | os.PathLike, *,
                             figures / f"heo_budget_{name}.png", name)
         for name in cfg["models"]}
     results["grid"] = _passive_grid(cfg, runs, figures) if cfg["grid"] else None
-    results["aopc"] = _aopc(cfg, runs, figures) if cfg["aopc"] else None
-    results["noise"] = _weight_noise(cfg, runs, figures) if cfg["noise"] else None
-    results["smoothgrad"] = (_smoothgrad_cost(cfg, cache, figures, progress, command)
+    results["aopc"] = _aopc(cfg, runs, figures, cells) if cfg["aopc"] else None
+    results["noise"] = _weight_noise(cfg, runs, figures, cells) if cfg["noise"] else None
+    results["smoothgrad"] = (_smoothgrad_cost(cfg, cache, cells, progress, command)
                              if cfg["smoothgrad"] else None)
-    results["seconds"] = time.perf_counter() - start
     results["train_seconds"] = train_seconds
-    return _finish(cfg, results, _passive_report, out, report)
+    return results
 
 
 def _passive_grid(cfg: dict[str, Any], runs: dict[str, Any], figures: Path) -> str:
@@ -281,7 +327,7 @@ def _passive_grid(cfg: dict[str, Any], runs: dict[str, Any], figures: Path) -> s
     original = models.load(name)
     rows: dict[str, Tensor] = {}
     for explainer in cfg["explainers"]:
-        label = LABELS.get(explainer, explainer)
+        label = paper_label(explainer)
         ex_name, opts = resolve_explainer(explainer, None, info["cam_layer"])
         rows[f"original {label}"] = fooling_maps(original, x, y, ex_name, opts)
         for fooling in cfg["foolings"]:
@@ -294,9 +340,11 @@ def _passive_grid(cfg: dict[str, Any], runs: dict[str, Any], figures: Path) -> s
     return str(path)
 
 
-def _aopc(cfg: dict[str, Any], runs: dict[str, Any], figures: Path) -> dict[str, Any]:
+def _aopc(cfg: dict[str, Any], runs: dict[str, Any], figures: Path,
+          cells: CellStore) -> dict[str, Any]:
     """Fig. 4a: AOPC of most-relevant-first deletion for the original and the fooled models,
-    with orders from h(w₀), h(w_fool) and a random order, on the first ``count`` test images."""
+    with orders from h(w₀), h(w_fool) and a random order, on the first ``count`` test images
+    (one cell per fooled model: the AOPCs and the mean deletion curves)."""
     from xred import models
     from xred.data import load_dataset
     from xred.metrics.fooling import aopc, deletion_curve, fooling_maps, resolve_explainer
@@ -308,28 +356,37 @@ def _aopc(cfg: dict[str, Any], runs: dict[str, Any], figures: Path) -> dict[str,
     panels = []
     for name in spec["models"]:
         info = models.describe(name)
-        x, y = _test_subset(load_dataset(info["dataset"], "test"), spec["count"])[:]
-        original = models.load(name)
-        gen = torch.Generator().manual_seed(int(cfg["seed"]))
-        random_map = torch.rand(x.shape[0], *x.shape[2:], generator=gen)
         for key, run in runs.items():
             if run["model"] != name:
                 continue
-            fooled = models.load(run["folder"])
-            ex_name, opts = resolve_explainer(run["explainer"], None, info["cam_layer"])
-            h0 = fooling_maps(original, x, y, ex_name, opts)
-            h1 = fooling_maps(fooled, x, y, ex_name, opts)
-            curves = {
-                "original, h(w0)": deletion_curve(original, x, h0, y, steps=steps),
-                "fooled, h(w_fool)": deletion_curve(fooled, x, h1, y, steps=steps),
-                "fooled, h(w0)": deletion_curve(fooled, x, h0, y, steps=steps),
-                "fooled, random": deletion_curve(fooled, x, random_map, y, steps=steps),
-            }
-            table[key] = {k: aopc(c).mean().item() for k, c in curves.items()}
+
+            def compute(run: dict[str, Any] = run, name: str = name,
+                        info: dict[str, Any] = info) -> dict[str, Any]:
+                x, y = _test_subset(load_dataset(info["dataset"], "test"), spec["count"])[:]
+                original = models.load(name)
+                gen = torch.Generator().manual_seed(int(cfg["seed"]))
+                random_map = torch.rand(x.shape[0], *x.shape[2:], generator=gen)
+                fooled = models.load(run["folder"])
+                ex_name, opts = resolve_explainer(run["explainer"], None, info["cam_layer"])
+                h0 = fooling_maps(original, x, y, ex_name, opts)
+                h1 = fooling_maps(fooled, x, y, ex_name, opts)
+                curves = {
+                    "original, h(w0)": deletion_curve(original, x, h0, y, steps=steps),
+                    "fooled, h(w_fool)": deletion_curve(fooled, x, h1, y, steps=steps),
+                    "fooled, h(w0)": deletion_curve(fooled, x, h0, y, steps=steps),
+                    "fooled, random": deletion_curve(fooled, x, random_map, y, steps=steps),
+                }
+                return {"aopc": {k: aopc(c).mean().item() for k, c in curves.items()},
+                        "curves": {k: c.mean(0).tolist() for k, c in curves.items()}}
+
+            cell = cells.json(name, f"aopc-{run['fooling']}-{run['explainer']}", {
+                "fooled": _fooled_key(run["folder"]), "explainer": run["explainer"],
+                "count": spec["count"], "steps": steps, "seed": int(cfg["seed"])}, compute)
+            table[key] = cell["aopc"]
             xs = [i / steps for i in range(steps + 1)]
-            panels.append((f"{name} {run['fooling']} {LABELS.get(run['explainer'])}",
+            panels.append((f"{name} {run['fooling']} {paper_label(run['explainer'])}",
                            "fraction of pixels deleted", "p(true class)",
-                           {k: (xs, c.mean(0).tolist()) for k, c in curves.items()}))
+                           {k: (xs, c) for k, c in cell["curves"].items()}))
     path = figures / "heo_fig4a_aopc.png"
     line_plots(panels, path)
     return {"table": table, "figure": str(path), "count": spec["count"], "steps": steps}
@@ -345,9 +402,10 @@ def _noisy_copy(model: nn.Module, sigma: float, gen: torch.Generator) -> nn.Modu
     return noisy
 
 
-def _weight_noise(cfg: dict[str, Any], runs: dict[str, Any], figures: Path) -> dict[str, Any]:
+def _weight_noise(cfg: dict[str, Any], runs: dict[str, Any], figures: Path,
+                  cells: CellStore) -> dict[str, Any]:
     """Fig. 4b: accuracy and matched FSR of the fooled models with Gaussian noise of relative
-    scale σ on their weights (one draw per σ)."""
+    scale σ on their weights (one draw per σ; one cell per fooled model)."""
     from xred import models
     from xred.data import load_dataset
     from xred.metrics.fooling import evaluate_fooling
@@ -359,21 +417,31 @@ def _weight_noise(cfg: dict[str, Any], runs: dict[str, Any], figures: Path) -> d
     acc_series, fsr_series = {}, {}
     for name in spec["models"]:
         info = models.describe(name)
-        test = _test_subset(load_dataset(info["dataset"], "test"), spec["count"])
-        original = models.load(name)
         for key, run in runs.items():
             if run["model"] != name:
                 continue
-            fooled = models.load(run["folder"])
-            gen = torch.Generator().manual_seed(int(cfg["seed"]))
-            rows = []
-            for sigma in sigmas:
-                r = evaluate_fooling(original, _noisy_copy(fooled, sigma, gen), test,
-                                     run["fooling"], [run["explainer"]], layer=info["cam_layer"])
-                rows.append({"sigma": sigma, "accuracy": r["accuracy_after"],
-                             "fsr": r["fsr"][run["explainer"]]})
+
+            def compute(run: dict[str, Any] = run, name: str = name,
+                        info: dict[str, Any] = info) -> dict[str, Any]:
+                test = _test_subset(load_dataset(info["dataset"], "test"), spec["count"])
+                original = models.load(name)
+                fooled = models.load(run["folder"])
+                gen = torch.Generator().manual_seed(int(cfg["seed"]))
+                rows = []
+                for sigma in sigmas:
+                    r = evaluate_fooling(original, _noisy_copy(fooled, sigma, gen), test,
+                                         run["fooling"], [run["explainer"]],
+                                         layer=info["cam_layer"])
+                    rows.append({"sigma": sigma, "accuracy": r["accuracy_after"],
+                                 "fsr": r["fsr"][run["explainer"]]})
+                return {"rows": rows}
+
+            rows = cells.json(name, f"noise-{run['fooling']}-{run['explainer']}", {
+                "fooled": _fooled_key(run["folder"]), "fooling": run["fooling"],
+                "explainer": run["explainer"], "count": spec["count"], "sigmas": sigmas,
+                "seed": int(cfg["seed"])}, compute)["rows"]
             table[key] = rows
-            label = f"{run['fooling']} {LABELS.get(run['explainer'])}"
+            label = f"{run['fooling']} {paper_label(run['explainer'])}"
             acc_series[label] = (sigmas, [100 * r["accuracy"] for r in rows])
             fsr_series[label] = (sigmas, [100 * r["fsr"] for r in rows])
     path = figures / "heo_fig4b_noise.png"
@@ -383,7 +451,7 @@ def _weight_noise(cfg: dict[str, Any], runs: dict[str, Any], figures: Path) -> d
     return {"table": table, "figure": str(path), "count": spec["count"], "sigmas": sigmas}
 
 
-def _smoothgrad_cost(cfg: dict[str, Any], cache: Path, figures: Path, progress: bool,
+def _smoothgrad_cost(cfg: dict[str, Any], cache: Path, cells: CellStore, progress: bool,
                      command: str | None) -> dict[str, Any]:
     """Fig. 5b: Location fooling of SimpleGrad and of SmoothGrad (input maps) on one model — the
     accuracy each costs and the FSR it reaches."""
@@ -404,8 +472,9 @@ def _smoothgrad_cost(cfg: dict[str, Any], cache: Path, figures: Path, progress: 
         fooled, folder, seconds = fooled_model(
             name, "location", explainer, setting, train, cache, seed=int(cfg["seed"]),
             progress=progress, command=command, explainer_options=options or None)
-        result = evaluation(original, fooled, folder, test, "location", [explainer],
-                            layer=info["cam_layer"], key={"setting": setting, **options})
+        result = _evaluation_cell(cells, name, f"smoothgrad-cost-{explainer}", folder, original,
+                                  fooled, test, "location", [explainer],
+                                  layer=info["cam_layer"], key={"setting": setting, **options})
         out[explainer] = {"setting": setting, "options": options, "folder": str(folder),
                           "train_seconds": seconds, **result}
     return {"model": name, "runs": out, "count": len(test)}
@@ -425,7 +494,7 @@ def _passive_report(cfg: dict[str, Any], results: dict[str, Any], report: Path) 
              "map (matched interpreter) has no positive relevance at all: such a map hides the "
              "original's top pixels (Top-k counts it a success) but has no centre of mass "
              "(Center-mass counts it a failure).", ""]
-    header = ("| model | fooling | fooled with | " + " | ".join(LABELS.get(t, t) for t in transfer)
+    header = ("| model | fooling | fooled with | " + " | ".join(paper_label(t) for t in transfer)
               + " | accuracy before → after (%) | drop (points) | empty maps (%) |")
     lines += [header, "|" + "---|" * (6 + len(transfer))]
     checks = []
@@ -435,7 +504,7 @@ def _passive_report(cfg: dict[str, Any], results: dict[str, Any], report: Path) 
             v = pct(r["fsr"].get(t))
             cells.append(f"**{v}**" if t == r["explainer"] else v)
         drop = 100 * (r["accuracy_before"] - r["accuracy_after"])
-        lines.append(f"| {r['model']} | {r['fooling']} | {LABELS.get(r['explainer'])} | "
+        lines.append(f"| {r['model']} | {r['fooling']} | {paper_label(r['explainer'])} | "
                      + " | ".join(cells) + f" | {pct(r['accuracy_before'], 2)} → "
                      f"{pct(r['accuracy_after'], 2)} | {drop:.2f} | "
                      f"{pct(r.get('empty_maps', {}).get(r['explainer']))} |")
@@ -460,7 +529,7 @@ def _passive_report(cfg: dict[str, Any], results: dict[str, Any], report: Path) 
               "|---|---|---|---|---|---|---|---|"]
     for r in runs.values():
         s = r["setting"]
-        lines.append(f"| {r['model']} | {r['fooling']} | {LABELS.get(r['explainer'])} | "
+        lines.append(f"| {r['model']} | {r['fooling']} | {paper_label(r['explainer'])} | "
                      f"{lam_text(r)} | {s['lr']} | {s.get('schedule', 'constant')} | "
                      f"{steps_text(r)} | {s['batch_size']} |")
     lines.append("")
@@ -525,7 +594,7 @@ def _passive_report(cfg: dict[str, Any], results: dict[str, Any], report: Path) 
                   "|---|---|---|---|---|"]
         for explainer, r in s["runs"].items():
             opts = ", ".join(f"{k}={v}" for k, v in r["options"].items())
-            lines.append(f"| {LABELS.get(explainer)}{f' ({opts})' if opts else ''} | "
+            lines.append(f"| {paper_label(explainer)}{f' ({opts})' if opts else ''} | "
                          f"{pct(r['fsr'][explainer])} | {pct(r['accuracy_before'], 2)} → "
                          f"{pct(r['accuracy_after'], 2)} | {r['setting']['steps']} | "
                          f"{r['setting']['lam']} |")
@@ -539,32 +608,38 @@ ACTIVE_DEFAULTS: dict[str, Any] = {
     "models": ["fmnist-vgg", "fmnist-resnet", "fmnist-densenet"], "classes": [1, 7],
     "explainers": ["lrp_t", "gradcam"], "composites": 1000, "eval_composites": 200,
     "count": None, "seed": 0, "settings": {}, "cache": None, "figures": "docs/figures",
-    "bounds": {"fsr": 0.8, "accuracy_drop": 0.015},
+    "bounds": {"fsr": 0.8, "accuracy_drop": 0.015}, "report": None,
 }
 
 
 def run_heo_active(config: dict[str, Any], out: str | os.PathLike, *,
                    command: str | None = None, progress: bool = True,
-                   report: Path | None = None) -> dict[str, Any]:
+                   render_only: bool = False) -> dict[str, Any]:
     """Table 2: Active fooling swaps the maps of classes c₁ and c₂ (module docstring)."""
+    return harness.run(ACTIVE, config, out, command=command, progress=progress,
+                       render_only=render_only)
+
+
+def compute_active(cfg: dict[str, Any], cells: CellStore, progress: bool,
+                   command: str | None) -> dict[str, Any]:
+    """Every number of Table 2 and its figures (drawn into ``figures``)."""
     from xred import models
     from xred.data import load_dataset
     from xred.data.composites import two_class_composites
     from xred.metrics.fooling import fooling_maps, resolve_explainer
     from xred.report import explanation_grid
 
-    cfg = merge_config(ACTIVE_DEFAULTS, config, "heo_active")
-    out = Path(out)
-    cache = Path(cfg["cache"]) if cfg["cache"] else out.parent / "models"
+    cache = _cache(cfg, cells)
     figures = Path(cfg["figures"])
     figures.mkdir(parents=True, exist_ok=True)
     seed = int(cfg["seed"])
     c1, c2 = (int(c) for c in cfg["classes"])
     runs: dict[str, dict[str, Any]] = {}
     grids: dict[str, str] = {}
-    start = time.perf_counter()
+    class_names: list[str] = []
     for name in cfg["models"]:
         info = models.describe(name)
+        class_names = class_names or [info["classes"][c1], info["classes"][c2]]
         train = load_dataset(info["dataset"], "train")
         test = load_dataset(info["dataset"], "test")
         composites = two_class_composites(train, c1, c2, int(cfg["composites"]), seed=seed)
@@ -581,15 +656,17 @@ def run_heo_active(config: dict[str, Any], out: str | os.PathLike, *,
                 name, "active", explainer, setting, train, cache, seed=seed, progress=progress,
                 command=command, layer=info["cam_layer"], classes=(c1, c2),
                 composites=composites)
-            result = evaluation(original, fooled, folder, _test_subset(test, cfg["count"]),
-                                "active", [explainer], layer=info["cam_layer"],
-                                key={"setting": setting, "classes": [c1, c2]},
-                                classes=(c1, c2), composites=held_out)
+            result = _evaluation_cell(
+                cells, name, f"active-{explainer}", folder, original, fooled,
+                _test_subset(test, cfg["count"]), "active", [explainer],
+                layer=info["cam_layer"], key={"setting": setting, "classes": [c1, c2],
+                                             "eval_composites": int(cfg["eval_composites"])},
+                classes=(c1, c2), composites=held_out)
             runs[f"{name}/active/{explainer}"] = {
                 "model": name, "fooling": "active", "explainer": explainer,
                 "setting": setting, "folder": str(folder), "train_seconds": seconds,
                 "budget": budget_of(folder), **result}
-            label = LABELS.get(explainer, explainer)
+            label = paper_label(explainer)
             ex_name, opts = resolve_explainer(explainer, None, info["cam_layer"])
             for c in (c1, c2):
                 t = torch.full((len(xg),), c)
@@ -599,18 +676,13 @@ def run_heo_active(config: dict[str, Any], out: str | os.PathLike, *,
         path = figures / f"heo_active_{name}.png"
         explanation_grid(xg, rows, path)
         grids[name] = str(path)
-    results = {"runs": runs, "grids": grids, "seconds": time.perf_counter() - start,
-               "classes": [c1, c2]}
-    return _finish(cfg, results, _active_report, out, report)
+    return {"runs": runs, "grids": grids, "classes": [c1, c2], "class_names": class_names}
 
 
 def _active_report(cfg: dict[str, Any], results: dict[str, Any], report: Path) -> list[str]:
-    from xred import models
-
     runs = results["runs"]
     c1, c2 = results["classes"]
-    names = models.describe(next(iter(runs.values()))["model"])["classes"] if runs else []
-    n1, n2 = (names[c1], names[c2]) if names else (str(c1), str(c2))
+    n1, n2 = results["class_names"] or (str(c1), str(c2))
     bounds = cfg["bounds"]
     lines = ["## Table 2: active fooling, FSR (%)", "",
              f"The maps of c₁ = {n1} and c₂ = {n2} are swapped on 2×2 composites showing both "
@@ -628,7 +700,7 @@ def _active_report(cfg: dict[str, Any], results: dict[str, Any], report: Path) -
         ok = ok and min(by["c1"], by["c2"]) >= bounds["fsr"] and drop <= 100 * bounds[
             "accuracy_drop"]
         s = r["setting"]
-        lines.append(f"| {r['model']} | {LABELS.get(r['explainer'])} | {pct(by['c1'])} | "
+        lines.append(f"| {r['model']} | {paper_label(r['explainer'])} | {pct(by['c1'])} | "
                      f"{pct(by['c2'])} | {pct(r['accuracy_before'], 2)} → "
                      f"{pct(r['accuracy_after'], 2)} | {drop:.2f} | {lam_text(r)} | {s['lr']} | "
                      f"{steps_text(r)} |")
@@ -645,7 +717,7 @@ def _active_report(cfg: dict[str, Any], results: dict[str, Any], report: Path) -
 ADULT_DEFAULTS: dict[str, Any] = {
     "model": "adult-conv", "explainer": "lrp", "explainer_options": {"composite": "heo"},
     "features": ["race", "sex"], "seed": 0, "settings": {}, "cache": None,
-    "figures": "docs/figures", "bounds": {"accuracy_drop": 0.01},
+    "figures": "docs/figures", "bounds": {"accuracy_drop": 0.01}, "report": None,
 }
 
 
@@ -667,16 +739,21 @@ def relevance_ranking(model: nn.Module, x: Tensor, y: Tensor, explainer: str,
 
 def run_heo_adult(config: dict[str, Any], out: str | os.PathLike, *,
                   command: str | None = None, progress: bool = True,
-                  report: Path | None = None) -> dict[str, Any]:
+                  render_only: bool = False) -> dict[str, Any]:
     """Fig. 1a: hide race and sex from adult-conv's LRP by Location fooling (module docstring)."""
+    return harness.run(ADULT, config, out, command=command, progress=progress,
+                       render_only=render_only)
+
+
+def compute_adult(cfg: dict[str, Any], cells: CellStore, progress: bool,
+                  command: str | None) -> dict[str, Any]:
+    """Every number of Fig. 1a (the rankings are a cell) and its figure."""
     from xred import models
     from xred.data import load_dataset
     from xred.metrics.classification import accuracy
     from xred.report import line_plots
 
-    cfg = merge_config(ADULT_DEFAULTS, config, "heo_adult")
-    out = Path(out)
-    cache = Path(cfg["cache"]) if cfg["cache"] else out.parent / "models"
+    cache = _cache(cfg, cells)
     figures = Path(cfg["figures"])
     figures.mkdir(parents=True, exist_ok=True)
     name, explainer, options = cfg["model"], cfg["explainer"], dict(cfg["explainer_options"])
@@ -690,32 +767,38 @@ def run_heo_adult(config: dict[str, Any], out: str | os.PathLike, *,
     hidden = [features.index(f) for f in cfg["features"]]
     mask = torch.ones(len(features))
     mask[hidden] = 0
-    start = time.perf_counter()
-    original = models.load(name)
     setting = settings_for(cfg["settings"], name, "location", explainer)
     fooled, folder, seconds = fooled_model(
         name, "location", explainer, setting, train, cache, seed=int(cfg["seed"]),
         progress=progress, command=command, explainer_options=options, mask=mask)
-    x, y = test[:]
-    before_mean, before_rank = relevance_ranking(original, x, y, explainer, options)
-    after_mean, after_rank = relevance_ranking(fooled, x, y, explainer, options)
-    acc = (accuracy(original, test)["top1"], accuracy(fooled, test)["top1"])
-    table = {f: {"index": j, "rank_before": int(before_rank[j]), "rank_after": int(after_rank[j]),
-                 "share_before": float(before_mean[j] / before_mean.sum()),
-                 "share_after": float(after_mean[j] / after_mean.sum())}
-             for j, f in enumerate(features)}
+
+    def compute() -> dict[str, Any]:
+        original = models.load(name)
+        x, y = test[:]
+        before_mean, before_rank = relevance_ranking(original, x, y, explainer, options)
+        after_mean, after_rank = relevance_ranking(fooled, x, y, explainer, options)
+        acc = (accuracy(original, test)["top1"], accuracy(fooled, test)["top1"])
+        table = {f: {"index": j, "rank_before": int(before_rank[j]),
+                     "rank_after": int(after_rank[j]),
+                     "share_before": float(before_mean[j] / before_mean.sum()),
+                     "share_after": float(after_mean[j] / after_mean.sum())}
+                 for j, f in enumerate(features)}
+        return {"features": table, "accuracy": list(acc), "mean_before": before_mean.tolist(),
+                "mean_after": after_mean.tolist()}
+
+    cell = cells.json(name, f"ranking-{explainer}", {
+        "fooled": _fooled_key(folder), "explainer": explainer, "options": options,
+        "features": list(cfg["features"]), "size": len(test)}, compute)
     idx = list(range(len(features)))
     path = figures / "heo_fig1a_adult.png"
-    line_plots([(f"{name}: mean normalised {LABELS.get(explainer, explainer)} relevance",
+    line_plots([(f"{name}: mean normalised {paper_label(explainer)} relevance",
                  "feature index (see the table)", "relevance",
-                 {"original": (idx, before_mean.tolist()),
-                  "fooled": (idx, after_mean.tolist())})], path, columns=1)
-    results = {"features": table, "hidden": cfg["features"], "accuracy_before": acc[0],
-               "accuracy_after": acc[1], "setting": setting, "folder": str(folder),
-               "train_seconds": seconds, "figure": str(path), "size": len(test),
-               "budget": budget_of(folder),
-               "seconds": time.perf_counter() - start}
-    return _finish(cfg, results, _adult_report, out, report)
+                 {"original": (idx, cell["mean_before"]),
+                  "fooled": (idx, cell["mean_after"])})], path, columns=1)
+    return {"features": cell["features"], "hidden": cfg["features"],
+            "accuracy_before": cell["accuracy"][0], "accuracy_after": cell["accuracy"][1],
+            "setting": setting, "folder": str(folder), "train_seconds": seconds,
+            "figure": str(path), "size": len(test), "budget": budget_of(folder)}
 
 
 def _adult_report(cfg: dict[str, Any], results: dict[str, Any], report: Path) -> list[str]:
@@ -727,7 +810,7 @@ def _adult_report(cfg: dict[str, Any], results: dict[str, Any], report: Path) ->
     s = results["setting"]
     lines = ["## Fig. 1a: hiding a bias on UCI Adult", "",
              f"{cfg['model']} is fine-tuned with Location fooling of its input-level "
-             f"{LABELS.get(cfg['explainer'], cfg['explainer'])} (composite "
+             f"{paper_label(cfg['explainer'])} (composite "
              f"{cfg['explainer_options'].get('composite', 'default')}) toward a mask that is 0 on "
              f"{' and '.join(hidden)} and 1 elsewhere (λ = {lam_text(results)}, lr {s['lr']}, "
              f"{steps_text(results)} steps"
@@ -753,40 +836,69 @@ def _adult_report(cfg: dict[str, Any], results: dict[str, Any], report: Path) ->
 
 # ---------------------------------------------------------------- everything (the report)
 
-PARTS = {"heo_passive": run_heo_passive, "heo_active": run_heo_active,
-         "heo_adult": run_heo_adult}
+PASSIVE = harness.Experiment("heo_passive", PASSIVE_DEFAULTS, compute_passive,
+                             _part_render(_passive_report))
+ACTIVE = harness.Experiment("heo_active", ACTIVE_DEFAULTS, compute_active,
+                            _part_render(_active_report))
+ADULT = harness.Experiment("heo_adult", ADULT_DEFAULTS, compute_adult, _part_render(_adult_report))
+#: each part's experiment and its report sections ``(cfg, results, report) -> lines``
+PARTS = {"heo_passive": (PASSIVE, _passive_report), "heo_active": (ACTIVE, _active_report),
+         "heo_adult": (ADULT, _adult_report)}
+HEO_DEFAULTS: dict[str, Any] = {"parts": [], "report": "docs/heo.md", "cache": None}
 
 
 def run_heo(config: dict[str, Any], out: str | os.PathLike, *, command: str | None = None,
-            progress: bool = True) -> dict[str, Any]:
+            progress: bool = True, render_only: bool = False) -> dict[str, Any]:
     """Run every part listed in ``config["parts"]`` (paths of part configs) and write the report
-    ``config["report"]`` with Table 3 (accuracy) gathered from the parts."""
-    from xred.io import atomic_write
-    from xred.provenance import git_commit
+    ``config["report"]`` with Table 3 (accuracy) gathered from the parts. The part configs are
+    read into the config the results are saved with, so a re-render refuses results made with
+    other part configs."""
+    parts = config.get("parts")
+    if not isinstance(parts, list) or not parts:
+        raise XredError("the heo config needs \"parts\": a list of part configs, e.g. "
+                        "[\"experiments/heo/table1_passive.json\"]")
+    expanded = {**config, "parts": [_read_part(p) for p in parts]}
+    return harness.run(HEO, expanded, out, command=command, progress=progress,
+                       render_only=render_only)
 
-    unknown = sorted(set(config) - {"kind", "description", "parts", "report", "cache"})
-    if unknown:
-        raise XredError(f"unknown keys in the heo config: {unknown}; valid: description, parts, "
-                        "report, cache")
-    out = Path(out)
-    report = Path(config.get("report", "docs/heo.md"))
-    cache = config.get("cache") or str(out / "models")
-    start = time.perf_counter()
-    results: dict[str, Any] = {}
-    for part in config["parts"]:
-        part_config = read_json(part)
-        kind = part_config.get("kind")
-        if kind not in PARTS:
-            raise XredError(f"{part}: unknown part kind {kind!r}; valid: {', '.join(PARTS)}")
-        results[str(part)] = PARTS[kind]({**part_config, "cache": cache}, out / Path(part).stem,
-                                         command=command, progress=progress, report=report)
-    seconds = time.perf_counter() - start
+
+def _read_part(path: Any) -> dict[str, Any]:
+    if not isinstance(path, str):
+        raise XredError(f"\"parts\" of the heo config are paths of part configs, not {path!r}")
+    part = read_json(path)
+    kind = part.get("kind") if isinstance(part, dict) else None
+    if kind not in PARTS:
+        raise XredError(f"{path}: unknown part kind {kind!r}; valid: {', '.join(PARTS)}")
+    return {"path": path, "config": part}
+
+
+def compute_heo(cfg: dict[str, Any], cells: CellStore, progress: bool,
+                command: str | None) -> dict[str, Any]:
+    """Each part's results (with the part's merged config), keyed by the part's path; the
+    parts share one model cache (``cache``, else ``<out>/models``) and keep their cells under
+    ``<out>/cells/<part file name>``."""
+    cache = cfg["cache"] or str(cells.root.parent / "models")
+    parts: dict[str, Any] = {}
+    for part in cfg["parts"]:
+        experiment, _ = PARTS[part["config"]["kind"]]
+        part_cfg = merge_config(experiment.defaults, {**part["config"], "cache": cache},
+                                experiment.kind)
+        results = experiment.compute(part_cfg, CellStore(cells.root / Path(part["path"]).stem),
+                                     progress, command)
+        parts[part["path"]] = {"config": part_cfg, **results}
+    return {"parts": parts}
+
+
+def render_heo(cfg: dict[str, Any], results: dict[str, Any], provenance: dict[str, Any]) -> str:
+    """The whole report (docs/heo.md): the parts' sections and Table 3."""
+    report = Path(cfg["report"])
     lines = [
         "# Fooling explanations by fine-tuning the model (Heo et al. 2019)", "",
-        f"Generated by `{command or 'xred run experiments/heo.json'}` (xred commit "
-        f"{git_commit()}); every number and figure below comes from that command, which took "
-        f"{seconds / 60:.1f} min on this machine ({torch.get_num_threads()} threads; cached fine-"
-        "tunings are reused, so a rerun takes less). Do not edit by hand.", "",
+        f"Generated by `{provenance['command']}` (xred commit "
+        f"{provenance['git_commit']}); every number and figure below comes from that command, "
+        f"which took {provenance['seconds'] / 60:.1f} min on this machine "
+        f"({provenance['threads']} threads; cached fine-tunings are reused, so a rerun takes "
+        "less). Do not edit by hand.", "",
         "The model is fine-tuned with L = CE + λ·L_F (`xred.attacks.manipulate`, `xred fool`): "
         "Location pushes the normalised map toward a frame, Top-k suppresses the original's "
         "top 10 % pixels, Center-mass moves the map's centre of mass, Active swaps two classes' "
@@ -796,12 +908,13 @@ def run_heo(config: dict[str, Any], out: str | os.PathLike, *, command: str | No
         "LRP_T (LRP with ε = 0.01 on dense and α1β0 on conv layers, relevance at the Grad-CAM "
         "layer) and SimpleGrad_T at the same layer; LRP is the full input-level map.", "",
     ]
-    for part in results.values():
-        lines += part["sections"]
-    lines += _table3(results)
-    atomic_write(report, lambda tmp: Path(tmp).write_text("\n".join(lines) + "\n"))
-    return {"parts": {k: {kk: vv for kk, vv in v.items() if kk != "sections"}
-                      for k, v in results.items()}, "seconds": seconds, "report": str(report)}
+    for part in results["parts"].values():
+        lines += PARTS[part["config"]["kind"]][1](part["config"], part, report)
+    lines += _table3(results["parts"])
+    return "\n".join(lines) + "\n"
+
+
+HEO = harness.Experiment("heo", HEO_DEFAULTS, compute_heo, render_heo)
 
 
 def _table3(results: dict[str, Any]) -> list[str]:
@@ -812,7 +925,7 @@ def _table3(results: dict[str, Any]) -> list[str]:
              "| model | fooling | fooled with | original | fooled | drop (points) |",
              "|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['model']} | {r['fooling']} | {LABELS.get(r['explainer'])} | "
+        lines.append(f"| {r['model']} | {r['fooling']} | {paper_label(r['explainer'])} | "
                      f"{pct(r['accuracy_before'], 2)} | {pct(r['accuracy_after'], 2)} | "
                      f"{100 * (r['accuracy_before'] - r['accuracy_after']):.2f} |")
     return lines + [""]

@@ -45,7 +45,14 @@ from xred.report.text import pct, relative
 
 __all__ = ["run_input_attacks"]
 
-LABELS = {"gradient": "GRAD", "cam": "CAM", "mask": "MASK", "rts": "RTS", "gradcam": "Grad-CAM"}
+#: the ADV² paper's (Zhang et al. 2020) names of its interpreters where they differ from the
+#: explainers' ``display_name`` (CAM, RTS and Grad-CAM are named alike)
+PAPER_NAMES = {"gradient": "GRAD", "mask": "MASK"}
+
+
+def paper_label(explainer: str) -> str:
+    """How the report names ``explainer``: the paper's name, else its display name."""
+    return harness.display_name(explainer, PAPER_NAMES)
 
 DEFAULTS: dict[str, Any] = {
     "models": ["fmnist-vgg", "fmnist-resnet", "fmnist-densenet"], "count": 1000, "seed": 0,
@@ -567,7 +574,7 @@ def _versus_noise_lines(cfg: dict[str, Any], results: dict[str, Any]) -> list[st
     for name, rows in results["versus_noise"].items():
         for label, r in rows.items():
             arrow = "↓" if r["lower_is_better"] else "↑"
-            lines.append(f"| {name} | {label} | {LABELS.get(r['explainer'], r['explainer'])} | "
+            lines.append(f"| {name} | {label} | {paper_label(r['explainer'])} | "
                          f"{r['metric']} {arrow} | {r['attack']:.3f} | {r['random']:.3f} | "
                          f"{pct(r['beats'])} % | {pct(r['label_kept'])} % |")
     return lines
@@ -582,7 +589,7 @@ def _aai_lines(cfg: dict[str, Any], results: dict[str, Any], report: Path) -> li
               "|---|---|" + "---|" * len(cfg["aai_curve"]["eps"])]
     for name, curve in results["aai_curve"].items():
         first = next(iter(curve.values()))
-        lines.append(f"| {name} | {LABELS.get(first['explainer'], first['explainer'])} | " +
+        lines.append(f"| {name} | {paper_label(first['explainer'])} | " +
                      " | ".join(f"{v['kendall']:.3f} (noise {v['random']:.3f}, kept "
                                 f"{pct(v['label_kept'], 0)} %)" for v in curve.values()) + " |")
     lines += ["", f"![AAI Kendall τ]({relative(results['figures']['aai_curve'], report)})"]
@@ -597,15 +604,15 @@ ADV2_RULE = "|---" * 13 + "|"
 def _adv2_line(name: str, explainer: str, eps: float, r: dict[str, Any],
                bars: dict[str, float]) -> str:
     if "skipped" in r:
-        return (f"| {name} | {LABELS.get(explainer, explainer)} | – | {eps:g} | "
+        return (f"| {name} | {paper_label(explainer)} | – | {eps:g} | "
                 + "– | " * 8 + f"not attacked: {r['skipped']} |")
     bar = bars["mask_success"] if explainer == "mask" else bars["success"]
     ok = r["success"] >= bar and r["distance_ratio"] <= bars["distance_ratio"]
     a, p, noise = r["adv2"], r["pgd"], r["random"]
     ratio = r["distance_ratio"]
     used = r.get("explainer", explainer)
-    shown = LABELS.get(explainer, explainer) + (
-        f" (as {LABELS.get(used, used)}: no CAM head)" if used != explainer else "")
+    shown = paper_label(explainer) + (
+        f" (as {paper_label(used)}: no CAM head)" if used != explainer else "")
     return (f"| {name} | {shown} | {r['n']} | {eps:g} | {pct(r['pgd_success'])} | "
             f"{pct(r['success'])} | {p['map_l1_to_target']:.3f} | {a['map_l1_to_target']:.3f} | "
             f"{'–' if math.isnan(ratio) else f'{ratio:.2f}'} | {noise['map_l1_to_target']:.3f} | "

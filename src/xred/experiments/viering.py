@@ -8,16 +8,15 @@ Config (JSON, ``"kind": "viering_tables"``): ``groups`` — a list of ``{"name",
 ``techniques``, ``epsilon``, ``seed``, ``figure_count``, ``transfer`` (``methods``, ``count``,
 ``smoothgrad_samples``), ``report`` and ``figures`` (paths, relative to the working directory).
 Each finished (model, technique) cell is cached under ``OUT/cells`` (keyed by its settings), so
-a killed run resumes where it stopped.
+a killed run resumes where it stopped. An experiment of :mod:`xred.experiments.harness`: the
+figures are drawn while computing and the report is rendered from the saved results alone
+(``xred run CONFIG --render-only`` re-writes it without computing).
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import os
-import time
 from pathlib import Path
 from typing import Any
 
@@ -30,36 +29,38 @@ from xred.attacks.architecture.patterns import paste_sticker
 from xred.attacks.architecture.run import model_inputs, tamper_figure, transfer
 from xred.attacks.architecture.surgery import TECHNIQUES, tamper
 from xred.errors import XredError
-from xred.io import atomic_write, load_tensors, read_json, save_tensors, write_json
+from xred.experiments import harness
+from xred.experiments.harness import CellStore
+from xred.io import load_tensors, read_json, save_tensors, write_json
 
-__all__ = ["DEFAULTS", "run_viering_tables"]
+__all__ = ["DEFAULTS", "done_when", "run_viering_tables"]
 
 DEFAULTS: dict[str, Any] = {
-    "techniques": list(TECHNIQUES), "epsilon": 0.01, "seed": 0, "figure_count": 6,
+    "groups": None, "techniques": list(TECHNIQUES), "epsilon": 0.01, "seed": 0,
+    "figure_count": 6,
     "transfer": {"methods": ["gradcam", "gradient", "smoothgrad", "lrp"], "count": 200,
                  "smoothgrad_samples": 16},
     "report": "docs/viering.md", "figures": "docs/figures",
 }
 BOUNDS = {"accuracy_change_points": 0.01, "linf": 1e-3, "l1": 0.01, "t3_spearman": 0.1,
           "t4_clean_l1": 1e-4, "t4_sticker_l1": 0.01}
-_KEYS = {"kind", "description", "groups", *DEFAULTS}
 NAMES = {"constant": "T1: constant", "image": "T2: smiley", "random": "T3: random",
          "backdoor": "T4: backdoor"}
 
 
 def _config(config: dict[str, Any]) -> dict[str, Any]:
-    unknown = sorted(set(config) - _KEYS)
-    if unknown:
-        raise XredError(f"unknown keys in the viering_tables config: {unknown}; valid: "
-                        f"{sorted(_KEYS)}")
-    cfg = {**DEFAULTS, **config, "transfer": {**DEFAULTS["transfer"],
-                                              **config.get("transfer", {})}}
+    """``config`` with ``transfer`` merged over its defaults, checked."""
+    transfer = config.get("transfer", {})
+    if not isinstance(transfer, dict):
+        raise XredError("\"transfer\" in the viering_tables config must be an object, e.g. "
+                        "{\"count\": 200}")
+    cfg = {**config, "transfer": {**DEFAULTS["transfer"], **transfer}}
     groups = cfg.get("groups")
     if not isinstance(groups, list) or not groups or not all(
             isinstance(g, dict) and g.get("models") for g in groups):
         raise XredError("the viering_tables config needs \"groups\": [{\"name\": ..., \"models\": "
                         "[...], \"count\": null, \"calibration\": 1000}, ...]")
-    bad = [t for t in cfg["techniques"] if t not in TECHNIQUES]
+    bad = [t for t in cfg.get("techniques", []) if t not in TECHNIQUES]
     if bad:
         raise XredError(f"unknown techniques {bad}; valid: {list(TECHNIQUES)}")
     return cfg
@@ -80,18 +81,23 @@ def _check(ok: bool) -> str:
 
 
 def run_viering_tables(config: dict[str, Any], out: str | os.PathLike, *,
-                       command: str | None = None, progress: bool = True) -> dict[str, Any]:
+                       command: str | None = None, progress: bool = True,
+                       render_only: bool = False) -> dict[str, Any]:
     """Run the experiment described by ``config`` (module docstring); write the report and its
     figures where the config says and return every number in it (also kept under ``out``)."""
+    return harness.run(EXPERIMENT, _config(config), out, command=command, progress=progress,
+                       render_only=render_only)
+
+
+def compute(cfg: dict[str, Any], cells: CellStore, progress: bool,
+            command: str | None) -> dict[str, Any]:
+    """Every number of the report (``results``: per model) and its figures."""
     from xred import models
 
-    cfg = _config(config)
     seed, eps = int(cfg["seed"]), float(cfg["epsilon"])
-    report, figures = Path(cfg["report"]), Path(cfg["figures"])
+    figures = Path(cfg["figures"])
     figures.mkdir(parents=True, exist_ok=True)
-    Path(out).mkdir(parents=True, exist_ok=True)
     results: dict[str, Any] = {}
-    start = time.perf_counter()
     jobs = [(g, m) for g in cfg["groups"] for m in g["models"]]
     bar = tqdm(total=len(jobs) * len(cfg["techniques"]), desc="viering", disable=not progress)
     for group, name in jobs:
@@ -109,10 +115,11 @@ def run_viering_tables(config: dict[str, Any], out: str | os.PathLike, *,
         cache: dict[str, Any] = {}  # the original network's logits and maps, computed once
         for technique in cfg["techniques"]:
             bar.set_postfix_str(f"{name} {technique}")
-            cell = _cell_path(Path(out), cfg, group, name, technique)
-            if cell.with_suffix(".json").is_file() and cell.with_suffix(".safetensors").is_file():
-                entry["techniques"][technique] = read_json(cell.with_suffix(".json"))
-                figure_maps[technique] = load_tensors(cell.with_suffix(".safetensors"))[0]
+            cell = _cell_folder(cells, cfg, group, name, technique)
+            done, maps = cell / "result.json", cell / "maps.safetensors"
+            if done.is_file() and maps.is_file():
+                entry["techniques"][technique] = read_json(done)
+                figure_maps[technique] = load_tensors(maps)[0]
                 bar.update(1)
                 continue
             tampered = tamper(name, technique, cal, epsilon=eps, seed=seed)
@@ -134,35 +141,28 @@ def run_viering_tables(config: dict[str, Any], out: str | os.PathLike, *,
                 {f.check for f in inspection.findings if f.suspicious})}
             result["constants"] = tampered.spec["description"]["constants"]
             entry["techniques"][technique] = result
-            save_tensors(cell.with_suffix(".safetensors"), figure_maps[technique])
-            write_json(cell.with_suffix(".json"), result)  # last: marks the cell finished
+            save_tensors(maps, figure_maps[technique])
+            write_json(done, result)  # last: marks the cell finished
             bar.update(1)
         entry["figures"] = _figures(name, figure_maps, figures, titles[:keep])
         results[name] = entry
     bar.close()
-    metrics = {"config": cfg, "results": results, "bounds": BOUNDS,
-               "seconds": time.perf_counter() - start}
-    text = _report(cfg, results, command, report)
-    atomic_write(report, lambda tmp: Path(tmp).write_text(text))
-    metrics["report"] = str(report)
-    return metrics
+    return {"results": results, "bounds": BOUNDS}
 
 
 #: Bump when a change of the code changes a cell's numbers (invalidates the cell cache).
 CELL_VERSION = 3
 
 
-def _cell_path(out: Path, cfg: dict[str, Any], group: dict[str, Any], name: str,
-               technique: str) -> Path:
-    """Where one (model, technique) cell is cached under ``out/cells``, keyed by a hash of every
-    setting it depends on: a killed run resumes from the finished cells."""
+def _cell_folder(cells: CellStore, cfg: dict[str, Any], group: dict[str, Any], name: str,
+                 technique: str) -> Path:
+    """Where one (model, technique) cell is cached (its result.json and the maps of its
+    figure), keyed by every setting it depends on: a killed run resumes from the finished
+    cells."""
     key = {"version": CELL_VERSION, "model": name, "technique": technique,
            "count": group.get("count"), "calibration": group.get("calibration", 1000),
            **{k: cfg[k] for k in ("epsilon", "seed", "figure_count", "transfer")}}
-    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
-    folder = out / "cells"
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder / f"{name}-{technique}-{digest}"
+    return cells.folder(name, technique, key)
 
 
 def _figures(name: str, maps: dict[str, Any], folder: Path, titles: list[str]
@@ -189,16 +189,16 @@ def _figures(name: str, maps: dict[str, Any], folder: Path, titles: list[str]
     return paths
 
 
-def _report(cfg: dict[str, Any], results: dict[str, Any], command: str | None,
-            report: Path) -> str:
-    from xred.provenance import git_commit
-
+def render(cfg: dict[str, Any], computed: dict[str, Any], provenance: dict[str, Any]) -> str:
+    """The report's markdown, from the saved results and the provenance of the run."""
+    results = computed["results"]
+    report = Path(cfg["report"])
     lines = [
         "# Making Grad-CAM lie by editing the architecture (Viering et al. 2019)",
         "",
-        f"Generated by `{command or 'xred run experiments/viering_tables.json'}` "
-        f"(xred commit {git_commit()}, seed {cfg['seed']}); every number and figure below "
-        "comes from that command. Do not edit by hand.",
+        f"Generated by `{provenance['command']}` "
+        f"(xred commit {provenance['git_commit']}, seed {cfg['seed']}); every number and figure "
+        "below comes from that command. Do not edit by hand.",
         "",
         "A trained CNN is edited, with no training, so that Grad-CAM at its last convolutional "
         "layer shows what the attacker wants while the predictions stay the same "
@@ -453,3 +453,6 @@ def _transfer(cfg: dict[str, Any], results: dict[str, Any]) -> list[str]:
     else:
         lines += ["", f"Largest L1 among {', '.join(others)}: {_fmt(worst)}.", ""]
     return lines
+
+
+EXPERIMENT = harness.Experiment("viering_tables", DEFAULTS, compute, render)
