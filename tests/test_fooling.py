@@ -446,7 +446,7 @@ def test_deletion_curve_and_aopc(fmnist_test):
 @pytest.mark.slow
 def test_fool_and_evaluate_commands(tmp_path, fmnist_test):
     from xred.cli import build_parser
-    from xred.cli.fool import parse_classes
+    from xred.services.fool import resolve_classes as parse_classes
 
     parser = build_parser()
     out = tmp_path / "fool"

@@ -1,4 +1,5 @@
-"""``xred tamper``: make Grad-CAM lie by editing the architecture (Viering et al. 2019)."""
+"""``xred tamper``: a thin command around :func:`xred.services.tamper` (Viering et al. 2019:
+make Grad-CAM lie by editing the architecture)."""
 
 from __future__ import annotations
 
@@ -31,22 +32,24 @@ def add_arguments(sp: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
-    from xred.attacks.architecture.run import tamper_and_evaluate
+    """``xred tamper``: tamper, save, measure, draw; returns the metrics."""
+    from xred import services
     from xred.provenance import command_line
 
-    result = tamper_and_evaluate(args.model, args.technique, args.out, target=args.target_image,
-                                 sticker=args.sticker, layer=args.layer, epsilon=args.eps,
-                                 weights=args.weights, count=args.count,
-                                 calibration=args.calibration, seed=args.seed,
-                                 data_dir=args.data_dir, device=args.device,
-                                 command=command_line(argv))
-    parts = [result["clean"], result["sticker"]] if "clean" in result else [result]
+    result = services.tamper(args.model, args.technique, args.out, target_image=args.target_image,
+                             sticker=args.sticker, layer=args.layer, eps=args.eps,
+                             weights=args.weights, count=args.count,
+                             calibration=args.calibration, seed=args.seed,
+                             data_dir=args.data_dir, device=args.device,
+                             command=command_line(argv))
+    metrics = result.metrics
+    parts = [metrics["clean"], metrics["sticker"]] if "clean" in metrics else [metrics]
     for label, part in zip(["clean", "sticker"] if len(parts) == 2 else [""], parts,
                            strict=True):
         to, l1 = (("the original map", part["l1_original"]) if label == "clean"
                   else ("the desired map", part["l1_desired"]))
-        print(f"{result['paper_technique']} {args.technique}{' ' + label if label else ''}: "
+        print(f"{result.paper_technique} {args.technique}{' ' + label if label else ''}: "
               f"same predictions {100 * part['same_predictions']:.2f} %, max |Δlogit| "
               f"{part['linf_max']:.3g}, Grad-CAM L1 to {to} {l1:.3g}")
-    print(f"model: {result['saved']}\nfigure: {result['figure']}")
-    return result
+    print(f"model: {result.saved}\nfigure: {result.figure}")
+    return result.to_dict()

@@ -13,13 +13,22 @@ from xred.services.decipher import (
 )
 from xred.services.evaluate import Accuracy, accuracy
 from xred.services.explain import ExplainResult, explain
+from xred.services.fool import (
+    EvaluateFoolingResult,
+    FoolingEvaluation,
+    FoolResult,
+    evaluate_fooling,
+    fool,
+)
 from xred.services.harden import HardenOutput, RobustnessResult, harden, robustness
 from xred.services.inspect import inspect
 from xred.services.predict import Prediction, predict
 from xred.services.probe import ProbeResult, probe
+from xred.services.tamper import TamperResult, tamper
 
-__all__ = ["Accuracy", "AttackResult", "AuditResult", "DecipherResult",
-           "ExplainAdversarialResult", "ExplainResult", "HardenOutput", "LoadedModel",
-           "Prediction", "ProbeResult", "Progress", "RobustnessResult", "accuracy", "attack",
-           "audit", "decipher", "explain", "explain_adversarial", "harden", "inspect",
-           "open_model", "predict", "probe", "robustness"]
+__all__ = ["Accuracy", "AttackResult", "AuditResult", "DecipherResult", "EvaluateFoolingResult",
+           "ExplainAdversarialResult", "ExplainResult", "FoolResult", "FoolingEvaluation",
+           "HardenOutput", "LoadedModel", "Prediction", "ProbeResult", "Progress",
+           "RobustnessResult", "TamperResult", "accuracy", "attack", "audit", "decipher",
+           "evaluate_fooling", "explain", "explain_adversarial", "fool", "harden", "inspect",
+           "open_model", "predict", "probe", "robustness", "tamper"]
