@@ -38,7 +38,10 @@ def test_tiny_defences_run_and_resume(tmp_path, monkeypatch):
     assert set(first["models"]) == {"Normal", "Adv", "Int2"}
     assert first["models"]["Int2"]["training"]["explainer"] == "cam"
 
-    import xred.defend.harden as harden_module
+    import importlib
+
+    # (the package re-exports the function `harden`, which hides the submodule's attribute)
+    harden_module = importlib.import_module("xred.defend.harden")
 
     def refuse(*a, **k):
         raise AssertionError("a cached cell was recomputed")

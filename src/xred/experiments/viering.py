@@ -25,13 +25,16 @@ from tqdm.auto import tqdm
 
 from xred.attacks.architecture.detect import inspect_model
 from xred.attacks.architecture.evaluate import evaluate_tampered, sticker_of
+from xred.attacks.architecture.inputs import model_inputs
 from xred.attacks.architecture.patterns import paste_sticker
-from xred.attacks.architecture.run import model_inputs, tamper_figure, transfer
 from xred.attacks.architecture.surgery import TECHNIQUES, tamper
+from xred.attacks.architecture.transfer import transfer
 from xred.errors import XredError
 from xred.experiments import harness
 from xred.experiments.harness import CellStore
 from xred.io import load_tensors, read_json, save_tensors, write_json
+from xred.report.figures import image_map_rows
+from xred.report.tamper import tamper_figure
 
 __all__ = ["DEFAULTS", "done_when", "run_viering_tables"]
 
@@ -167,8 +170,6 @@ def _cell_folder(cells: CellStore, cfg: dict[str, Any], group: dict[str, Any], n
 
 def _figures(name: str, maps: dict[str, Any], folder: Path, titles: list[str]
              ) -> dict[str, str]:
-    from xred.attacks.architecture.figures import map_rows
-
     paths: dict[str, str] = {}
     static = [t for t in ("constant", "image", "random") if t in maps]
     if static:
@@ -177,8 +178,8 @@ def _figures(name: str, maps: dict[str, Any], folder: Path, titles: list[str]
                                                    first["original"])]
         rows += [(f"{NAMES[t]}", maps[t]["input"], maps[t]["tampered"]) for t in static]
         path = folder / f"viering_{name}_t1-t3.png"
-        map_rows(rows, path, column_titles=titles,
-                 title=f"{name}: Grad-CAM of the original and the manipulated networks")
+        image_map_rows(rows, path, column_titles=titles,
+                       title=f"{name}: Grad-CAM of the original and the manipulated networks")
         paths["t1-t3"] = str(path)
     if "backdoor" in maps:
         path = folder / f"viering_{name}_t4.png"

@@ -20,21 +20,6 @@ QUICK_OPTIONS: dict[str, dict[str, Any]] = {
     "mask": {"steps": 100},
 }
 
-# What ``xred explain`` and the app draw (:func:`explain_many`): maps a person can read
-# (benchmarks/explain_defaults.py measures them; QUICK_OPTIONS stays as it was for the
-# experiments that hash it into their cached cells):
-# - SmoothGrad: the explainer's own 50 samples at σ = 0.15·(max − min) (Smilkov et al. 2017
-#   recommend 10–20 % and ~50 samples); with 16 the map stays closer to the plain gradient's.
-# - Mask: the class defaults are ADV²'s MASK interpreter (TV weight 1e-4, no noise), whose
-#   masks are scattered blobs; for display, Fong & Vedaldi's smooth deletion region as the
-#   public PyTorch reimplementation runs it (TV weight 0.2 with β = 3, Gaussian noise of std 0.2
-#   on the perturbed input at every step, L1 1e-2), 150 Adam steps.
-DISPLAY_OPTIONS: dict[str, dict[str, Any]] = {
-    "integrated_gradients": {"n_steps": 32},
-    "mask": {"steps": 150, "tv": 0.2, "noise": 0.2},
-}
-
-
 def display_map(attr: Tensor, size: Sequence[int], method: str,
                 percentile: float = 0.99) -> Tensor:
     """Raw attributions -> (N, H, W) in [0, 1] at ``size``, per sample scaled so that its
@@ -61,15 +46,14 @@ def explain_many(model: nn.Module, x: Tensor, methods: Sequence[str] | None = No
                  progress: bool = True,
                  on_error: Callable[[str, XredError], None] | None = None
                  ) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
-    """(raw attributions, display heatmaps) per method. ``options[method]`` overrides the display
+    """(raw attributions, display heatmaps) per method. ``options[method]`` overrides the quick
     defaults; ``on_error(method, error)`` — if given — lets a caller skip a method that does not
-    apply to this model (e.g. CAM without a pooling head: an XredError) instead of stopping.
-    Unset options come from :data:`DISPLAY_OPTIONS`."""
+    apply to this model (e.g. CAM without a pooling head: an XredError) instead of stopping."""
     methods = list(methods) if methods is not None else default_methods()
     raw: dict[str, Tensor] = {}
     shown: dict[str, Tensor] = {}
     for name in tqdm(methods, desc="explain", disable=not progress, unit="method"):
-        opts = {**DISPLAY_OPTIONS.get(name, {}), **(options or {}).get(name, {})}
+        opts = {**QUICK_OPTIONS.get(name, {}), **(options or {}).get(name, {})}
         try:
             attr = get(name, model, **opts).attribute(x, target)
         except XredError as e:
