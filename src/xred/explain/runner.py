@@ -20,6 +20,7 @@ QUICK_OPTIONS: dict[str, dict[str, Any]] = {
     "mask": {"steps": 100},
 }
 
+
 def display_map(attr: Tensor, size: Sequence[int], method: str,
                 percentile: float = 0.99) -> Tensor:
     """Raw attributions -> (N, H, W) in [0, 1] at ``size``, per sample scaled so that its
