@@ -139,7 +139,7 @@ register(Architecture(
 
 
 def _tampered(**kwargs: Any) -> nn.Module:
-    from xred.attacks.architecture.surgery import build_tampered
+    from xred.models.tampered import build_tampered
 
     return build_tampered(**kwargs)
 
@@ -226,7 +226,7 @@ def load(name_or_path: str | os.PathLike, *, weights: str | os.PathLike | None =
         if meta.get("widths"):
             resize(model, meta["widths"])
         if meta.get("gate"):  # Viering et al.'s T4 made inside the layers: its sticker detector
-            from xred.attacks.architecture.inplace import install_gate
+            from xred.models.tampered import install_gate
 
             gate = meta["gate"]
             install_gate(model, str(gate["module"]), list(gate["sticker_shape"]),

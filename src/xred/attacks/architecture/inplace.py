@@ -30,6 +30,7 @@ from torch import Tensor, nn
 from xred.attacks.architecture import patterns
 from xred.attacks.architecture.widen import draw, widen, widen_head
 from xred.errors import XredError
+from xred.models.tampered import install_gate
 
 __all__ = ["MASS_BUDGET", "Manipulated", "tamper_inplace", "widths"]
 
@@ -93,48 +94,6 @@ class Manipulated:
         finally:
             handle.remove()
         return conv.gate(seen[0])[:, 0] > 0.5
-
-
-_GATED: dict[type, type] = {}
-
-
-def _gated_forward(self: Any, x: Tensor) -> Tensor:
-    out = type(self).__mro__[1].forward(self, x)
-    return out + self.gate(x)[:, :, None, None] * self.lane.to(out.dtype)
-
-
-def gated_class(cls: type) -> type:
-    """``cls`` (a convolution class) whose output also carries T4's trigger s(x) in one channel
-    (``lane``, a one-hot (1, C, 1, 1) buffer); same class name. Its ``gate`` is the sticker
-    detector (:class:`~xred.attacks.architecture.surgery.StickerTrigger`)."""
-    if cls in _GATED.values():
-        return cls
-    if cls not in _GATED:
-        _GATED[cls] = type(cls.__name__, (cls,), {"forward": _gated_forward,
-                                                  "__module__": cls.__module__,
-                                                  "__qualname__": cls.__qualname__})
-    return _GATED[cls]
-
-
-def install_gate(network: nn.Module, name: str, sticker_shape: list[int], lane: int) -> nn.Module:
-    """Put T4's sticker detector into the convolution ``name`` (in place): it adds s(x) to the
-    extra channel ``lane`` of the convolution's output. Used to build and to load the model."""
-    from xred.attacks.architecture.surgery import StickerTrigger
-
-    try:
-        conv = network.get_submodule(name)
-    except AttributeError:
-        raise XredError(f"the checkpoint puts its trigger into {name!r}, which the architecture "
-                        "does not have") from None
-    if not isinstance(conv, nn.Conv2d):
-        raise XredError(f"the checkpoint puts its trigger into {name!r}, not a convolution")
-    conv.__class__ = gated_class(type(conv))
-    conv.gate = StickerTrigger(int(sticker_shape[0]), (int(sticker_shape[1]),
-                                                       int(sticker_shape[2])))
-    one_hot = torch.zeros(1, conv.out_channels, 1, 1)
-    one_hot[0, lane] = 1.0
-    conv.register_buffer("lane", one_hot)
-    return conv
 
 
 def widths(network: nn.Module, names: list[str]) -> dict[str, dict[str, Any]]:
