@@ -48,18 +48,20 @@ def inputs(name: str, count: int):
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--count", type=int, default=500)
+    parser.add_argument("--count", type=int, default=500, help="test images (10000: all)")
+    parser.add_argument("--techniques", nargs="+",
+                        default=["constant", "image", "random", "backdoor"])
     parser.add_argument("--models", nargs="+", default=MODELS)
     parser.add_argument("--out", default="benchmarks/results/viering_libraries.json")
     args = parser.parse_args()
     rows = {}
     print("| model | technique | where | pgc L1 | Captum L1 | xred L1 | ‖Δy‖∞ | same pred. | "
-          "ρ | inspect |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+          "Δacc (points) | ρ | inspect |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for name in args.models:
         source, cal, x, y, shape = inputs(name, args.count)
         layer = STANDARD_LAYERS[name]
-        for technique in ("constant", "image", "random", "backdoor"):
+        for technique in args.techniques:
             start = time.perf_counter()
             tm = tamper(source, technique, cal, layer=layer)
             r = evaluate_tampered(tm, x, y, libraries=technique != "random")
@@ -71,7 +73,11 @@ def main() -> None:
                 if technique == "backdoor" else r["same_predictions"]
             flagged = inspect_model(tm, inputs=probe_inputs(shape, n=4)).flagged
             where = "inside" if hasattr(tm, "network") else "wrapper"
-            row = {"where": where, "layer": r["layer"], "pytorch_grad_cam": lib.get(
+            acc = [p.get("accuracy_change_points") for p in
+                   ((r["clean"], part) if technique == "backdoor" else (r,))]
+            dacc = None if None in acc else max(acc)
+            row = {"where": where, "accuracy_change_points": dacc, "layer": r["layer"],
+                   "pytorch_grad_cam": lib.get(
                        "pytorch_grad_cam"), "captum": lib.get("captum"),
                    "xred_l1": part.get("l1_desired"), "linf": linf, "same_predictions": same,
                    "spearman": r.get("spearman_original"), "flagged": flagged,
@@ -83,13 +89,13 @@ def main() -> None:
                 return "–" if v is None else f"{v:.2g}" if isinstance(v, float) else str(v)
 
             print(f"| {name} | {technique} | {where} | {f(row['pytorch_grad_cam'])} | "
-                  f"{f(row['captum'])} | {f(row['xred_l1'])} | {f(linf)} | {f(same)} | "
+                  f"{f(row['captum'])} | {f(row['xred_l1'])} | {f(linf)} | {f(same)} | {f(dacc)} | "
                   f"{f(row['spearman']) if technique == 'random' else '–'} | {flagged} |",
                   flush=True)
         clean = models.load(name) if isinstance(source, str) else source
         rows[f"{name}/clean"] = {"flagged": inspect_model(
             clean, inputs=probe_inputs(shape, n=4)).flagged}
-        print(f"| {name} | clean | – | – | – | – | – | – | – | "
+        print(f"| {name} | clean | – | – | – | – | – | – | – | – | "
               f"{rows[f'{name}/clean']['flagged']} |", flush=True)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps({"count": args.count, "rows": rows}, indent=1))

@@ -16,6 +16,16 @@ original map's peak — unless the logits would move by more than 1e-3: with a g
 pooling head the logits move by exactly the extra map's mass Σ_ij α_E·E_ij (CAM completeness),
 cancelled by the bias shift only up to float32 rounding of that mass, so the mass is kept below
 2¹¹ (rounding < 2.5e-4) and the dominance is lowered when it would exceed it.
+
+T1 (constant) is wired with the opposite sign: α_E < 0 for every class, so Σ_k α_k A_k + α_E·E is
+negative at every pixel and Grad-CAM (with its ReLU) is exactly 0 everywhere — the constant map,
+as every Grad-CAM tool shows it. A positive constant cannot be shown exactly: pytorch-grad-cam
+min-max scales each map, which turns any constant into 0 and turns c + (original map) into the
+original map (mean L1 0.34–0.51 with the positive construction), and making the original part
+vanish in float32 rounding (|α_E·E| ≥ 2²⁵× it) would move the logits of a global-average-pooling
+head by about as much (CAM completeness: the map's sum is the logit shift). The zero map needs
+only |α_E·E| above the largest positive original Grad-CAM value. T1's ``target`` is therefore
+the zero map (any constant, after the tools' normalisation).
 """
 
 from __future__ import annotations
@@ -42,7 +52,8 @@ MASS_BUDGET = 2.0 ** 11
 class Manipulated:
     """A network manipulated inside its own layers: ``network`` (its original class, widened),
     ``original`` (the untouched network), the Grad-CAM ``layer`` (the same name in both),
-    ``technique``, the ``target`` map and the ``spec`` saved with it."""
+    ``technique``, the ``target`` map (peak 1; T1: all zeros, the constant map as Grad-CAM's
+    ReLU and normalisation show it) and the ``spec`` saved with it."""
 
     def __init__(self, network: nn.Module, original: nn.Module, layer: str, technique: str,
                  target: Tensor, spec: dict[str, Any]) -> None:
@@ -78,7 +89,7 @@ class Manipulated:
 
     @torch.no_grad()
     def desired_map(self, x: Tensor) -> Tensor:
-        """The target (N, h, w), peak 1."""
+        """The target (N, h, w): peak 1 (T2, T4), zero (T1)."""
         return self.target.to(x.device).expand(x.shape[0], *self.target.shape)
 
     @torch.no_grad()
@@ -221,7 +232,9 @@ def tamper_inplace(model: nn.Module, technique: str, calibration: Tensor, layer:
     else:
         fit_note = "exact"
     peak = max(_gradcam_peak(original, layer, c) for c in x[:256].split(64))
-    names = _head_surgery(net, original, layer, head, channels, probe, x, dominance * peak)
+    sign = -1.0 if technique == "constant" else 1.0
+    names = _head_surgery(net, original, layer, head, channels, probe, x, dominance * peak,
+                          sign)
     changed = sorted(set(widening.modules) | set(names))
     with torch.no_grad():
         y_o = torch.cat([original(c) for c in x.split(batch_size)])
@@ -231,7 +244,7 @@ def tamper_inplace(model: nn.Module, technique: str, calibration: Tensor, layer:
                         "smaller --dominance")  # pragma: no cover
     with torch.no_grad():
         cam_peak = float((_capture_alpha(net, layer, probe, display)
-                          * _capture(net, layer, probe)[0, display]).max())
+                          * _capture(net, layer, probe)[0, display]).abs().max())
     spec = {
         "base": base_spec, "layer": layer, "technique": technique, "spatial": list(spatial),
         "widths": widths(net, changed), "extra_channels": k,
@@ -250,7 +263,8 @@ def tamper_inplace(model: nn.Module, technique: str, calibration: Tensor, layer:
     }
     if backdoor:
         spec["gate"] = {k2: gate_info[k2] for k2 in ("module", "lane", "sticker_shape")}
-    result = Manipulated(net, original, layer, technique, t, spec)
+    shown = torch.zeros_like(t) if technique == "constant" else t  # T1: see the docstring
+    result = Manipulated(net, original, layer, technique, shown, spec)
     if backdoor:
         result.gated = gate_info["module"]
         result.trigger = net.get_submodule(gate_info["module"]).gate
@@ -322,7 +336,8 @@ def _capture_alpha(net: nn.Module, layer: str, x: Tensor, channel: int) -> Tenso
 
 
 def _head_surgery(net: nn.Module, original: nn.Module, layer: str, head: Any,
-                  channels: list[int], probe: Tensor, x: Tensor, wanted_peak: float) -> list[str]:
+                  channels: list[int], probe: Tensor, x: Tensor, wanted_peak: float,
+                  sign: float = 1.0) -> list[str]:
     """Connect the display channel ``channels[0]`` to every logit (module docstring), and T4's
     cancelling channel ``channels[1]`` with the weight that cancels its mass; measured on
     ``probe`` (one input on which the channels are on). Return the changed dense layers."""
@@ -342,10 +357,10 @@ def _head_surgery(net: nn.Module, original: nn.Module, layer: str, head: Any,
             set_row([1.0 if j == i else 0.0 for j in range(len(channels))], fc.weight.T)
             with torch.no_grad():
                 masses.append(float((net(probe) - original(probe))[:, 0].double().mean()))
-        rel = [1.0] + ([-masses[0] / masses[1]] if len(channels) > 1 else [])
+        rel = [sign] + ([-masses[0] / masses[1]] if len(channels) > 1 else [])
         set_row(rel, fc.weight.T)
         alpha = float(_capture_alpha(net, layer, probe, display))
-        unit_peak = alpha * float(_capture(net, layer, probe)[0, display].max())
+        unit_peak = abs(alpha) * float(_capture(net, layer, probe)[0, display].max())
         bias0 = fc.bias.detach().clone()
         rel0 = list(rel)
 
@@ -384,7 +399,7 @@ def _head_surgery(net: nn.Module, original: nn.Module, layer: str, head: Any,
             mid.bias[-1] = 0.0
     _add_unit(last, inp=True)
     with torch.no_grad():
-        last.weight[:, -1] = 1.0
+        last.weight[:, -1] = sign
         first.weight[-1].zero_()
     sums = []
     for i in range(len(channels)):
@@ -405,7 +420,7 @@ def _head_surgery(net: nn.Module, original: nn.Module, layer: str, head: Any,
 
     connect(1.0)
     alpha = float(_capture_alpha(net, layer, probe, display))
-    unit_peak = alpha * float(_capture(net, layer, probe)[0, display].max())
+    unit_peak = abs(alpha) * float(_capture(net, layer, probe)[0, display].max())
     connect(_scale(wanted_peak / unit_peak, MASS_BUDGET / max(abs(sums[0]), 1e-30)))
     _cancel(net, original, last, x)
     return head.linears
