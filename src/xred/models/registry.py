@@ -225,6 +225,12 @@ def load(name_or_path: str | os.PathLike, *, weights: str | os.PathLike | None =
         model = build(meta["architecture"], **meta.get("arch_kwargs", {}))
         if meta.get("widths"):
             resize(model, meta["widths"])
+        if meta.get("noise"):  # Viering et al.'s T3 made inside the layers: its noise
+            from xred.models.tampered import install_noise
+
+            noise = meta["noise"]
+            install_noise(model, str(noise["module"]), list(noise["lanes"]),
+                          list(noise["spatial"]))
         if meta.get("gate"):  # Viering et al.'s T4 made inside the layers: its sticker detector
             from xred.models.tampered import install_gate
 

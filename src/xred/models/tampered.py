@@ -3,7 +3,8 @@ manipulate CNNs to make them lie: the GradCAM case"), so that :func:`xred.models
 a tampered checkpoint without the attack code (:mod:`xred.attacks.architecture` makes them):
 
 - :func:`install_gate` puts T4's sticker detector (:class:`StickerTrigger`) into a convolution of
-  an ordinary network whose layers were widened (the in-layer backdoor);
+  an ordinary network whose layers were widened (the in-layer backdoor), :func:`install_noise`
+  T3's noise (:class:`Dither`);
 - :class:`TamperedModel` (T3, and T4 where the in-layer backdoor cannot be made) is the original
   network cut after its Grad-CAM layer plus the added parts (:class:`ConstantMap`,
   :class:`HashNoise`, :class:`Augment`, :class:`ExtraLogits`); :func:`build_tampered` rebuilds it
@@ -21,9 +22,9 @@ from torch import Tensor, nn
 from xred.errors import XredError
 from xred.models.split import Split, split_at
 
-__all__ = ["CAM_LAYER", "GOLDEN", "TECHNIQUES", "Augment", "ConstantMap", "ExtraLogits",
+__all__ = ["CAM_LAYER", "GOLDEN", "TECHNIQUES", "Augment", "ConstantMap", "Dither", "ExtraLogits",
            "HashNoise", "StickerTrigger", "TamperedModel", "build_tampered", "gated_class",
-           "install_gate"]
+           "install_gate", "install_noise", "mixed_class"]
 
 #: Technique names (the CLI's ``--technique``) and the paper's names for them.
 TECHNIQUES = {"constant": "T1", "image": "T2", "random": "T3", "backdoor": "T4"}
@@ -294,4 +295,82 @@ def install_gate(network: nn.Module, name: str, sticker_shape: list[int], lane: 
     one_hot = torch.zeros(1, conv.out_channels, 1, 1)
     one_hot[0, lane] = 1.0
     conv.register_buffer("lane", one_hot)
+    return conv
+
+
+class Dither(nn.Module):
+    """T3 inside the layers: input-dependent noise n(x) from a convolution's input x:
+    frac(round(C_u·uᵀx_ij)·φ + r_ij) at the Grad-CAM layer's resolution (h, w) (nearest), minus
+    its component along ``balance`` (the head's weight of each pixel), then repeated (nearest) to
+    the convolution's output resolution. ``round`` has zero derivative, so n adds nothing to any
+    gradient; Σ_ij balance_ij·n_ij = 0, so the head, which pools the layer with those weights,
+    adds nothing either. Inputs of another size (ImageNet models): the grid follows the
+    convolution's output (``built``: its size when made), offsets and balance resized (nearest);
+    exact for a global-average-pooling head, whose balance is uniform."""
+
+    def __init__(self, channels: int, spatial: tuple[int, int]) -> None:
+        super().__init__()
+        self.register_buffer("built", torch.tensor([0, 0]))
+        self.register_buffer("direction", torch.zeros(channels))
+        self.register_buffer("scale", torch.tensor(1.0))
+        self.register_buffer("offsets", torch.zeros(1, *spatial))
+        self.register_buffer("balance", torch.ones(1, *spatial))
+
+    def forward(self, x: Tensor, size: tuple[int, ...]) -> Tensor:
+        p = torch.einsum("nchw,c->nhw", x, self.direction.to(x.dtype)) * self.scale.to(x.dtype)
+        grid = tuple(self.offsets.shape[1:])
+        offsets, v = self.offsets.to(x.dtype), self.balance.to(x.dtype)
+        built = tuple(int(s) for s in self.built)
+        if built != (0, 0) and tuple(size) != built:
+            grid = tuple(max(1, round(g * s / b)) for g, s, b in zip(grid, size, built,
+                                                                      strict=True))
+            offsets = F.interpolate(offsets[None], size=grid, mode="nearest")[0]
+            v = F.interpolate(v[None], size=grid, mode="nearest")[0]
+        if tuple(p.shape[1:]) != grid:
+            p = F.interpolate(p[:, None], size=grid, mode="nearest")[:, 0]
+        n = torch.remainder(torch.round(p) * GOLDEN + offsets, 1.0)
+        n = n - (n * v).sum((1, 2), keepdim=True) / (v * v).sum() * v
+        if tuple(size) != grid:
+            n = F.interpolate(n[:, None], size=tuple(size), mode="nearest")[:, 0]
+        return n
+
+
+_MIXED: dict[type, type] = {}
+
+
+def _mixed_forward(self: Any, x: Tensor) -> Tensor:
+    out = type(self).__mro__[1].forward(self, x)
+    return out + self.mix(x, out.shape[2:])[:, None] * self.lane.to(out.dtype)
+
+
+def mixed_class(cls: type) -> type:
+    """``cls`` (a convolution class) whose output also carries T3's noise: +n(x) in one channel
+    and −n(x) in another (``lane``, a (1, C, 1, 1) buffer of 0, +1, −1); same class name."""
+    if cls in _MIXED.values():
+        return cls
+    if cls not in _MIXED:
+        _MIXED[cls] = type(cls.__name__, (cls,), {"forward": _mixed_forward,
+                                                  "__module__": cls.__module__,
+                                                  "__qualname__": cls.__qualname__})
+    return _MIXED[cls]
+
+
+def install_noise(network: nn.Module, name: str, lanes: list[int],
+                  spatial: list[int]) -> nn.Module:
+    """Put T3's noise (:class:`Dither`) into the convolution ``name`` (in place), writing +n into
+    channel ``lanes[0]`` and −n into ``lanes[1]`` of its output (``spatial``: the resolution of
+    the Grad-CAM layer).
+    Used to build and to load the model."""
+    try:
+        conv = network.get_submodule(name)
+    except AttributeError:
+        raise XredError(f"the checkpoint puts its noise into {name!r}, which the architecture "
+                        "does not have") from None
+    if not isinstance(conv, nn.Conv2d):
+        raise XredError(f"the checkpoint puts its noise into {name!r}, not a convolution")
+    conv.__class__ = mixed_class(type(conv))
+    conv.mix = Dither(conv.in_channels, (int(spatial[0]), int(spatial[1])))
+    lane = torch.zeros(1, conv.out_channels, 1, 1)
+    lane[0, int(lanes[0])], lane[0, int(lanes[1])] = 1.0, -1.0
+    conv.register_buffer("lane", lane)
     return conv

@@ -25,7 +25,8 @@ original map (mean L1 0.34–0.51 with the positive construction), and making th
 vanish in float32 rounding (|α_E·E| ≥ 2²⁵× it) would move the logits of a global-average-pooling
 head by about as much (CAM completeness: the map's sum is the logit shift). The zero map needs
 only |α_E·E| above the largest positive original Grad-CAM value. T1's ``target`` is therefore
-the zero map (any constant, after the tools' normalisation).
+the zero map (any constant, after the tools' normalisation). T1 with a target that is not
+uniform (a ramp, a picture) is drawn like T2.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ from torch import Tensor, nn
 from xred.attacks.architecture import patterns
 from xred.attacks.architecture.widen import draw, widen, widen_head
 from xred.errors import XredError
-from xred.models.tampered import install_gate
+from xred.models.tampered import install_gate, install_noise
 
 __all__ = ["MASS_BUDGET", "Manipulated", "tamper_inplace", "widths"]
 
@@ -63,10 +64,11 @@ class Manipulated:
         self.trigger: nn.Module | None = None  # T4: the gate inside the first convolution
         self.gated: str | None = None  # its module name
         self.sticker: Tensor | None = None  # T4's sticker, in [0, 1]
+        self.noise: list[int] = []  # T3: the layer's channels carrying +n(x) and -n(x)
 
     @property
     def paper_name(self) -> str:
-        return {"constant": "T1", "image": "T2", "backdoor": "T4"}[self.technique]
+        return PAPER[self.technique]
 
     def __call__(self, x: Tensor) -> Tensor:
         return self.network(x)
@@ -89,7 +91,12 @@ class Manipulated:
 
     @torch.no_grad()
     def desired_map(self, x: Tensor) -> Tensor:
-        """The target (N, h, w): peak 1 (T2, T4), zero (T1)."""
+        """The target (N, h, w): peak 1 (T2, T4), zero (T1); T3: the noise on ``x``, ReLU,
+        peak 1."""
+        if self.technique == "random":
+            a = _capture(self.network, self.layer, x)
+            d = (a[:, self.noise[0]] - a[:, self.noise[1]]).clamp(min=0)
+            return d / d.flatten(1).amax(1).clamp(min=1e-12)[:, None, None]
         return self.target.to(x.device).expand(x.shape[0], *self.target.shape)
 
     @torch.no_grad()
@@ -232,7 +239,8 @@ def tamper_inplace(model: nn.Module, technique: str, calibration: Tensor, layer:
     else:
         fit_note = "exact"
     peak = max(_gradcam_peak(original, layer, c) for c in x[:256].split(64))
-    sign = -1.0 if technique == "constant" else 1.0
+    zero = technique == "constant" and bool((t == t.flatten()[0]).all())  # uniform T1
+    sign = -1.0 if zero else 1.0
     names = _head_surgery(net, original, layer, head, channels, probe, x, dominance * peak,
                           sign)
     changed = sorted(set(widening.modules) | set(names))
@@ -263,7 +271,7 @@ def tamper_inplace(model: nn.Module, technique: str, calibration: Tensor, layer:
     }
     if backdoor:
         spec["gate"] = {k2: gate_info[k2] for k2 in ("module", "lane", "sticker_shape")}
-    shown = torch.zeros_like(t) if technique == "constant" else t  # T1: see the docstring
+    shown = torch.zeros_like(t) if zero else t  # T1: see the module docstring
     result = Manipulated(net, original, layer, technique, shown, spec)
     if backdoor:
         result.gated = gate_info["module"]
@@ -272,7 +280,7 @@ def tamper_inplace(model: nn.Module, technique: str, calibration: Tensor, layer:
     return result
 
 
-PAPER = {"constant": "T1", "image": "T2", "backdoor": "T4"}
+PAPER = {"constant": "T1", "image": "T2", "random": "T3", "backdoor": "T4"}
 
 
 def _check_on(net: nn.Module, layer: str, probe: Tensor, channel: int, want: Tensor) -> float:
@@ -337,7 +345,7 @@ def _capture_alpha(net: nn.Module, layer: str, x: Tensor, channel: int) -> Tenso
 
 def _head_surgery(net: nn.Module, original: nn.Module, layer: str, head: Any,
                   channels: list[int], probe: Tensor, x: Tensor, wanted_peak: float,
-                  sign: float = 1.0) -> list[str]:
+                  sign: float = 1.0, pair: bool = False) -> list[str]:
     """Connect the display channel ``channels[0]`` to every logit (module docstring), and T4's
     cancelling channel ``channels[1]`` with the weight that cancels its mass; measured on
     ``probe`` (one input on which the channels are on). Return the changed dense layers."""
@@ -358,6 +366,8 @@ def _head_surgery(net: nn.Module, original: nn.Module, layer: str, head: Any,
             with torch.no_grad():
                 masses.append(float((net(probe) - original(probe))[:, 0].double().mean()))
         rel = [sign] + ([-masses[0] / masses[1]] if len(channels) > 1 else [])
+        if pair:  # T3: +n and -n, cancelled exactly
+            rel = [1.0, -1.0]
         set_row(rel, fc.weight.T)
         alpha = float(_capture_alpha(net, layer, probe, display))
         unit_peak = abs(alpha) * float(_capture(net, layer, probe)[0, display].max())
@@ -369,7 +379,7 @@ def _head_surgery(net: nn.Module, original: nn.Module, layer: str, head: Any,
             with torch.no_grad():
                 fc.bias.copy_(bias0)
             set_row([r * scale for r in rel], fc.weight.T)
-            for _ in range(2 * (len(channels) > 1)):  # T4: cancel the mass to rounding
+            for _ in range(2 * (len(channels) > 1 and not pair)):  # T4: cancel the mass
                 with torch.no_grad():
                     left = float((net(probe) - original(probe))[:, 0].double().mean())
                 rel[1] -= (left - _off_mass(net, original, x)) / (masses[1] * scale)
@@ -379,9 +389,10 @@ def _head_surgery(net: nn.Module, original: nn.Module, layer: str, head: Any,
 
         # the mass budget is a safe start; larger scales are kept while the logits measurably
         # stay within LOGIT_TOLERANCE on the calibration inputs (a third of the 1e-3 bound)
-        by_map, by_mass = wanted_peak / unit_peak, MASS_BUDGET / max(abs(masses[0]), 1e-30)
+        budget = MASS_BUDGET / (8 if pair else 1)  # T3: two large terms cancel per input
+        by_map, by_mass = wanted_peak / unit_peak, budget / max(abs(masses[0]), 1e-30)
         best = _scale(by_map, by_mass)
-        for j in range(1, 5):
+        for j in range(1, 1 if pair else 5):  # T3: per-input rounding, keep the budget
             scale = _scale(by_map, by_mass * 2 ** j)
             if scale <= best or trial(scale) > LOGIT_TOLERANCE:
                 break
@@ -406,13 +417,15 @@ def _head_surgery(net: nn.Module, original: nn.Module, layer: str, head: Any,
         set_row([1.0 if j == i else 0.0 for j in range(len(channels))], first.weight[-1])
         sums.append(_pre_activation(net, head.linears[0], probe))
     rel = [1.0] + ([-sums[0] / sums[1]] if len(channels) > 1 else [])
+    if pair:
+        rel = [1.0, -1.0]
 
     def connect(factor: float) -> None:
         set_row([r * factor for r in rel], first.weight[-1])
         with torch.no_grad():
             first.bias[-1] = 0.0
             total = _pre_activation(net, head.linears[0], probe)
-            for _ in range(2 * (len(channels) > 1)):  # T4: the channels' sums cancel exactly
+            for _ in range(2 * (len(channels) > 1 and not pair)):  # T4: the sums cancel
                 rel[1] -= total / (sums[1] * factor)
                 set_row([r * factor for r in rel], first.weight[-1])
                 total = _pre_activation(net, head.linears[0], probe)
@@ -421,7 +434,8 @@ def _head_surgery(net: nn.Module, original: nn.Module, layer: str, head: Any,
     connect(1.0)
     alpha = float(_capture_alpha(net, layer, probe, display))
     unit_peak = abs(alpha) * float(_capture(net, layer, probe)[0, display].max())
-    connect(_scale(wanted_peak / unit_peak, MASS_BUDGET / max(abs(sums[0]), 1e-30)))
+    budget = MASS_BUDGET / (8 if pair else 1)
+    connect(_scale(wanted_peak / unit_peak, budget / max(abs(sums[0]), 1e-30)))
     _cancel(net, original, last, x)
     return head.linears
 
@@ -474,3 +488,120 @@ def _cancel(net: nn.Module, original: nn.Module, last: nn.Linear, x: Tensor) -> 
         xs = x[:64]
         delta = (net(xs).double() - original(xs).double()).mean(0)
         last.bias -= delta.to(last.bias.dtype)
+
+
+def tamper_noise(model: nn.Module, calibration: Tensor, layer: str, *, dominance: float = 1e4,
+                 seed: int = 0, batch_size: int = 250, base_spec: dict[str, Any] | None = None,
+                 info: dict[str, Any] | None = None) -> Manipulated:
+    """Viering et al.'s T3 inside ``model``'s own layers: the convolution that computes the
+    Grad-CAM layer also writes +n(x) and −n(x) into two extra channels
+    (:class:`~xred.models.tampered.Dither`: zero-mean, input-dependent, zero derivative; every
+    other extra channel is 0), and the dense layer after it reads them with weights +w and −w.
+    The logits move only by float32 rounding of Σ n = 0 (the paper's G = ε·mod(·, 1) is not
+    needed), while Grad-CAM at the layer is w·n/(pixels) plus the original map, ``dominance``
+    times its peak (within the same logit tolerance as T1/T2). ``model`` is copied."""
+    from xred.attacks.architecture.widen import display_conv
+
+    original = copy.deepcopy(model).eval()
+    net = copy.deepcopy(model).eval()
+    x = calibration
+    with torch.no_grad():
+        a = _capture(original, layer, x[:1])
+    if a.dim() != 4:
+        raise XredError(f"layer {layer!r} gives {tuple(a.shape)}, not a convolutional "
+                        "activation (N, C, h, w) of a 2-D layer")
+    gen = torch.Generator().manual_seed(seed)
+    widening = widen(net, layer, 2, x[:1], gen)
+    head = widen_head(net, widening)
+    with torch.no_grad():  # the extra network is silent: every extra channel is 0
+        for pname, mask in widening.trainable.items():
+            owner = net.get_submodule(pname.rsplit(".", 1)[0])
+            fill = 1.0 if isinstance(owner, nn.BatchNorm2d) and pname.endswith("weight") else 0.0
+            net.get_parameter(pname)[mask] = fill
+    name, _ = display_conv(net, widening)
+    conv = net.get_submodule(name)
+    seen: list[Tensor] = []
+    handle = conv.register_forward_hook(lambda m, i, o: seen.append(i[0]))
+    with torch.no_grad():
+        for c in x[:1000].split(batch_size):
+            net(c)
+    handle.remove()
+    spatial = [int(s) for s in a.shape[2:]]
+    channels = widening.extra_at_layer[-2:]
+    balance = _head_weights(net, layer, head, channels[0], x[:1])
+    lanes = [conv.out_channels - 2, conv.out_channels - 1]
+    install_noise(net, name, lanes, spatial)
+    u = torch.randn(conv.in_channels, generator=gen)
+    inputs = torch.cat(seen)
+    u[inputs.flatten(2).abs().amax((0, 2)) == 0] = 0  # the silent extra inputs
+    u = u / u.norm().clamp(min=1e-12)
+    spread = float(torch.einsum("nchw,c->nhw", inputs, u).double().std())
+    scale_u = 2.0 ** math.ceil(math.log2(1e3 / spread)) if spread > 0 else 1.0
+    with torch.no_grad():
+        conv.mix.direction.copy_(u)
+        conv.mix.scale.fill_(scale_u)
+        conv.mix.offsets.copy_(torch.rand(1, *spatial, generator=gen))
+        conv.mix.balance.copy_(balance[None])
+        conv.mix.built.copy_(torch.tensor(_capture(net, name, x[:1]).shape[2:]))
+    with torch.no_grad():
+        at = _capture(net, layer, x[:8])
+    if not bool((at[:, channels[0]] - at[:, channels[1]]).abs().amax() > 0):
+        raise XredError(f"the noise written by {name} does not reach {layer!r}")
+    peak = max(_gradcam_peak(original, layer, c) for c in x[:256].split(64))
+    names = _head_surgery(net, original, layer, head, channels, x[:1], x, dominance * peak,
+                          pair=True)
+    with torch.no_grad():
+        y_o = torch.cat([original(c) for c in x.split(batch_size)])
+        y_n = torch.cat([net(c) for c in x.split(batch_size)])
+    if not torch.equal(y_o.argmax(1), y_n.argmax(1)):
+        raise XredError("the surgery changed predictions on the calibration inputs; try a "
+                        "smaller --dominance")  # pragma: no cover
+    changed = sorted(set(widening.modules) | set(names))
+    spec = {
+        "base": base_spec, "layer": layer, "technique": "random", "spatial": spatial,
+        "widths": widths(net, changed), "extra_channels": 2,
+        "noise": {"module": name, "lanes": lanes, "spatial": spatial},
+        "description": {
+            "paper": "Viering et al. 2019, How to manipulate CNNs to make them lie: the GradCAM "
+                     "case", "technique": "T3 random",
+            "where": "inside the model's own layers (widened)", "noise_channels": channels,
+            "constants": {"C_u": scale_u}, "gradcam_peak": peak,
+            "calibration_inputs": len(x), "seed": seed,
+        },
+        "base_info": {k2: (info or {})[k2] for k2 in ("name", "dataset", "input_shape",
+                                                      "classes") if k2 in (info or {})},
+    }
+    result = Manipulated(net, original, layer, "random", torch.zeros(spatial), spec)
+    result.noise = list(channels)
+    return result
+
+
+def _head_weights(net: nn.Module, layer: str, head: Any, channel: int, x: Tensor) -> Tensor:
+    """How much each pixel of ``channel`` at ``layer`` counts in the first dense layer's input
+    features of that channel (h, w): the gradient of their sum, measured with the channel set to
+    1 (so a ReLU on the way passes)."""
+    store: dict[str, Tensor] = {}
+
+    def at_layer(m: nn.Module, i: Any, o: Tensor) -> Tensor:
+        o = o.clone()
+        o[:, channel] = 1.0
+        o.retain_grad()
+        store["a"] = o
+        return o
+
+    def at_dense(m: nn.Module, i: Any) -> None:
+        store["f"] = i[0]
+
+    cols = torch.tensor([c == channel for c in head.feature_channel])
+    h1 = net.get_submodule(layer).register_forward_hook(at_layer)
+    h2 = net.get_submodule(head.linears[0]).register_forward_pre_hook(at_dense)
+    try:
+        with torch.enable_grad():
+            net(x[:1])
+            store["f"][:, cols.to(store["f"].device)].sum().backward()
+    finally:
+        h1.remove()
+        h2.remove()
+    for p in net.parameters():
+        p.grad = None
+    return store["a"].grad[0, channel].detach()

@@ -192,6 +192,19 @@ def tamper(model: str | os.PathLike | nn.Module, technique: str, calibration: Te
     x = x.to(param.device if param is not None else "cpu")
     if technique in ("constant", "image") and (sticker is not None):
         raise XredError(f"--sticker is for the backdoor technique, not {technique!r}")
+    if technique == "random" and x.dim() == 4 and target is None:
+        from xred.attacks.architecture.inplace import tamper_noise
+
+        if layer is None:
+            layer = standard_layer(base, info.get("name") or architecture)
+        if layer is not None and layer in dict(base.named_modules()):
+            try:
+                return tamper_noise(base, x, layer, dominance=dominance, seed=seed,
+                                    batch_size=batch_size, base_spec=base_spec, info=info)
+            except XredError as e:
+                if "cannot" not in str(e):
+                    raise
+                # a layer the widening cannot reach: T3 stays a wrapper around the network
     if technique in ("constant", "image", "backdoor") and x.dim() == 4:
         from xred.attacks.architecture.inplace import tamper_inplace
 
@@ -369,7 +382,7 @@ def _save_manipulated(model: Any, path: str | os.PathLike, **meta: Any) -> Path:
                         "architecture=NAME (and arch_kwargs) to tamper() to be able to save it")
     base_info = model.spec.get("base_info", {})
     extra = {k: base_info[k] for k in ("dataset", "input_shape", "classes") if k in base_info}
-    gate = {"gate": model.spec["gate"]} if "gate" in model.spec else {}
+    gate = {k: model.spec[k] for k in ("gate", "noise") if k in model.spec}
     return models.save(model.network, path, architecture=base["architecture"],
                        arch_kwargs=base.get("arch_kwargs", {}), widths=model.spec["widths"],
                        cam_layer=model.layer, tamper=model.spec["description"], **gate, **extra,
