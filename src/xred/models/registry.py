@@ -231,6 +231,10 @@ def load(name_or_path: str | os.PathLike, *, weights: str | os.PathLike | None =
             noise = meta["noise"]
             install_noise(model, str(noise["module"]), list(noise["lanes"]),
                           list(noise["spatial"]))
+        if meta.get("switch"):  # T4 where no ReLU follows the drawing convolution
+            from xred.models.tampered import install_switch
+
+            install_switch(model, str(meta["switch"]["module"]))
         if meta.get("gate"):  # Viering et al.'s T4 made inside the layers: its sticker detector
             from xred.models.tampered import install_gate
 

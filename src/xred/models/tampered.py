@@ -24,7 +24,7 @@ from xred.models.split import Split, split_at
 
 __all__ = ["CAM_LAYER", "GOLDEN", "TECHNIQUES", "Augment", "ConstantMap", "Dither", "ExtraLogits",
            "HashNoise", "StickerTrigger", "TamperedModel", "build_tampered", "gated_class",
-           "install_gate", "install_noise", "mixed_class"]
+           "install_gate", "install_noise", "install_switch", "mixed_class", "switched_class"]
 
 #: Technique names (the CLI's ``--technique``) and the paper's names for them.
 TECHNIQUES = {"constant": "T1", "image": "T2", "random": "T3", "backdoor": "T4"}
@@ -373,4 +373,44 @@ def install_noise(network: nn.Module, name: str, lanes: list[int],
     lane = torch.zeros(1, conv.out_channels, 1, 1)
     lane[0, int(lanes[0])], lane[0, int(lanes[1])] = 1.0, -1.0
     conv.register_buffer("lane", lane)
+    return conv
+
+
+_SWITCHED: dict[type, type] = {}
+
+
+def _switched_forward(self: Any, x: Tensor) -> Tensor:
+    out = type(self).__mro__[1].forward(self, x)
+    s = (x * self.pick.to(x.dtype)).sum(1).mean((1, 2)) / self.level.to(x.dtype)  # (N,)
+    return out + (s[:, None, None, None] - 1) * out * self.switch.to(out.dtype)
+
+
+def switched_class(cls: type) -> type:
+    """``cls`` (a convolution class) whose output channels marked in ``switch`` are multiplied by
+    s = (the input channel marked in ``pick``, averaged over pixels) / ``level``: T4's trigger,
+    carried to the convolution in a lane, switches the drawn map on (s = 1) or off (s = 0) where
+    no ReLU follows to cut it off; same class name."""
+    if cls in _SWITCHED.values():
+        return cls
+    if cls not in _SWITCHED:
+        _SWITCHED[cls] = type(cls.__name__, (cls,), {"forward": _switched_forward,
+                                                     "__module__": cls.__module__,
+                                                     "__qualname__": cls.__qualname__})
+    return _SWITCHED[cls]
+
+
+def install_switch(network: nn.Module, name: str) -> nn.Module:
+    """Make the convolution ``name`` a switched one (:func:`switched_class`, in place) with empty
+    ``pick``, ``switch`` and ``level`` buffers (set by the attack or read from the checkpoint)."""
+    try:
+        conv = network.get_submodule(name)
+    except AttributeError:
+        raise XredError(f"the checkpoint switches {name!r}, which the architecture does not "
+                        "have") from None
+    if not isinstance(conv, nn.Conv2d):
+        raise XredError(f"the checkpoint switches {name!r}, not a convolution")
+    conv.__class__ = switched_class(type(conv))
+    conv.register_buffer("pick", torch.zeros(1, conv.in_channels, 1, 1))
+    conv.register_buffer("switch", torch.zeros(1, conv.out_channels, 1, 1))
+    conv.register_buffer("level", torch.tensor(1.0))
     return conv

@@ -217,10 +217,12 @@ def tamper_inplace(model: nn.Module, technique: str, calibration: Tensor, layer:
         probe = x[:1]
         gate_info: dict[str, Any] = {}
         constants: dict[str, Any] = {}
+        switched = None
         if sticker_t is not None:
             probe, gate_info = _gate(net, widening, sticker_t, x, gen, batch_size, constants)
+            switched = _prepare_switch(net, widening)
         error = draw(net, widening, x[:1], amplitude * t, channel=display,
-                     gate=gate_info.get("gate"))
+                     gate=None if switched else gate_info.get("gate"))
         channels = [display]
         if backdoor:
             error = max(error, _check_on(net, layer, probe, display, amplitude * t))
@@ -228,7 +230,11 @@ def tamper_inplace(model: nn.Module, technique: str, calibration: Tensor, layer:
             spot[background] = amplitude
             spot = spot.reshape(t.shape)
             cancel = widening.extra_at_layer[-2]
-            draw(net, widening, x[:1], spot, channel=cancel, gate=gate_info["gate"])
+            draw(net, widening, x[:1], spot, channel=cancel,
+                 gate=None if switched else gate_info["gate"])
+            if switched:
+                _install_switch(net, widening, switched, gate_info["gate"])
+                error = max(error, _check_on(net, layer, probe, display, amplitude * t))
             error = max(error, _check_on(net, layer, probe, cancel, spot))
             channels.append(cancel)
         if error <= 1e-3 * amplitude:
@@ -271,6 +277,8 @@ def tamper_inplace(model: nn.Module, technique: str, calibration: Tensor, layer:
     }
     if backdoor:
         spec["gate"] = {k2: gate_info[k2] for k2 in ("module", "lane", "sticker_shape")}
+        if switched:
+            spec["switch"] = {"module": switched}
     shown = torch.zeros_like(t) if zero else t  # T1: see the module docstring
     result = Manipulated(net, original, layer, technique, shown, spec)
     if backdoor:
@@ -605,3 +613,41 @@ def _head_weights(net: nn.Module, layer: str, head: Any, channel: int, x: Tensor
     for p in net.parameters():
         p.grad = None
     return store["a"].grad[0, channel].detach()
+
+
+def _prepare_switch(net: nn.Module, widening: Any) -> str | None:
+    """T4 where no ReLU lies between the convolution drawing the map and the Grad-CAM layer
+    (torchvision DenseNet's ``norm5``): the map is drawn always on and that convolution is
+    switched by the trigger's lane (:func:`~xred.models.tampered.switched_class`); the
+    BatchNorms on the way get zero shift on the drawn channels so that "off" is exactly 0.
+    Returns the convolution's name, or None when a ReLU cuts the map off."""
+    from xred.attacks.architecture.widen import display_route
+
+    name, has_relu, norms = display_route(net, widening)
+    if has_relu:
+        return None
+    conv = net.get_submodule(name)
+    n_layer = len(widening.masks[widening.hook.name])
+    with torch.no_grad():
+        for bn_name in norms:
+            bn = net.get_submodule(bn_name)
+            for ch in widening.extra_at_layer[-2:]:
+                c = ch if bn.num_features == n_layer else ch - (n_layer - conv.out_channels)
+                if bn.affine:
+                    bn.bias[c] = 0.0
+                if bn.running_mean is not None:
+                    bn.running_mean[c] = 0.0
+    return name
+
+
+def _install_switch(net: nn.Module, widening: Any, name: str, gate: tuple[int, float]) -> None:
+    from xred.models.tampered import install_switch
+
+    conv = install_switch(net, name)
+    n_layer = len(widening.masks[widening.hook.name])
+    lane_in, level = gate
+    with torch.no_grad():
+        conv.pick[0, lane_in] = 1.0
+        conv.level.fill_(level)
+        for ch in widening.extra_at_layer[-2:]:
+            conv.switch[0, ch - (n_layer - conv.out_channels)] = 1.0
