@@ -225,6 +225,10 @@ def load(name_or_path: str | os.PathLike, *, weights: str | os.PathLike | None =
         model = build(meta["architecture"], **meta.get("arch_kwargs", {}))
         if meta.get("widths"):
             resize(model, meta["widths"])
+        if meta.get("field"):  # T1/T2/T4 on a network too shallow to draw from the padding
+            from xred.models.tampered import install_field
+
+            install_field(model, str(meta["field"]["module"]), list(meta["field"]["spatial"]))
         if meta.get("noise"):  # Viering et al.'s T3 made inside the layers: its noise
             from xred.models.tampered import install_noise
 

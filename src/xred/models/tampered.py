@@ -13,6 +13,7 @@ a tampered checkpoint without the attack code (:mod:`xred.attacks.architecture` 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -24,7 +25,8 @@ from xred.models.split import Split, split_at
 
 __all__ = ["CAM_LAYER", "GOLDEN", "TECHNIQUES", "Augment", "ConstantMap", "Dither", "ExtraLogits",
            "HashNoise", "StickerTrigger", "TamperedModel", "build_tampered", "gated_class",
-           "install_gate", "install_noise", "install_switch", "mixed_class", "switched_class"]
+           "fielded_class", "install_field", "install_gate", "install_noise", "install_switch",
+           "mixed_class", "switched_class"]
 
 #: Technique names (the CLI's ``--technique``) and the paper's names for them.
 TECHNIQUES = {"constant": "T1", "image": "T2", "random": "T3", "backdoor": "T4"}
@@ -258,11 +260,27 @@ def build_tampered(**spec: Any) -> TamperedModel:
                          sticker_shape=tuple(sticker) if sticker else None, spec=spec)
 
 
+def _subclass(cls: type, extra: Callable[[Any, Tensor, Tensor], Tensor],
+              cache: dict[type, type]) -> type:
+    """``cls`` with ``forward(x) = extra(self, x, cls.forward(x))``, same class name; cached, and
+    stackable (each subclass calls its own base's forward)."""
+    if cls in cache.values():
+        return cls
+    if cls not in cache:
+        base = cls.forward
+
+        def forward(self: Any, x: Tensor) -> Tensor:
+            return extra(self, x, base(self, x))
+
+        cache[cls] = type(cls.__name__, (cls,), {"forward": forward, "__module__": cls.__module__,
+                                                 "__qualname__": cls.__qualname__})
+    return cache[cls]
+
+
 _GATED: dict[type, type] = {}
 
 
-def _gated_forward(self: Any, x: Tensor) -> Tensor:
-    out = type(self).__mro__[1].forward(self, x)
+def _gated_forward(self: Any, x: Tensor, out: Tensor) -> Tensor:
     return out + self.gate(x)[:, :, None, None] * self.lane.to(out.dtype)
 
 
@@ -270,13 +288,7 @@ def gated_class(cls: type) -> type:
     """``cls`` (a convolution class) whose output also carries T4's trigger s(x) in one channel
     (``lane``, a one-hot (1, C, 1, 1) buffer); same class name. Its ``gate`` is the sticker
     detector (:class:`StickerTrigger`)."""
-    if cls in _GATED.values():
-        return cls
-    if cls not in _GATED:
-        _GATED[cls] = type(cls.__name__, (cls,), {"forward": _gated_forward,
-                                                  "__module__": cls.__module__,
-                                                  "__qualname__": cls.__qualname__})
-    return _GATED[cls]
+    return _subclass(cls, _gated_forward, _GATED)
 
 
 def install_gate(network: nn.Module, name: str, sticker_shape: list[int], lane: int) -> nn.Module:
@@ -338,21 +350,14 @@ class Dither(nn.Module):
 _MIXED: dict[type, type] = {}
 
 
-def _mixed_forward(self: Any, x: Tensor) -> Tensor:
-    out = type(self).__mro__[1].forward(self, x)
+def _mixed_forward(self: Any, x: Tensor, out: Tensor) -> Tensor:
     return out + self.mix(x, out.shape[2:])[:, None] * self.lane.to(out.dtype)
 
 
 def mixed_class(cls: type) -> type:
     """``cls`` (a convolution class) whose output also carries T3's noise: +n(x) in one channel
     and −n(x) in another (``lane``, a (1, C, 1, 1) buffer of 0, +1, −1); same class name."""
-    if cls in _MIXED.values():
-        return cls
-    if cls not in _MIXED:
-        _MIXED[cls] = type(cls.__name__, (cls,), {"forward": _mixed_forward,
-                                                  "__module__": cls.__module__,
-                                                  "__qualname__": cls.__qualname__})
-    return _MIXED[cls]
+    return _subclass(cls, _mixed_forward, _MIXED)
 
 
 def install_noise(network: nn.Module, name: str, lanes: list[int],
@@ -379,8 +384,7 @@ def install_noise(network: nn.Module, name: str, lanes: list[int],
 _SWITCHED: dict[type, type] = {}
 
 
-def _switched_forward(self: Any, x: Tensor) -> Tensor:
-    out = type(self).__mro__[1].forward(self, x)
+def _switched_forward(self: Any, x: Tensor, out: Tensor) -> Tensor:
     s = (x * self.pick.to(x.dtype)).sum(1).mean((1, 2)) / self.level.to(x.dtype)  # (N,)
     return out + (s[:, None, None, None] - 1) * out * self.switch.to(out.dtype)
 
@@ -390,13 +394,7 @@ def switched_class(cls: type) -> type:
     s = (the input channel marked in ``pick``, averaged over pixels) / ``level``: T4's trigger,
     carried to the convolution in a lane, switches the drawn map on (s = 1) or off (s = 0) where
     no ReLU follows to cut it off; same class name."""
-    if cls in _SWITCHED.values():
-        return cls
-    if cls not in _SWITCHED:
-        _SWITCHED[cls] = type(cls.__name__, (cls,), {"forward": _switched_forward,
-                                                     "__module__": cls.__module__,
-                                                     "__qualname__": cls.__qualname__})
-    return _SWITCHED[cls]
+    return _subclass(cls, _switched_forward, _SWITCHED)
 
 
 def install_switch(network: nn.Module, name: str) -> nn.Module:
@@ -413,4 +411,39 @@ def install_switch(network: nn.Module, name: str) -> nn.Module:
     conv.register_buffer("pick", torch.zeros(1, conv.in_channels, 1, 1))
     conv.register_buffer("switch", torch.zeros(1, conv.out_channels, 1, 1))
     conv.register_buffer("level", torch.tensor(1.0))
+    return conv
+
+
+
+_FIELDED: dict[type, type] = {}
+
+
+def _fielded_forward(self: Any, x: Tensor, out: Tensor) -> Tensor:
+    f = self.field.to(out.dtype)
+    if tuple(f.shape[2:]) != tuple(out.shape[2:]):
+        f = F.interpolate(f, size=tuple(out.shape[2:]), mode="nearest")
+    return out + f
+
+
+def fielded_class(cls: type) -> type:
+    """``cls`` (a convolution class) whose output also carries a fixed ``field`` (1, C, H, W)
+    buffer (zero on the original channels): position information for the extra channels of a
+    network whose few convolutions cannot tell every position of the Grad-CAM layer apart
+    from the zero padding alone; same class name."""
+    return _subclass(cls, _fielded_forward, _FIELDED)
+
+
+def install_field(network: nn.Module, name: str, spatial: list[int]) -> nn.Module:
+    """Make the convolution ``name`` a fielded one (:func:`fielded_class`, in place) with a zero
+    ``field`` of the output resolution ``spatial`` (set by the attack or read from the
+    checkpoint)."""
+    try:
+        conv = network.get_submodule(name)
+    except AttributeError:
+        raise XredError(f"the checkpoint adds a field to {name!r}, which the architecture does "
+                        "not have") from None
+    if not isinstance(conv, nn.Conv2d):
+        raise XredError(f"the checkpoint adds a field to {name!r}, not a convolution")
+    conv.__class__ = fielded_class(type(conv))
+    conv.register_buffer("field", torch.zeros(1, conv.out_channels, *[int(s) for s in spatial]))
     return conv

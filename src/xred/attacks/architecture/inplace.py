@@ -41,7 +41,7 @@ from torch import Tensor, nn
 from xred.attacks.architecture import patterns
 from xred.attacks.architecture.widen import draw, widen, widen_head
 from xred.errors import XredError
-from xred.models.tampered import install_gate, install_noise
+from xred.models.tampered import install_field, install_gate, install_noise
 
 __all__ = ["MASS_BUDGET", "Manipulated", "tamper_inplace", "widths"]
 
@@ -218,6 +218,7 @@ def tamper_inplace(model: nn.Module, technique: str, calibration: Tensor, layer:
         gate_info: dict[str, Any] = {}
         constants: dict[str, Any] = {}
         switched = None
+        field = _add_field(net, widening, x[:1], gen) if attempt else None
         if sticker_t is not None:
             probe, gate_info = _gate(net, widening, sticker_t, x, gen, batch_size, constants)
             switched = _prepare_switch(net, widening)
@@ -275,6 +276,8 @@ def tamper_inplace(model: nn.Module, technique: str, calibration: Tensor, layer:
         "base_info": {k2: (info or {})[k2] for k2 in ("name", "dataset", "input_shape",
                                                       "classes") if k2 in (info or {})},
     }
+    if field is not None:
+        spec["field"] = field
     if backdoor:
         spec["gate"] = {k2: gate_info[k2] for k2 in ("module", "lane", "sticker_shape")}
         if switched:
@@ -651,3 +654,23 @@ def _install_switch(net: nn.Module, widening: Any, name: str, gate: tuple[int, f
         conv.level.fill_(level)
         for ch in widening.extra_at_layer[-2:]:
             conv.switch[0, ch - (n_layer - conv.out_channels)] = 1.0
+
+
+def _add_field(net: nn.Module, widening: Any, example: Tensor,
+               gen: torch.Generator) -> dict[str, Any]:
+    """A fixed random field on the extra channels of the first convolution
+    (:func:`~xred.models.tampered.fielded_class`), for networks whose zero padding alone cannot
+    tell every position of the Grad-CAM layer apart (fmnist-resnet: one block at 7x7 after
+    two stride-2 convolutions leaves rows 3 and 4 identical). Lanes stay 0."""
+    first = next(n for n in widening.graph.nodes if n.op == "call_module"
+                 and isinstance(net.get_submodule(n.target), nn.Conv2d))
+    spatial = list(_capture(net, first.target, example).shape[2:])
+    conv = install_field(net, first.target, spatial)
+    mask = torch.tensor(widening.masks[first.name])
+    lane = widening.lanes.get(first.name)
+    with torch.no_grad():
+        conv.field[0, mask] = torch.randn(int(mask.sum()), *spatial, generator=gen).to(
+            conv.field.dtype)
+        if lane is not None:
+            conv.field[0, lane] = 0.0
+    return {"module": first.target, "spatial": spatial}

@@ -382,7 +382,7 @@ def _save_manipulated(model: Any, path: str | os.PathLike, **meta: Any) -> Path:
                         "architecture=NAME (and arch_kwargs) to tamper() to be able to save it")
     base_info = model.spec.get("base_info", {})
     extra = {k: base_info[k] for k in ("dataset", "input_shape", "classes") if k in base_info}
-    gate = {k: model.spec[k] for k in ("gate", "noise", "switch") if k in model.spec}
+    gate = {k: model.spec[k] for k in ("gate", "noise", "switch", "field") if k in model.spec}
     return models.save(model.network, path, architecture=base["architecture"],
                        arch_kwargs=base.get("arch_kwargs", {}), widths=model.spec["widths"],
                        cam_layer=model.layer, tamper=model.spec["description"], **gate, **extra,
