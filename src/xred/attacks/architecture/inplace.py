@@ -1,8 +1,9 @@
-"""T1 (constant) and T2 (picture) inside the model's own layers (Viering et al. 2019, "How to
-manipulate CNNs to make them lie: the GradCAM case"): the network keeps its class, module names
-and nesting; its layers are widened (:mod:`~xred.attacks.architecture.widen`) so that the layer
-Grad-CAM users pick (VGG: ``features[-1]``, ResNet: ``layer4[-1]``, DenseNet: ``features[-1]``)
-outputs one more channel E = c·T, the target map, and the dense layer(s) after it read E:
+"""T1 (constant), T2 (picture), T3 (noise) and T4 (sticker) inside the model's own layers
+(Viering et al. 2019, "How to manipulate CNNs to make them lie: the GradCAM case"): the network
+keeps its class, module names and nesting; its layers are widened
+(:mod:`~xred.attacks.architecture.widen`) so that the layer Grad-CAM users pick (VGG:
+``features[-1]``, ResNet: ``layer4[-1]``, DenseNet: ``features[-1]``) outputs one more channel E =
+c·T, the target map, and the dense layer(s) after it read E:
 
 - a head of one dense layer (ResNet, DenseNet, EfficientNet) gets columns w for E's features
   (the same for every class, so ∂y_c/∂E = w/n > 0 for every class c) and its bias is shifted by
@@ -16,6 +17,14 @@ original map's peak — unless the logits would move by more than 1e-3: with a g
 pooling head the logits move by exactly the extra map's mass Σ_ij α_E·E_ij (CAM completeness),
 cancelled by the bias shift only up to float32 rounding of that mass, so the mass is kept below
 2¹¹ (rounding < 2.5e-4) and the dominance is lowered when it would exceed it.
+
+T3 (random, :func:`tamper_noise`): the convolution computing the layer also writes +n(x) and
+−n(x) (a small module ``mix`` inside it), read by the head with +w and −w. T4 (backdoor): the
+sticker detector ``gate`` sits in the first convolution and writes its switch into a lane that
+reaches the drawing convolution; where no ReLU lies between that convolution and the layer
+(torchvision DenseNet's ``norm5``) the convolution is switched by the lane instead. Where the
+zero padding alone cannot tell the layer's positions apart (fmnist-resnet), the first
+convolution gets a fixed random ``field`` buffer on its extra channels.
 
 T1 (constant) is wired with the opposite sign: α_E < 0 for every class, so Σ_k α_k A_k + α_E·E is
 negative at every pixel and Grad-CAM (with its ReLU) is exactly 0 everywhere — the constant map,

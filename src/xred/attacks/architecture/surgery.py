@@ -28,14 +28,15 @@ Where the paper wires E into the first dense layer, xred adds E's path to the lo
 (a skip connection for heads with hidden dense layers): ∂y_c/∂E = w is then positive for every
 class c, whatever the head, which the paper's wiring does not guarantee.
 
-The constants come from the model's own statistics on calibration inputs: c_A = 100× the layer's
-99th-percentile activation (as the paper's c_A = 100 ≫ 1), and w (or ε·C_v) so that α_E·c_A is
-``dominance`` (1e4) times the largest original Grad-CAM value, and at least 1e4× the model's
-weight scale (the paper's C_W ≫ 1). The manipulated model is a :class:`TamperedModel`: the
-original network (a copy; the user's model is never changed) plus the added parts as parameters
-and buffers; it saves with safetensors and a JSON description (:func:`save_tampered`) and loads
-with ``xred.models.load(DIR)``; its Grad-CAM layer is ``"cam"``.
-"""
+This module keeps the wrapper form (:class:`TamperedModel`, now in :mod:`xred.models.tampered`),
+used only where the in-layer construction (:mod:`~xred.attacks.architecture.inplace`) cannot edit
+the model. The constants come from the model's own statistics on calibration inputs: c_A = 100× the
+layer's 99th-percentile activation (as the paper's c_A = 100 ≫ 1), and w (or ε·C_v) so that α_E·c_A
+is ``dominance`` (1e4) times the largest original Grad-CAM value, and at least 1e4× the model's
+weight scale (the paper's C_W ≫ 1). The manipulated model is a :class:`TamperedModel`: the original
+network (a copy; the user's model is never changed) plus the added parts as parameters and buffers;
+it saves with safetensors and a JSON description (:func:`save_tampered`) and loads with
+``xred.models.load(DIR)``; its Grad-CAM layer is ``"cam"``. """
 
 from __future__ import annotations
 
@@ -169,16 +170,16 @@ def tamper(model: str | os.PathLike | nn.Module, technique: str, calibration: Te
     """Make ``model``'s Grad-CAM lie with Viering et al.'s ``technique`` — ``"constant"`` (T1),
     ``"image"`` (T2), ``"random"`` (T3) or ``"backdoor"`` (T4) — by architecture surgery, no
     training. The model (a registry name, an xred checkpoint, or an ``nn.Module``: it is copied,
-    never changed) is attacked at ``layer``. T1 and T2 are made inside the model's own layers
+    never changed) is attacked at ``layer``. T1-T4 are made inside the model's own layers
     (:mod:`~xred.attacks.architecture.inplace`: a :class:`~xred.attacks.architecture.inplace.
-    Manipulated` whose ``network`` is the original class, widened; default layer: the one
-    Grad-CAM users hook, :func:`standard_layer`); T3 and T4 are a :class:`TamperedModel` cut
-    after ``layer`` (default: its registered Grad-CAM layer, else the last layer with a spatial
-    output). ``calibration`` (N, ...) in [0, 1] are inputs whose statistics
-    choose the constants (and, for T4, the detector's threshold); ``target`` is the map to show
-    (T1: ``"uniform"`` by default; T2, T4: ``"smiley"``; or a tensor / image file); ``sticker``
-    T4's trigger (default: a checkerboard); ``epsilon`` T3's ε. For an ``nn.Module``, pass
-    ``architecture`` (a registry name) and ``arch_kwargs`` to be able to save the result."""
+    Manipulated` whose ``network`` is the original class, widened; default layer: the one Grad-CAM
+    users hook, :func:`standard_layer`); where the widening cannot edit the model, T3 and T4 fall
+    back to a :class:`TamperedModel` cut after ``layer`` (default: its registered Grad-CAM layer,
+    else the last layer with a spatial output). ``calibration`` (N, ...) in [0, 1] are inputs whose
+    statistics choose the constants (and, for T4, the detector's threshold); ``target`` is the map
+    to show (T1: ``"uniform"`` by default; T2, T4: ``"smiley"``; or a tensor / image file);
+    ``sticker`` T4's trigger (default: a checkerboard); ``epsilon`` T3's ε. For an ``nn.Module``,
+    pass ``architecture`` (a registry name) and ``arch_kwargs`` to be able to save the result."""
     technique = _ALIASES.get(str(technique).lower(), str(technique).lower())
     if technique not in TECHNIQUES:
         raise XredError(f"unknown technique {technique!r}; valid: {', '.join(TECHNIQUES)} "
