@@ -511,7 +511,8 @@ def _cancel(net: nn.Module, original: nn.Module, last: nn.Linear, x: Tensor) -> 
 
 
 def tamper_noise(model: nn.Module, calibration: Tensor, layer: str, *, dominance: float = 1e4,
-                 seed: int = 0, batch_size: int = 250, base_spec: dict[str, Any] | None = None,
+                 epsilon: float = 0.01, seed: int = 0, batch_size: int = 250,
+                 base_spec: dict[str, Any] | None = None,
                  info: dict[str, Any] | None = None) -> Manipulated:
     """Viering et al.'s T3 inside ``model``'s own layers: the convolution that computes the
     Grad-CAM layer also writes +n(x) and −n(x) into two extra channels
@@ -519,7 +520,9 @@ def tamper_noise(model: nn.Module, calibration: Tensor, layer: str, *, dominance
     other extra channel is 0), and the dense layer after it reads them with weights +w and −w.
     The logits move only by float32 rounding of Σ n = 0 (the paper's G = ε·mod(·, 1) is not
     needed), while Grad-CAM at the layer is w·n/(pixels) plus the original map, ``dominance``
-    times its peak (within the same logit tolerance as T1/T2). ``model`` is copied."""
+    times its peak (within the same logit tolerance as T1/T2). ``epsilon`` is the paper's bound
+    on the logit change, recorded (the change is float32 rounding, far below it); ``model`` is
+    copied."""
     from xred.attacks.architecture.widen import display_conv
 
     original = copy.deepcopy(model).eval()
@@ -585,7 +588,7 @@ def tamper_noise(model: nn.Module, calibration: Tensor, layer: str, *, dominance
             "paper": "Viering et al. 2019, How to manipulate CNNs to make them lie: the GradCAM "
                      "case", "technique": "T3 random",
             "where": "inside the model's own layers (widened)", "noise_channels": channels,
-            "constants": {"C_u": scale_u}, "gradcam_peak": peak,
+            "constants": {"C_u": scale_u, "epsilon": epsilon}, "gradcam_peak": peak,
             "calibration_inputs": len(x), "seed": seed,
         },
         "base_info": {k2: (info or {})[k2] for k2 in ("name", "dataset", "input_shape",

@@ -200,7 +200,7 @@ def tamper(model: str | os.PathLike | nn.Module, technique: str, calibration: Te
             layer = standard_layer(base, info.get("name") or architecture)
         if layer is not None and layer in dict(base.named_modules()):
             try:
-                return tamper_noise(base, x, layer, dominance=dominance, seed=seed,
+                return tamper_noise(base, x, layer, dominance=dominance, epsilon=epsilon, seed=seed,
                                     batch_size=batch_size, base_spec=base_spec, info=info)
             except XredError as e:
                 if "cannot" not in str(e):
