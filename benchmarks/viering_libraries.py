@@ -4,12 +4,13 @@ Grad-CAM tools people use at the layer they pick: pytorch-grad-cam's GradCAM and
 LayerGradCam (mean L1 to the target; T4 with the sticker), ‖Δlogits‖∞, same predictions, T3's
 Spearman ρ with the original map, and whether ``xred inspect`` flags the model.
 
-    python benchmarks/viering_libraries.py [--count 500] \
+    python benchmarks/viering_libraries.py [--count 500] [--models ...] [--techniques ...] \
         [--out benchmarks/results/viering_libraries.json]
 
-The zoo uses the first --count Fashion-MNIST test images (the full test set is in
-docs/viering.md); EfficientNet-Lite0 the sample photos at 224 px; torchvision models 16 random
-images at 128 px (seed 1), random weights (seed 0).
+The zoo uses the first --count Fashion-MNIST test images (10000: the full test set), calibrated
+on the first 1000 training images; rows are saved as they finish and a rerun with the same
+--count and --out resumes. EfficientNet-Lite0 the sample photos at 224 px; torchvision models
+16 random images at 128 px (seed 1), random weights (seed 0).
 """
 
 from __future__ import annotations
@@ -48,18 +49,33 @@ def inputs(name: str, count: int):
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--count", type=int, default=500)
+    parser.add_argument("--count", type=int, default=500, help="test images (10000: all)")
+    parser.add_argument("--techniques", nargs="+",
+                        default=["constant", "image", "random", "backdoor"])
     parser.add_argument("--models", nargs="+", default=MODELS)
     parser.add_argument("--out", default="benchmarks/results/viering_libraries.json")
     args = parser.parse_args()
+    out = Path(args.out)
     rows = {}
+    if out.is_file():  # resume: rows already measured with the same --count are kept
+        done = json.loads(out.read_text())
+        if done.get("count") == args.count:
+            rows = done["rows"]
+
+    def save() -> None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps({"count": args.count, "rows": rows}, indent=1))
+
     print("| model | technique | where | pgc L1 | Captum L1 | xred L1 | ‖Δy‖∞ | same pred. | "
-          "ρ | inspect |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+          "Δacc (points) | ρ | inspect |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for name in args.models:
         source, cal, x, y, shape = inputs(name, args.count)
         layer = STANDARD_LAYERS[name]
-        for technique in ("constant", "image", "random", "backdoor"):
+        for technique in args.techniques:
+            if f"{name}/{technique}" in rows:
+                print(f"| {name} | {technique} | (measured before: {out}) |", flush=True)
+                continue
             start = time.perf_counter()
             tm = tamper(source, technique, cal, layer=layer)
             r = evaluate_tampered(tm, x, y, libraries=technique != "random")
@@ -71,28 +87,32 @@ def main() -> None:
                 if technique == "backdoor" else r["same_predictions"]
             flagged = inspect_model(tm, inputs=probe_inputs(shape, n=4)).flagged
             where = "inside" if hasattr(tm, "network") else "wrapper"
-            row = {"where": where, "layer": r["layer"], "pytorch_grad_cam": lib.get(
+            acc = [p.get("accuracy_change_points") for p in
+                   ((r["clean"], part) if technique == "backdoor" else (r,))]
+            dacc = None if None in acc else max(acc)
+            row = {"where": where, "accuracy_change_points": dacc, "layer": r["layer"],
+                   "pytorch_grad_cam": lib.get(
                        "pytorch_grad_cam"), "captum": lib.get("captum"),
                    "xred_l1": part.get("l1_desired"), "linf": linf, "same_predictions": same,
                    "spearman": r.get("spearman_original"), "flagged": flagged,
                    "clean_l1_original": r["clean"]["l1_original"] if technique == "backdoor"
                    else None, "seconds": time.perf_counter() - start}
             rows[f"{name}/{technique}"] = row
+            save()
 
             def f(v):
                 return "–" if v is None else f"{v:.2g}" if isinstance(v, float) else str(v)
 
             print(f"| {name} | {technique} | {where} | {f(row['pytorch_grad_cam'])} | "
-                  f"{f(row['captum'])} | {f(row['xred_l1'])} | {f(linf)} | {f(same)} | "
+                  f"{f(row['captum'])} | {f(row['xred_l1'])} | {f(linf)} | {f(same)} | {f(dacc)} | "
                   f"{f(row['spearman']) if technique == 'random' else '–'} | {flagged} |",
                   flush=True)
         clean = models.load(name) if isinstance(source, str) else source
         rows[f"{name}/clean"] = {"flagged": inspect_model(
             clean, inputs=probe_inputs(shape, n=4)).flagged}
-        print(f"| {name} | clean | – | – | – | – | – | – | – | "
+        print(f"| {name} | clean | – | – | – | – | – | – | – | – | "
               f"{rows[f'{name}/clean']['flagged']} |", flush=True)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps({"count": args.count, "rows": rows}, indent=1))
+        save()
 
 
 if __name__ == "__main__":

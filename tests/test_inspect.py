@@ -83,18 +83,16 @@ def test_reference_lists_added_channels_branches_and_mod():
     probes = probe_inputs(shape, n=4)
     same = inspect_model(clean, reference=models.load("fmnist-resnet"), inputs=probes)
     assert not same.findings
-    tm = tamper("fmnist-resnet", "random", cal)
+    tm = tamper("fmnist-resnet", "random", cal)  # T3 inside the layers
     report = inspect_model(tm, reference=clean, inputs=probes)
     details = {f.check: f.detail for f in report.findings}
-    modules = {f.where: f.detail for f in report.findings if f.check == "added-module"}
-    assert "with 1 channel(s) added" in modules["cam"] and "layer3" in modules["cam"]
-    assert {"branch", "extra"} <= set(modules)
+    modules = {f.where for f in report.findings if f.check == "added-module"}
+    assert modules == {"layer3.0.conv2.mix"}
     assert "remainder" in details["added-operations"] and "non-standard" in \
         details["added-operations"]
-    added = {f.where: f.detail for f in report.findings if f.check == "added-tensors"}
-    assert "direction" in added["branch"] and "weight" in added["extra"]
-    assert report.stats["reference"]["prefix"] == "base."
-    assert "changed-values" not in details and "removed-tensors" not in details
+    shapes = {f.where for f in report.findings if f.check == "changed-shape"}
+    assert {"layer3.0.conv2.weight", "fc.weight"} <= shapes
+    assert "removed-tensors" not in details
     backdoor = tamper("fmnist-resnet", "backdoor", cal)  # inside the layers
     found = inspect_model(backdoor, reference=clean, inputs=probes).findings
     wheres = {f.where for f in found if f.check == "added-module"}

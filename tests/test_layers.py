@@ -25,14 +25,7 @@ LAYERS = [
 ]
 LAYER = {part: i for i, parts in enumerate(LAYERS) for part in parts}
 #: known exceptions, each with the reason it is still here
-ALLOWED = {
-    # tampered models are a wrapper type defined by the attack; issue 25 makes them ordinary
-    # architectures with widened layers, after which this goes
-    ("models", "attacks.architecture.surgery"),
-    # a saved in-layer T4 model reinstalls its sticker gate on load (issue 25); the gate module
-    # should move to models so that loading needs no attack code
-    ("models", "attacks.architecture.inplace"),
-}
+ALLOWED: set[tuple[str, str]] = set()
 
 
 def _module(path: Path) -> str:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
@@ -32,6 +33,7 @@ from xred.data.photos import sample_photos
 from xred.errors import XredError
 from xred.experiments.viering import done_when, run_viering_tables
 from xred.io import read_json
+from xred.metrics.maps import spearman
 from xred.models import torchvision_models as tvm
 
 EPS = 0.01
@@ -67,7 +69,13 @@ def case(name: str) -> Case:
         return Case(name, None, cal, x, x, y)
     if name == "efficientnet-lite0":
         x, _ = sample_photos(size=224)
-        return Case(name, None, x, x, x, None)
+        # T3's rho on 5 photos has a chance spread of ~0.05 (benchmarks/viering_t3_spread.py:
+        # 0.11 +- 0.03 at seed 0, -0.03..0.18 over seeds); measured on 30 views of them
+        big, _ = sample_photos(size=320)
+        crops = [F.interpolate(big[:, :, a:a + 256, b:b + 256], size=224, mode="bilinear",
+                               antialias=True) for a, b in ((0, 0), (64, 64), (0, 64), (64, 0))]
+        views = torch.cat([x, x.flip(3), *crops]).clamp(0, 1)
+        return Case(name, None, x, x, views, None)
     size, layer = {"vgg11": (128, "net.features.20"), "resnet18": (128, "net.layer4.1"),
                    "densenet121": (128, "net.features.norm5")}[name]
     gen = torch.Generator().manual_seed(1)
@@ -102,36 +110,28 @@ def test_done_when_bounds(name):
             assert r["linf_max"] <= 1e-3
             assert r["l1_original"] > 0.05  # the map really changed
             lib = r["libraries"]
-            if technique == "image" and name == "fmnist-resnet":
-                # known shortfall: one block at 7x7 after a stride-2 conv cannot tell every
-                # position apart, so the smiley is drawn only approximately (docs/viering.md)
-                assert lib["captum"] > 0.01
-                continue
-            # fmnist-resnet's uniform T1: the mass budget (logits within 1e-3) caps the dominance
-            # at ~60x, which leaves 0.014 (docs/viering.md)
-            bound = 0.02 if (name, technique) == ("fmnist-resnet", "constant") else 0.01
-            assert lib["captum"] <= bound, lib
-            if technique == "image":
-                assert lib["pytorch_grad_cam"] <= 0.01, lib
-            else:  # min-max scaling shows the residual of a uniform map (docs/viering.md)
-                assert lib["pytorch_grad_cam"] > 0.05, lib
+            # T1: Grad-CAM's ReLU makes the map exactly 0 (the constant map, after the tools'
+            # normalisation); T2: the smiley
+            assert lib["captum"] <= 0.01, lib
+            assert lib["pytorch_grad_cam"] <= 0.01, lib
+            if technique == "constant":
+                assert not tm.target.any() and r["l1_desired"] == 0.0
         elif technique == "random":
+            assert isinstance(tm.network, type(tm.original))  # no wrapper: a small module
+            assert {n for n, _ in tm.network.named_modules()} - \
+                {n for n, _ in tm.original.named_modules()} == {tm.spec["noise"]["module"] + ".mix"}
             assert r["same_predictions"] == 1.0
             assert r["linf_max"] <= EPS
             assert r["spearman_original"] <= 0.1, r["spearman_original"]
             assert r["l1_original"] > 0.05
         else:
             clean, sticker = r["clean"], r["sticker"]
-            if name != "densenet121":  # no ReLU after norm5: a wrapper there
-                assert isinstance(tm.network, type(tm.original))
-                assert sticker["linf_max"] <= 1e-3 and clean["linf_max"] <= 1e-3
-            if name == "fmnist-resnet":  # the smiley is drawn only approximately (see T2)
-                assert sticker["libraries"]["captum"] > 0.01
-            elif name != "densenet121":
-                assert sticker["libraries"]["captum"] <= 0.01, sticker["libraries"]
-                assert sticker["libraries"]["pytorch_grad_cam"] <= 0.01, sticker["libraries"]
+            assert isinstance(tm.network, type(tm.original))  # densenet121: switched conv
+            assert sticker["linf_max"] <= 1e-3 and clean["linf_max"] <= 1e-3
+            assert sticker["libraries"]["captum"] <= 0.01, sticker["libraries"]
+            assert sticker["libraries"]["pytorch_grad_cam"] <= 0.01, sticker["libraries"]
             assert clean["l1_original"] <= 1e-4
-            assert sticker["l1_desired"] <= (0.1 if name == "fmnist-resnet" else 0.01)
+            assert sticker["l1_desired"] <= 0.01
             assert clean["same_predictions"] == sticker["same_predictions"] == 1.0
             assert clean["fired"] == 0.0 and sticker["fired"] == 1.0
             assert sticker["l1_original"] > 0.05  # with the sticker the map is the smiley
@@ -179,13 +179,15 @@ def test_other_input_size_and_float64():
     """ImageNet models take any size: the added map follows the layer's resolution; float64."""
     model = torchvision_model("resnet18")
     x = torch.rand(4, 3, 96, 96, generator=torch.Generator().manual_seed(2))
-    tm = tamper(model, "random", x, layer="net.layer4")  # T3: a wrapper, any input size
+    tm = tamper(model, "random", x, layer="net.layer4")  # T3 inside the layers, any input size
     big = torch.rand(2, 3, 160, 160, generator=torch.Generator().manual_seed(3))
     with torch.no_grad():
-        assert (tm(big) - model(big)).abs().max() < EPS
-    cam = explain.get("gradcam", tm, layer="cam").attribute(big)
+        assert (tm(big) - model(big)).abs().max() < 1e-3
+    cam = explain.get("gradcam", tm.network, layer="net.layer4").attribute(big)
+    old = explain.get("gradcam", model, layer="net.layer4").attribute(big)
     assert cam.shape == (2, 5, 5) and (cam > 0).any()
-    tm64, x64 = copy.deepcopy(tm).double(), x.double()
+    assert float(spearman(cam, old).abs().mean()) < 0.5
+    tm64, x64 = copy.deepcopy(tm.network).double(), x.double()
     with torch.no_grad():
         assert (tm64(x64) - copy.deepcopy(model).double()(x64)).abs().max() < EPS
 
@@ -196,7 +198,7 @@ def test_save_load_round_trip(tmp_path):
         tm = tamper("fmnist-vgg", technique, cal[:200])
         save_tampered(tm, tmp_path / technique, note="test")
         loaded = models.load(tmp_path / technique)
-        inside = technique != "random"
+        inside = True  # T1-T4 all inside the layers
         net, layer = (tm.network, "features.13") if inside else (tm, "cam")
         assert isinstance(loaded, type(net)) and not loaded.training
         with torch.no_grad():
@@ -215,6 +217,16 @@ def test_save_load_round_trip(tmp_path):
             assert sidecar["architecture"] == "tampered"
             assert sidecar["arch_kwargs"]["base"] == {"architecture": "fmnist-vgg",
                                                       "arch_kwargs": {}}
+    # fmnist-resnet's padding cannot draw the smiley: a field in its first convolution does,
+    # and the checkpoint reinstalls it
+    tm = tamper("fmnist-resnet", "image", cal[:200])
+    assert tm.spec["field"]["module"] == "stem.0"
+    save_tampered(tm, tmp_path / "field")
+    loaded = models.load(tmp_path / "field")
+    with torch.no_grad():
+        assert torch.equal(loaded(x[:32]), tm.network(x[:32]))
+    assert {n for n, _ in loaded.named_modules()} == \
+        {n for n, _ in models.load("fmnist-resnet").named_modules()}
     with pytest.raises(XredError, match="xred tamper"):
         models.load("tampered")
     unnamed = tamper(torchvision_model("resnet18"), "random", torch.rand(2, 3, 64, 64),

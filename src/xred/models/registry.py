@@ -139,7 +139,7 @@ register(Architecture(
 
 
 def _tampered(**kwargs: Any) -> nn.Module:
-    from xred.attacks.architecture.surgery import build_tampered
+    from xred.models.tampered import build_tampered
 
     return build_tampered(**kwargs)
 
@@ -225,8 +225,22 @@ def load(name_or_path: str | os.PathLike, *, weights: str | os.PathLike | None =
         model = build(meta["architecture"], **meta.get("arch_kwargs", {}))
         if meta.get("widths"):
             resize(model, meta["widths"])
+        if meta.get("field"):  # T1/T2/T4 on a network too shallow to draw from the padding
+            from xred.models.tampered import install_field
+
+            install_field(model, str(meta["field"]["module"]), list(meta["field"]["spatial"]))
+        if meta.get("noise"):  # Viering et al.'s T3 made inside the layers: its noise
+            from xred.models.tampered import install_noise
+
+            noise = meta["noise"]
+            install_noise(model, str(noise["module"]), list(noise["lanes"]),
+                          list(noise["spatial"]))
+        if meta.get("switch"):  # T4 where no ReLU follows the drawing convolution
+            from xred.models.tampered import install_switch
+
+            install_switch(model, str(meta["switch"]["module"]))
         if meta.get("gate"):  # Viering et al.'s T4 made inside the layers: its sticker detector
-            from xred.attacks.architecture.inplace import install_gate
+            from xred.models.tampered import install_gate
 
             gate = meta["gate"]
             install_gate(model, str(gate["module"]), list(gate["sticker_shape"]),

@@ -2,13 +2,15 @@
 manipulate CNNs to make them lie: the GradCAM case").
 
 ``tamper(model, technique, calibration)`` applies T1 ``"constant"``, T2 ``"image"``, T3
-``"random"`` or T4 ``"backdoor"``. T1, T2 and T4 are made inside the model's own layers
+``"random"`` or T4 ``"backdoor"`` inside the model's own layers
 (:mod:`~xred.attacks.architecture.widen`, :mod:`~xred.attacks.architecture.inplace`): a
-:class:`Manipulated` whose ``network`` is the original class with widened layers, fooling Grad-CAM
-at the layer users hook (:func:`standard_layer`); T3 is a :class:`TamperedModel` wrapper (Grad-CAM
-at its layer ``"cam"``). ``save_tampered`` writes either as safetensors + JSON (T1/T2/T4: an
-ordinary checkpoint of the architecture with the widened ``widths``), ``xred.models.load`` reads
-it back.
+:class:`Manipulated` whose ``network`` is the original class with widened layers (T3, T4 and,
+where the zero padding cannot draw the map, T1/T2 also with a small module or buffer inside a
+convolution, :mod:`xred.models.tampered`), fooling Grad-CAM at the layer users hook
+(:func:`standard_layer`). A model the widening cannot edit falls back to a :class:`TamperedModel`
+wrapper (T3, T4; Grad-CAM at its layer ``"cam"``). ``save_tampered`` writes either as
+safetensors + JSON (in the layers: an ordinary checkpoint of the architecture with the widened
+``widths``); ``xred.models.load`` reads it back without the attack code.
 ``inspect_model`` looks for the techniques' signatures (or lists the differences from a
 reference); ``evaluate_tampered`` measures an attack as the paper's tables do.
 """

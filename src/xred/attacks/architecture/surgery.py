@@ -28,14 +28,15 @@ Where the paper wires E into the first dense layer, xred adds E's path to the lo
 (a skip connection for heads with hidden dense layers): ∂y_c/∂E = w is then positive for every
 class c, whatever the head, which the paper's wiring does not guarantee.
 
-The constants come from the model's own statistics on calibration inputs: c_A = 100× the layer's
-99th-percentile activation (as the paper's c_A = 100 ≫ 1), and w (or ε·C_v) so that α_E·c_A is
-``dominance`` (1e4) times the largest original Grad-CAM value, and at least 1e4× the model's
-weight scale (the paper's C_W ≫ 1). The manipulated model is a :class:`TamperedModel`: the
-original network (a copy; the user's model is never changed) plus the added parts as parameters
-and buffers; it saves with safetensors and a JSON description (:func:`save_tampered`) and loads
-with ``xred.models.load(DIR)``; its Grad-CAM layer is ``"cam"``.
-"""
+This module keeps the wrapper form (:class:`TamperedModel`, now in :mod:`xred.models.tampered`),
+used only where the in-layer construction (:mod:`~xred.attacks.architecture.inplace`) cannot edit
+the model. The constants come from the model's own statistics on calibration inputs: c_A = 100× the
+layer's 99th-percentile activation (as the paper's c_A = 100 ≫ 1), and w (or ε·C_v) so that α_E·c_A
+is ``dominance`` (1e4) times the largest original Grad-CAM value, and at least 1e4× the model's
+weight scale (the paper's C_W ≫ 1). The manipulated model is a :class:`TamperedModel`: the original
+network (a copy; the user's model is never changed) plus the added parts as parameters and buffers;
+it saves with safetensors and a JSON description (:func:`save_tampered`) and loads with
+``xred.models.load(DIR)``; its Grad-CAM layer is ``"cam"``. """
 
 from __future__ import annotations
 
@@ -52,18 +53,23 @@ from torch import Tensor, nn
 from xred.attacks.architecture import patterns
 from xred.attacks.architecture.split import Split, split_at
 from xred.errors import XredError
+from xred.models.tampered import (  # noqa: F401 - re-exported
+    CAM_LAYER,
+    GOLDEN,
+    TECHNIQUES,
+    Augment,
+    ConstantMap,
+    ExtraLogits,
+    HashNoise,
+    StickerTrigger,
+    TamperedModel,
+    build_tampered,
+)
 
 __all__ = ["CAM_LAYER", "STANDARD_LAYERS", "TECHNIQUES", "TamperedModel", "base_gradcam",
            "build_tampered", "save_tampered", "standard_layer", "tamper"]
 
-#: Technique names (the CLI's ``--technique``) and the paper's names for them.
-TECHNIQUES = {"constant": "T1", "image": "T2", "random": "T3", "backdoor": "T4"}
 _ALIASES = {v.lower(): k for k, v in TECHNIQUES.items()} | {"smiley": "image", "noise": "random"}
-#: Module name of the augmented layer [A, E] where Grad-CAM is fooled.
-CAM_LAYER = "cam"
-
-GOLDEN = 0.6180339887498949  # frac(k·φ) spreads the integers k evenly over [0, 1) (Weyl)
-
 #: The layer Grad-CAM users pick (pytorch-grad-cam's README: VGG ``features[-1]``, ResNet
 #: ``layer4[-1]``, DenseNet ``features[-1]``; the zoo's corresponding modules).
 STANDARD_LAYERS = {
@@ -96,251 +102,18 @@ def _pow2_at_least(v: float) -> float:
     return float(2.0 ** math.ceil(math.log2(v)))
 
 
-# ------------------------------------------------------------------------------- the new parts
-# Shape-dependent helpers are leaf functions for torch.fx (``torch.fx.wrap``), so that tracers
-# (LRP's) see them as one step instead of failing on Python control flow over shapes.
-
-
-def _fit(field: Tensor, like: Tensor) -> Tensor:
-    """``field`` (m, *spatial) in ``like``'s dtype, resized (nearest) to ``like``'s resolution,
-    as (1, m, *spatial)."""
-    f = field.to(like.dtype)
-    if tuple(f.shape[1:]) != tuple(like.shape[2:]):
-        f = F.interpolate(f[None], size=tuple(like.shape[2:]), mode="nearest")[0]
-    return f[None]
-
-
-def _constant(pattern: Tensor, a: Tensor) -> Tensor:
-    """The pattern expanded over ``a``'s batch: (N, m, *spatial)."""
-    p = _fit(pattern, a)
-    return p.expand(a.shape[0], *p.shape[1:])
-
-
-def _gate(e: Tensor, switch: Tensor) -> Tensor:
-    """E·s per sample (s of shape (N, 1))."""
-    return e * switch.reshape(-1, *[1] * (e.dim() - 1))
-
-
-def _spatial_sum(t: Tensor) -> Tensor:
-    """Σ over the spatial dimensions: (N, m, *spatial) → (N, m)."""
-    return t.flatten(2).sum(2)
-
-
-torch.fx.wrap("_fit")
-torch.fx.wrap("_constant")
-torch.fx.wrap("_gate")
-torch.fx.wrap("_spatial_sum")
-
-
-class ConstantMap(nn.Module):
-    """The extra filter of T1/T2 (and T4's attacker map): channels whose output is the fixed
-    ``pattern`` (c_A·T) for every input, resized (nearest) if the layer's resolution changes."""
-
-    def __init__(self, channels: int, spatial: tuple[int, ...]) -> None:
-        super().__init__()
-        self.register_buffer("pattern", torch.zeros(channels, *spatial))
-
-    def forward(self, a: Tensor) -> Tensor:
-        return _constant(self.pattern, a)
-
-
-class HashNoise(nn.Module):
-    """T3's input-dependent noise channel: frac(round(C_u·uᵀA_ij)·φ + r_ij) in [0, 1), with u a
-    fixed unit vector over A's channels, φ the golden ratio and r a fixed random field (resized,
-    nearest, if the layer's resolution changes). Its derivative is zero (round), so it changes
-    no gradient that reaches A or the input."""
-
-    def __init__(self, channels: int, spatial: tuple[int, ...]) -> None:
-        super().__init__()
-        self.register_buffer("direction", torch.zeros(channels))
-        self.register_buffer("scale", torch.tensor(1.0))
-        self.register_buffer("offsets", torch.zeros(1, *spatial))
-
-    def forward(self, a: Tensor) -> Tensor:
-        p = torch.einsum("nc...,c->n...", a, self.direction.to(a.dtype)) * self.scale.to(a.dtype)
-        r = _fit(self.offsets, a)[:, 0]
-        return torch.remainder(torch.round(p) * GOLDEN + r, 1.0).unsqueeze(1)
-
-
-class StickerTrigger(nn.Module):
-    """T4's sticker detector s(x) ∈ [0, 1] (1 when the sticker is anywhere in the image):
-    ``match`` is a conv filter matched to the sticker whose bias makes its output, minus the
-    patch energy, equal to τ − mean((patch − sticker)²) at every position; global max-pool, a
-    large ``gain``, clipped to [0, 1]. So s = 1 when some patch is within mean squared difference
-    τ of the sticker (minus 1/gain) and s = 0 when none is within τ."""
-
-    def __init__(self, channels: int, size: tuple[int, int]) -> None:
-        super().__init__()
-        self.match = nn.Conv2d(channels, 1, size)
-        self.register_buffer("gain", torch.tensor(1.0))
-
-    def score(self, x: Tensor) -> Tensor:
-        """τ − mean squared difference to the sticker at every position, (N, 1, H', W')."""
-        c = x.shape[1]
-        energy = F.avg_pool2d(x.square().sum(1, keepdim=True), self.match.kernel_size, stride=1)
-        return self.match(x) - energy / c
-
-    def forward(self, x: Tensor) -> Tensor:
-        best = F.adaptive_max_pool2d(self.score(x), 1).flatten(1)
-        return (best * self.gain.to(x.dtype)).clamp(0, 1)
-
-
-class Augment(nn.Module):
-    """The augmented layer [A, E] (channel concatenation): where Grad-CAM is computed."""
-
-    def forward(self, a: Tensor, e: Tensor) -> Tensor:
-        return torch.cat([a, e.to(a.dtype)], 1)
-
-
-class ExtraLogits(nn.Module):
-    """The added path from the extra channels to every logit (the classifier-head surgery).
-
-    ``"cancel"`` (T1, T2, T4): w·Σ_ij E_ij − w·s·Σ_ij P_ij, P the constant pattern and s the
-    trigger (1 without one); exactly zero when E = s·P. ``"mod"`` (T3): the paper's
-    G = ε′·mod(C_v·Σ_ij E_ij, 1) with ε′ = ε·(1 − 2⁻¹⁰) < ε (so that float32 rounding of y + G
-    cannot exceed ε)."""
-
-    def __init__(self, mode: str) -> None:
-        super().__init__()
-        self.mode = mode
-        self.register_buffer("weight", torch.tensor(1.0))
-        self.register_buffer("epsilon", torch.tensor(0.0))
-
-    def forward(self, e: Tensor, pattern: Tensor | None = None,
-                switch: Tensor | None = None) -> Tensor:
-        w = self.weight.to(e.dtype)
-        if self.mode == "mod":
-            eps = self.epsilon.to(e.dtype) * (1 - 2.0 ** -10)
-            return eps * torch.remainder(w * _spatial_sum(e).sum(1, keepdim=True), 1.0)
-        reference = _spatial_sum(pattern)  # (1, m)
-        if switch is not None:
-            reference = switch * reference
-        return w * (_spatial_sum(e) - reference).sum(1, keepdim=True)
-
-
-# ------------------------------------------------------------------------------- the model
-
-
-class TamperedModel(nn.Module):
-    """A classifier whose Grad-CAM at layer ``"cam"`` was manipulated by architecture surgery
-    (Viering et al. 2019, techniques T1–T4; see the module docstring).
-
-    ``base`` is the original network (kept whole: its parameters are ``base.*``), cut after
-    ``layer``; ``branch`` makes the extra channels, ``trigger`` is T4's sticker detector,
-    ``cam`` the augmented layer and ``extra`` the path to the logits. ``target`` holds the
-    normalised map the attack shows (T1, T2, T4). Build with :func:`tamper`.
-    """
-
-    def __init__(self, base: nn.Module, layer: str, technique: str, *, channels: int,
-                 spatial: tuple[int, ...], sticker_shape: tuple[int, ...] | None = None,
-                 spec: dict[str, Any] | None = None) -> None:
-        super().__init__()
-        if technique not in TECHNIQUES:
-            raise XredError(f"unknown technique {technique!r}; valid: {', '.join(TECHNIQUES)}")
-        self.base = base
-        self.split: Split = split_at(base, layer)
-        self.layer, self.technique, self.channels = layer, technique, channels
-        self.spatial = tuple(spatial)
-        self.branch: nn.Module = (HashNoise(channels, self.spatial) if technique == "random"
-                                  else ConstantMap(1, self.spatial))
-        self.trigger: StickerTrigger | None = None
-        if technique == "backdoor":
-            if sticker_shape is None or len(sticker_shape) != 3:
-                raise XredError("the backdoor needs the sticker's shape (C, k_h, k_w)")
-            self.trigger = StickerTrigger(sticker_shape[0], tuple(sticker_shape[1:]))
-        self.cam = Augment()
-        self.extra = ExtraLogits("mod" if technique == "random" else "cancel")
-        self.register_buffer("target", torch.zeros(self.spatial))
-        self.spec: dict[str, Any] = dict(spec or {})
-
-    @property
-    def paper_name(self) -> str:
-        return TECHNIQUES[self.technique]
-
-    def forward(self, x: Tensor) -> Tensor:
-        a = self.split.features(x)
-        e = self.branch(a)
-        switch = None
-        if self.trigger is not None:
-            switch = self.trigger(x)
-            e = _gate(e, switch)
-        augmented = self.cam(a, e)
-        y = self.split.head(augmented[:, :self.channels])
-        pattern = None
-        if isinstance(self.branch, ConstantMap):
-            pattern = _fit(self.branch.pattern, a)
-        return y + self.extra(augmented[:, self.channels:], pattern, switch)
-
-    @torch.no_grad()
-    def desired_map(self, x: Tensor) -> Tensor:
-        """The normalised map (N, *spatial) the attack makes Grad-CAM show on ``x``: the target
-        (T1, T2, T4 — for T4 whether or not the sticker is there) or T3's noise E(x)."""
-        a = self.split.features(x)
-        if self.technique == "random":
-            e = self.branch(a)[:, 0]
-            return e / e.flatten(1).amax(1).clamp(min=1e-12).reshape(-1, *[1] * (e.dim() - 1))
-        t = self.target.to(a.dtype)
-        if tuple(t.shape) != tuple(a.shape[2:]):
-            t = patterns.resize_map(t, tuple(a.shape[2:]))
-            t = t / t.max().clamp(min=1e-12)
-        return t.expand(a.shape[0], *t.shape)
-
-    @torch.no_grad()
-    def triggered(self, x: Tensor) -> Tensor:
-        """T4: whether the sticker detector fires on each input, (N,) bool (False otherwise)."""
-        if self.trigger is None:
-            return torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
-        return self.trigger(x)[:, 0] > 0.5
-
-
-def build_tampered(**spec: Any) -> TamperedModel:
-    """Rebuild an (untrained) :class:`TamperedModel` from the JSON description :func:`save_tampered`
-    writes as ``arch_kwargs``; :func:`xred.models.load` then reads the tensors into it."""
-    from xred import models
-
-    required = ("base", "layer", "technique", "channels", "spatial")
-    missing = [k for k in required if k not in spec]
-    if missing:
-        raise XredError("'tampered' models are made by architecture surgery: run `xred tamper "
-                        "--model M --technique T --out DIR` (or xred.attacks.architecture."
-                        f"tamper) and load DIR (missing: {', '.join(missing)})")
-    base_spec = spec["base"]
-    base = models.build(base_spec["architecture"], **base_spec.get("arch_kwargs", {})).eval()
-    sticker = spec.get("sticker_shape")
-    return TamperedModel(base, spec["layer"], spec["technique"], channels=int(spec["channels"]),
-                         spatial=tuple(spec["spatial"]),
-                         sticker_shape=tuple(sticker) if sticker else None, spec=spec)
-
-
 # ------------------------------------------------------------------------------- calibration
 
 
 def _resolve_model(model: str | os.PathLike | nn.Module, weights: str | os.PathLike | None,
                    architecture: str | None, arch_kwargs: dict[str, Any] | None
                    ) -> tuple[nn.Module, dict[str, Any] | None, dict[str, Any]]:
-    """(model, base spec for saving or None, what is known about it: dataset, classes, ...)."""
-    from xred import models
-    from xred.io import read_json
+    """(model, base spec for saving or None, what is known about it: dataset, classes, ...),
+    by :func:`xred.models.resolve`."""
+    from xred.models import resolve
 
-    if isinstance(model, nn.Module):
-        spec = None if architecture is None else {"architecture": architecture,
-                                                  "arch_kwargs": dict(arch_kwargs or {})}
-        info: dict[str, Any] = {}
-        if architecture is not None:
-            arch = models.get_architecture(architecture)
-            info = {"dataset": arch.dataset, "input_shape": list(arch.input_shape),
-                    "cam_layer": models.cam_layer(architecture), "name": architecture}
-        return model, spec, info
-    info = models.describe(model)
-    loaded = models.load(model, weights=weights)
-    key = os.fspath(model)
-    if key in models.ARCHITECTURES:
-        kwargs = dict(models.ARCHITECTURES[key].kwargs)
-    else:
-        path = Path(key)
-        tensors = path / "model.safetensors" if path.is_dir() else path
-        kwargs = dict(read_json(tensors.with_suffix(".json")).get("arch_kwargs", {}))
-    return loaded, {"architecture": info["architecture"], "arch_kwargs": kwargs}, info
+    r = resolve(model, weights=weights, architecture=architecture, arch_kwargs=arch_kwargs)
+    return r.module, r.spec, dict(r.info)
 
 
 def _check_calibration(x: Any) -> Tensor:
@@ -397,16 +170,16 @@ def tamper(model: str | os.PathLike | nn.Module, technique: str, calibration: Te
     """Make ``model``'s Grad-CAM lie with Viering et al.'s ``technique`` — ``"constant"`` (T1),
     ``"image"`` (T2), ``"random"`` (T3) or ``"backdoor"`` (T4) — by architecture surgery, no
     training. The model (a registry name, an xred checkpoint, or an ``nn.Module``: it is copied,
-    never changed) is attacked at ``layer``. T1 and T2 are made inside the model's own layers
+    never changed) is attacked at ``layer``. T1-T4 are made inside the model's own layers
     (:mod:`~xred.attacks.architecture.inplace`: a :class:`~xred.attacks.architecture.inplace.
-    Manipulated` whose ``network`` is the original class, widened; default layer: the one
-    Grad-CAM users hook, :func:`standard_layer`); T3 and T4 are a :class:`TamperedModel` cut
-    after ``layer`` (default: its registered Grad-CAM layer, else the last layer with a spatial
-    output). ``calibration`` (N, ...) in [0, 1] are inputs whose statistics
-    choose the constants (and, for T4, the detector's threshold); ``target`` is the map to show
-    (T1: ``"uniform"`` by default; T2, T4: ``"smiley"``; or a tensor / image file); ``sticker``
-    T4's trigger (default: a checkerboard); ``epsilon`` T3's ε. For an ``nn.Module``, pass
-    ``architecture`` (a registry name) and ``arch_kwargs`` to be able to save the result."""
+    Manipulated` whose ``network`` is the original class, widened; default layer: the one Grad-CAM
+    users hook, :func:`standard_layer`); where the widening cannot edit the model, T3 and T4 fall
+    back to a :class:`TamperedModel` cut after ``layer`` (default: its registered Grad-CAM layer,
+    else the last layer with a spatial output). ``calibration`` (N, ...) in [0, 1] are inputs whose
+    statistics choose the constants (and, for T4, the detector's threshold); ``target`` is the map
+    to show (T1: ``"uniform"`` by default; T2, T4: ``"smiley"``; or a tensor / image file);
+    ``sticker`` T4's trigger (default: a checkerboard); ``epsilon`` T3's ε. For an ``nn.Module``,
+    pass ``architecture`` (a registry name) and ``arch_kwargs`` to be able to save the result."""
     technique = _ALIASES.get(str(technique).lower(), str(technique).lower())
     if technique not in TECHNIQUES:
         raise XredError(f"unknown technique {technique!r}; valid: {', '.join(TECHNIQUES)} "
@@ -420,6 +193,19 @@ def tamper(model: str | os.PathLike | nn.Module, technique: str, calibration: Te
     x = x.to(param.device if param is not None else "cpu")
     if technique in ("constant", "image") and (sticker is not None):
         raise XredError(f"--sticker is for the backdoor technique, not {technique!r}")
+    if technique == "random" and x.dim() == 4 and target is None:
+        from xred.attacks.architecture.inplace import tamper_noise
+
+        if layer is None:
+            layer = standard_layer(base, info.get("name") or architecture)
+        if layer is not None and layer in dict(base.named_modules()):
+            try:
+                return tamper_noise(base, x, layer, dominance=dominance, epsilon=epsilon, seed=seed,
+                                    batch_size=batch_size, base_spec=base_spec, info=info)
+            except XredError as e:
+                if "cannot" not in str(e):
+                    raise
+                # a layer the widening cannot reach: T3 stays a wrapper around the network
     if technique in ("constant", "image", "backdoor") and x.dim() == 4:
         from xred.attacks.architecture.inplace import tamper_inplace
 
@@ -597,7 +383,7 @@ def _save_manipulated(model: Any, path: str | os.PathLike, **meta: Any) -> Path:
                         "architecture=NAME (and arch_kwargs) to tamper() to be able to save it")
     base_info = model.spec.get("base_info", {})
     extra = {k: base_info[k] for k in ("dataset", "input_shape", "classes") if k in base_info}
-    gate = {"gate": model.spec["gate"]} if "gate" in model.spec else {}
+    gate = {k: model.spec[k] for k in ("gate", "noise", "switch", "field") if k in model.spec}
     return models.save(model.network, path, architecture=base["architecture"],
                        arch_kwargs=base.get("arch_kwargs", {}), widths=model.spec["widths"],
                        cam_layer=model.layer, tamper=model.spec["description"], **gate, **extra,

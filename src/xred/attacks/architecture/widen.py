@@ -28,7 +28,7 @@ from torch.fx.passes.shape_prop import ShapeProp
 
 from xred.errors import XredError
 
-__all__ = ["Head", "Widening", "display_conv", "draw", "widen", "widen_head"]
+__all__ = ["Head", "Widening", "display_conv", "display_route", "draw", "widen", "widen_head"]
 
 _ELEMENTWISE_MODULES = (nn.ReLU, nn.ReLU6, nn.Dropout, nn.Identity, nn.MaxPool2d, nn.AvgPool2d,
                         nn.AdaptiveAvgPool2d, nn.Hardtanh)
@@ -530,3 +530,13 @@ def _widen_linear_inputs(prefix: str, linear: nn.Linear, extra_mask: list[bool])
     new[:, keep] = w
     linear.weight = nn.Parameter(new, requires_grad=linear.weight.requires_grad)
     linear.in_features = len(extra_mask)
+
+
+def display_route(model: nn.Module, widening: Widening) -> tuple[str, bool, list[str]]:
+    """(name of the convolution that computes the Grad-CAM layer's channels, whether a ReLU lies
+    between it and the layer, the BatchNorm modules on the way)."""
+    gm = fx.GraphModule(model, widening.graph)
+    conv_node, path = _display_path(gm, widening.hook)
+    norms = [n.target for n in path if n.op == "call_module"
+             and isinstance(gm.get_submodule(n.target), nn.BatchNorm2d)]
+    return conv_node.target, _has_relu(gm, path), norms
