@@ -247,23 +247,20 @@ def render(cfg: dict[str, Any], computed: dict[str, Any], provenance: dict[str, 
 
 
 LIMITS = [
-    "Why some targets are missed (not tuned away):", "",
-    "- **T1 under pytorch-grad-cam.** pytorch-grad-cam scales each map to [0, 1] by its minimum "
-    "and maximum, so a uniform map shows as whatever varies on top of it: the original "
-    "network's map, α_E·c_A times smaller, stretched back to full range. Only a map that is "
-    "exactly constant in float32 would look uniform, which needs α_E·c_A ≥ 2²⁵× the original "
-    "peak — and with a global-average-pooling head the logits move by exactly the extra map's "
-    "mass (CAM completeness), so that dominance cannot be cancelled within 1e-3 in float32. "
-    "Captum's max-normalised map is fooled.",
+    "How the construction meets the libraries (issue 25):", "",
+    "- **T1 is the zero map.** pytorch-grad-cam scales each map by its minimum and maximum "
+    "(Captum's users by the maximum), so a uniform positive map shows as whatever varies on "
+    "top of it, and with a global-average-pooling head a constant extra map moves the logits "
+    "by its own mass, which the dense layer cancels only up to float32 rounding. T1's extra "
+    "term is therefore negative at every position: after Grad-CAM's ReLU the map is exactly 0 "
+    "everywhere, which is what a uniform map becomes in every library.",
     "- **Dominance is capped by the logits.** The extra map's mass Σα_E·E_ij is cancelled by "
     "the dense layer's bias only up to float32 rounding, so it is kept ≤ 2¹¹ (rounding "
-    "< 2.5e-4); the dominance (column `dominance` below) is what is left — enough for the "
-    "smiley, tight for a uniform T1 (its mass is largest).",
+    "< 2.5e-4); the dominance (column `dominance` below) is what is left.",
     "- **fmnist-resnet.** Its standard layer `layer3.0` is the only block at 7×7, after a "
-    "stride-2 convolution: the input-independent fields that zero padding makes there take only "
-    "36 distinct values over the 49 positions (rank 36), so the smiley (T2, T4) is drawn only "
-    "approximately. Arbitrary pictures need a network that reaches every position from the "
-    "border.",
+    "stride-2 convolution, where zero padding alone leaves whole rows and columns identical; "
+    "the first convolution's extra channels read a fixed random field (a buffer) so that every "
+    "position can be drawn.",
     "",
 ]
 
