@@ -126,10 +126,12 @@ def run(experiment: Experiment, config: dict[str, Any], out: str | os.PathLike, 
             raise XredError(f"{saved} was computed with another config; rerun without "
                             "--render-only to compute this one")
     else:
+        # recorded before computing: the run writes its figures into the tree, which must not
+        # make the commit it ran at look dirty
+        provenance = record(command, cfg, cfg.get("seed"))
         start = time.perf_counter()
         results = experiment.compute(cfg, CellStore(out / "cells"), progress, command)
-        provenance = {**record(command, cfg, cfg.get("seed")),
-                      "seconds": time.perf_counter() - start, "threads": torch.get_num_threads()}
+        provenance.update(seconds=time.perf_counter() - start, threads=torch.get_num_threads())
         document = {"kind": experiment.kind, "config": cfg, "config_key": key,
                     "results": results, "provenance": provenance}
         write_json(saved, document)

@@ -204,11 +204,11 @@ def render(cfg: dict[str, Any], computed: dict[str, Any], provenance: dict[str, 
         "A trained CNN is edited, with no training, so that Grad-CAM at its last convolutional "
         "layer shows what the attacker wants while the predictions stay the same "
         "(`xred.attacks.architecture`, `xred tamper`). T1 adds a filter with constant output "
-        "(a uniform map), T2 one whose output is a smiley, T3 an input-dependent noise "
-        "channel with the branch G = ε·mod(C_v·ΣE, 1) (ε = "
-        f"{cfg['epsilon']}), T4 a sticker detector that switches the smiley on only when the "
-        "sticker is in the image. The constants are chosen from each model's activation "
-        "statistics on the first training images (photos for EfficientNet-Lite0).",
+        "(a uniform map; here negative everywhere, so that Grad-CAM's ReLU leaves exactly 0), T2 "
+        "one whose output is a smiley, T3 input-dependent noise (the paper's bound on the logit "
+        f"change ε = {cfg['epsilon']}), T4 a sticker detector that switches the smiley on "
+        "only when the sticker is in the image. The constants are chosen from each model's "
+        "activation statistics on the first training images (photos for EfficientNet-Lite0).",
         "",
         "Measures (as the paper's tables; `xred.metrics.maps`): accuracy; ‖y_o − y_n‖∞, the "
         "largest change of any logit over all inputs; the L1 distance per pixel between the "
@@ -225,8 +225,10 @@ def render(cfg: dict[str, Any], computed: dict[str, Any], provenance: dict[str, 
         "(`gate`, a matched conv filter) inside the first convolution writes s(x) ∈ {0, 1} into "
         "an extra channel that the widened layers carry to the drawing convolution, which "
         "switches the smiley (and a second channel cancelling its logit shift at the smiley's "
-        "faintest pixel, set to 0) on only when the sticker is there. T3 is still a wrapper "
-        "whose Grad-CAM layer is `cam`. "
+        "faintest pixel, set to 0) on only when the sticker is there. T3 is made inside the "
+        "layers as well: the convolution that computes the Grad-CAM layer also writes +n(x) and "
+        "−n(x) into two extra channels (a small module `mix` of that convolution), which the "
+        "dense layer reads with weights +w and −w, so the logits move only by float32 rounding. "
         "For T3 the desired map is its noise channel; for T4 on clean images it is the original "
         "model's map.",
         "",
@@ -276,7 +278,7 @@ def _constants(results: dict[str, Any]) -> list[str]:
     return lines + ["", "c_A: value of the added filter (100× the layer's 99th-percentile "
                     "activation, rounded up to a power of two); C_W: weight of its path to every "
                     "logit (so that α_E·c_A ≥ 10⁴× the largest original Grad-CAM value, and ≥ "
-                    "10⁴× the model's weight scale); C_u, C_v: T3's hash and branch gains; τ, "
+                    "10⁴× the model's weight scale); C_u: the gain of T3's noise seed; τ, "
                     "gain: T4's detector threshold (mean squared difference to the sticker) and "
                     "gain.", ""]
 
