@@ -208,8 +208,13 @@ def _pathway_cells(cfg: dict[str, Any], store: CellStore, progress: bool) -> dic
 
 def compute(cfg: dict[str, Any], store: CellStore, progress: bool, command: str | None
             ) -> dict[str, Any]:
-    return {"pathways": _pathway_cells(cfg, store, progress),
-            "recovery": _recovery_cells(cfg, store, progress)}
+    from xred.report.decipher import recovery_figure
+
+    recovery = _recovery_cells(cfg, store, progress)
+    figure = recovery_figure(recovery, cfg["fractions"],
+                             Path(cfg["figures"]) / "decipher_recovery.png", names=NAMES)
+    return {"pathways": _pathway_cells(cfg, store, progress), "recovery": recovery,
+            "recovery_figure": str(figure)}
 
 
 # ------------------------------------------------------------------ report
@@ -276,6 +281,8 @@ def render(cfg: dict[str, Any], results: dict[str, Any], provenance: dict[str, A
                 if mine is None:
                     continue
                 claims.append((model, attack, r, mine, others, rand))
+    if results.get("recovery_figure"):
+        lines += ["", f"![recovery curves]({relative(results['recovery_figure'], report)})"]
     lines += ["", "### The claim, cell by cell", "",
               "| model | attack | r | Enhanced GBP | beats | loses to | vs random |",
               "|---|---|---|---|---|---|---|"]

@@ -124,3 +124,55 @@ def patches_figure(patches: dict[str, Tensor], path: str | os.PathLike, *,
     plt.close(fig)
     return out
 
+
+
+def recovery_figure(recovery: dict[str, dict[str, Any]], fractions: list[float],
+                    path: str | os.PathLike, *, names: dict[str, str] | None = None,
+                    fill: str = "clean") -> Path:
+    """Gu & Tresp's Fig. 4: one panel per (model, attack), the accuracy regained on the
+    successful adversarial examples against the share r of pixels reset (``fill``), one line per
+    explainer and the random ranking dashed. ``recovery[model][attack]`` is an entry of
+    :func:`xred.decipher.explaining.explain_adversarial` (``methods``, ``random``)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = names or {}
+    models = list(recovery)
+    attacks = sorted({a for per in recovery.values() for a in per},
+                     key=lambda a: next(list(p).index(a) for p in recovery.values() if a in p))
+    r = [100 * f for f in fractions]
+    fig, axes = plt.subplots(len(models), len(attacks), squeeze=False,
+                             figsize=(3.0 * len(attacks) + 1.8, 2.3 * len(models) + 0.8),
+                             sharex=True)
+
+    def points(curve: list[float | None]) -> list[float]:
+        return [float("nan") if v is None else 100 * v for v in curve]
+
+    for i, model in enumerate(models):
+        for j, attack in enumerate(attacks):
+            ax = axes[i][j]
+            entry = recovery[model].get(attack)
+            if entry is None:
+                ax.set_axis_off()
+                continue
+            for m, v in entry["methods"].items():
+                ax.plot(r, points(v["recovery"][fill]["successful"]), marker="o", ms=2.5,
+                        lw=1.2, label=names.get(m, m))
+            ax.plot(r, points(entry["random"][fill]["successful"]), "k--", lw=1.2,
+                    label="random ranking")
+            ax.set_title(f"{model}, {attack} ({entry['n_successful']} successful)", fontsize=7)
+            ax.tick_params(labelsize=6)
+            if j == 0:
+                ax.set_ylabel("accuracy regained (%)", fontsize=7)
+            if i == len(models) - 1:
+                ax.set_xlabel("pixels reset to the clean value (r, %)", fontsize=7)
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="center right", fontsize=7)
+    fig.suptitle("Recovery curves (Gu & Tresp Fig. 4): reset the top-r % pixels of each "
+                 "explainer's map of the adversarial input", fontsize=9)
+    fig.tight_layout(rect=(0, 0, 0.84, 0.96))
+    out = atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
+    plt.close(fig)
+    return out
