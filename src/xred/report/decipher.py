@@ -168,8 +168,11 @@ def recovery_figure(recovery: dict[str, dict[str, Any]], fractions: list[float],
                 ax.set_ylabel("accuracy regained (%)", fontsize=7)
             if i == len(models) - 1:
                 ax.set_xlabel("pixels reset to the clean value (r, %)", fontsize=7)
-    handles, labels = axes[0][0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="center right", fontsize=7)
+    legend: dict[str, Any] = {}  # every explainer of every panel (the photos may have more)
+    for ax in axes.flat:
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            legend.setdefault(label, handle)
+    fig.legend(list(legend.values()), list(legend), loc="center right", fontsize=7)
     fig.suptitle("Recovery curves (Gu & Tresp Fig. 4): reset the top-r % pixels of each "
                  "explainer's map of the adversarial input", fontsize=9)
     fig.tight_layout(rect=(0, 0, 0.84, 0.96))
