@@ -147,6 +147,11 @@ def recovery_figure(recovery: dict[str, dict[str, Any]], fractions: list[float],
                              figsize=(3.0 * len(attacks) + 1.8, 2.3 * len(models) + 0.8),
                              sharex=True)
 
+    methods = list(dict.fromkeys(m for per in recovery.values() for e in per.values()
+                                 for m in e["methods"]))
+    palette = plt.get_cmap("tab20" if len(methods) > 10 else "tab10")
+    colour = {m: palette(k) for k, m in enumerate(methods)}  # one colour per explainer
+
     def points(curve: list[float | None]) -> list[float]:
         return [float("nan") if v is None else 100 * v for v in curve]
 
@@ -159,7 +164,7 @@ def recovery_figure(recovery: dict[str, dict[str, Any]], fractions: list[float],
                 continue
             for m, v in entry["methods"].items():
                 ax.plot(r, points(v["recovery"][fill]["successful"]), marker="o", ms=2.5,
-                        lw=1.2, label=names.get(m, m))
+                        lw=1.2, color=colour[m], label=names.get(m, m))
             ax.plot(r, points(entry["random"][fill]["successful"]), "k--", lw=1.2,
                     label="random ranking")
             ax.set_title(f"{model}, {attack} ({entry['n_successful']} successful)", fontsize=7)
