@@ -73,7 +73,7 @@ def _describe(node: fx.Node) -> str:
     return repr(node.target) if node.op == "call_module" else node.name
 
 
-def _ancestors(node: fx.Node) -> set[fx.Node]:
+def ancestors(node: fx.Node) -> set[fx.Node]:
     """``node`` and every node it (transitively) reads."""
     seen: set[fx.Node] = set()
     stack = [node]
@@ -112,7 +112,7 @@ def split_at(model: nn.Module, layer: str) -> Split:
     if len(placeholders) != 1:
         raise XredError(f"cannot edit {type(model).__name__}: its forward takes "
                         f"{len(placeholders)} inputs; surgery needs a model of one input tensor")
-    before = _ancestors(cut)
+    before = ancestors(cut)
     after = [n for n in graph.nodes if n not in before]
     after_set = set(after)
     for n in after:
@@ -124,7 +124,7 @@ def split_at(model: nn.Module, layer: str) -> Split:
                     "it (a skip connection around the layer); choose a later layer, e.g. the "
                     "whole last block")
     output = next(n for n in graph.nodes if n.op == "output")
-    if cut not in _ancestors(output):
+    if cut not in ancestors(output):
         raise XredError(f"cannot edit the model at {layer!r}: the output does not depend on it")
     fg = fx.Graph()
     env: dict[fx.Node, fx.Node] = {}

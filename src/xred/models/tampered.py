@@ -291,16 +291,22 @@ def gated_class(cls: type) -> type:
     return _subclass(cls, _gated_forward, _GATED)
 
 
-def install_gate(network: nn.Module, name: str, sticker_shape: list[int], lane: int) -> nn.Module:
-    """Put T4's sticker detector into the convolution ``name`` (in place): it adds s(x) to the
-    extra channel ``lane`` of the convolution's output. Used to build and to load the model."""
+def _named_conv(network: nn.Module, name: str, what: str) -> nn.Conv2d:
+    """The convolution ``name`` into which a checkpoint puts its ``what``, or a one-line error."""
     try:
         conv = network.get_submodule(name)
     except AttributeError:
-        raise XredError(f"the checkpoint puts its trigger into {name!r}, which the architecture "
+        raise XredError(f"the checkpoint puts its {what} into {name!r}, which the architecture "
                         "does not have") from None
     if not isinstance(conv, nn.Conv2d):
-        raise XredError(f"the checkpoint puts its trigger into {name!r}, not a convolution")
+        raise XredError(f"the checkpoint puts its {what} into {name!r}, not a convolution")
+    return conv
+
+
+def install_gate(network: nn.Module, name: str, sticker_shape: list[int], lane: int) -> nn.Module:
+    """Put T4's sticker detector into the convolution ``name`` (in place): it adds s(x) to the
+    extra channel ``lane`` of the convolution's output. Used to build and to load the model."""
+    conv = _named_conv(network, name, "trigger")
     conv.__class__ = gated_class(type(conv))
     conv.gate = StickerTrigger(int(sticker_shape[0]), (int(sticker_shape[1]),
                                                        int(sticker_shape[2])))
@@ -366,13 +372,7 @@ def install_noise(network: nn.Module, name: str, lanes: list[int],
     channel ``lanes[0]`` and −n into ``lanes[1]`` of its output (``spatial``: the resolution of
     the Grad-CAM layer).
     Used to build and to load the model."""
-    try:
-        conv = network.get_submodule(name)
-    except AttributeError:
-        raise XredError(f"the checkpoint puts its noise into {name!r}, which the architecture "
-                        "does not have") from None
-    if not isinstance(conv, nn.Conv2d):
-        raise XredError(f"the checkpoint puts its noise into {name!r}, not a convolution")
+    conv = _named_conv(network, name, "noise")
     conv.__class__ = mixed_class(type(conv))
     conv.mix = Dither(conv.in_channels, (int(spatial[0]), int(spatial[1])))
     lane = torch.zeros(1, conv.out_channels, 1, 1)

@@ -27,6 +27,7 @@ from torch import Tensor, nn
 from torch.fx.passes.shape_prop import ShapeProp
 
 from xred.errors import XredError
+from xred.models.split import ancestors
 
 __all__ = ["Head", "Widening", "display_conv", "display_route", "draw", "widen", "widen_head"]
 
@@ -97,17 +98,6 @@ def _trace(model: nn.Module, layer: str) -> tuple[fx.GraphModule, fx.Node]:
     return fx.GraphModule(model, graph), tracer.outputs[0].node
 
 
-def _ancestors(node: fx.Node) -> set[fx.Node]:
-    seen: set[fx.Node] = set()
-    stack = [node]
-    while stack:
-        n = stack.pop()
-        if n not in seen:
-            seen.add(n)
-            stack.extend(n.all_input_nodes)
-    return seen
-
-
 def _refuse(node: fx.Node, why: str) -> XredError:
     return XredError(f"cannot widen the model: {node.format_node() or node.name} {why}; "
                      "architecture surgery supports convolutions, BatchNorm, ReLU, pooling, "
@@ -125,7 +115,7 @@ def widen(model: nn.Module, layer: str, extra: int, example: Tensor,
     (T4's trigger) reaches the Grad-CAM layer as a uniform field (``Widening.lanes``)."""
     gm, hook = _trace(model, layer)
     ShapeProp(gm).propagate(example[:1])
-    before = _ancestors(hook)
+    before = ancestors(hook)
     masks: dict[fx.Node, list[bool]] = {}
     trainable: dict[str, Tensor] = {}
     param_masks: dict[str, list[bool]] = {}
@@ -472,7 +462,7 @@ def widen_head(model: nn.Module, widening: Widening) -> Head:
     """Give the first dense layer after the Grad-CAM layer zero-weight inputs for the extra
     channels (so the logits are unchanged) and return the head's layout (:class:`Head`)."""
     graph, hook = widening.graph, widening.hook
-    before = _ancestors(hook)
+    before = ancestors(hook)
     gm_modules = dict(model.named_modules())
     n_channels = len(widening.masks[hook.name])
     # channel index of every channel/feature of each node after the hook, until the first dense
