@@ -21,22 +21,17 @@ from torch import nn
 
 from xred.errors import XredError
 
-__all__ = ["Split", "split_at"]
+__all__ = ["LayerOutputTracer", "Split", "ancestors", "split_at"]
 
 
-class _CutTracer(fx.Tracer):
-    """Traces only the root and the strict ancestors of ``layer``; records ``layer``'s output."""
+class LayerOutputTracer(fx.Tracer):
+    """A torch.fx tracer that records the output(s) of the module ``layer`` in ``outputs``;
+    subclasses choose which modules are leaves."""
 
-    def __init__(self, model: nn.Module, layer_name: str) -> None:
+    def __init__(self, layer: nn.Module) -> None:
         super().__init__()
-        self.layer = model.get_submodule(layer_name)
-        parts = layer_name.split(".")
-        self.open = {id(model)} | {id(model.get_submodule(".".join(parts[:i])))
-                                   for i in range(1, len(parts))}
+        self.layer = layer
         self.outputs: list[Any] = []
-
-    def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
-        return id(m) not in self.open
 
     def call_module(self, m: nn.Module, forward: Any, args: tuple[Any, ...],
                     kwargs: dict[str, Any]) -> Any:
@@ -44,6 +39,19 @@ class _CutTracer(fx.Tracer):
         if m is self.layer:
             self.outputs.append(out)
         return out
+
+
+class _CutTracer(LayerOutputTracer):
+    """Traces only the root and the strict ancestors of ``layer``; records ``layer``'s output."""
+
+    def __init__(self, model: nn.Module, layer_name: str) -> None:
+        super().__init__(model.get_submodule(layer_name))
+        parts = layer_name.split(".")
+        self.open = {id(model)} | {id(model.get_submodule(".".join(parts[:i])))
+                                   for i in range(1, len(parts))}
+
+    def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
+        return id(m) not in self.open
 
 
 class Split:

@@ -291,22 +291,23 @@ def gated_class(cls: type) -> type:
     return _subclass(cls, _gated_forward, _GATED)
 
 
-def _named_conv(network: nn.Module, name: str, what: str) -> nn.Conv2d:
-    """The convolution ``name`` into which a checkpoint puts its ``what``, or a one-line error."""
+def _named_conv(network: nn.Module, name: str, action: str) -> nn.Conv2d:
+    """The convolution ``name`` that a checkpoint edits (``action``, e.g. "switches"), or a
+    one-line error."""
     try:
         conv = network.get_submodule(name)
     except AttributeError:
-        raise XredError(f"the checkpoint puts its {what} into {name!r}, which the architecture "
-                        "does not have") from None
+        raise XredError(f"the checkpoint {action} {name!r}, which the architecture does not "
+                        "have") from None
     if not isinstance(conv, nn.Conv2d):
-        raise XredError(f"the checkpoint puts its {what} into {name!r}, not a convolution")
+        raise XredError(f"the checkpoint {action} {name!r}, not a convolution")
     return conv
 
 
 def install_gate(network: nn.Module, name: str, sticker_shape: list[int], lane: int) -> nn.Module:
     """Put T4's sticker detector into the convolution ``name`` (in place): it adds s(x) to the
     extra channel ``lane`` of the convolution's output. Used to build and to load the model."""
-    conv = _named_conv(network, name, "trigger")
+    conv = _named_conv(network, name, "puts its trigger into")
     conv.__class__ = gated_class(type(conv))
     conv.gate = StickerTrigger(int(sticker_shape[0]), (int(sticker_shape[1]),
                                                        int(sticker_shape[2])))
@@ -372,7 +373,7 @@ def install_noise(network: nn.Module, name: str, lanes: list[int],
     channel ``lanes[0]`` and −n into ``lanes[1]`` of its output (``spatial``: the resolution of
     the Grad-CAM layer).
     Used to build and to load the model."""
-    conv = _named_conv(network, name, "noise")
+    conv = _named_conv(network, name, "puts its noise into")
     conv.__class__ = mixed_class(type(conv))
     conv.mix = Dither(conv.in_channels, (int(spatial[0]), int(spatial[1])))
     lane = torch.zeros(1, conv.out_channels, 1, 1)
@@ -400,19 +401,12 @@ def switched_class(cls: type) -> type:
 def install_switch(network: nn.Module, name: str) -> nn.Module:
     """Make the convolution ``name`` a switched one (:func:`switched_class`, in place) with empty
     ``pick``, ``switch`` and ``level`` buffers (set by the attack or read from the checkpoint)."""
-    try:
-        conv = network.get_submodule(name)
-    except AttributeError:
-        raise XredError(f"the checkpoint switches {name!r}, which the architecture does not "
-                        "have") from None
-    if not isinstance(conv, nn.Conv2d):
-        raise XredError(f"the checkpoint switches {name!r}, not a convolution")
+    conv = _named_conv(network, name, "switches")
     conv.__class__ = switched_class(type(conv))
     conv.register_buffer("pick", torch.zeros(1, conv.in_channels, 1, 1))
     conv.register_buffer("switch", torch.zeros(1, conv.out_channels, 1, 1))
     conv.register_buffer("level", torch.tensor(1.0))
     return conv
-
 
 
 _FIELDED: dict[type, type] = {}
@@ -437,13 +431,7 @@ def install_field(network: nn.Module, name: str, spatial: list[int]) -> nn.Modul
     """Make the convolution ``name`` a fielded one (:func:`fielded_class`, in place) with a zero
     ``field`` of the output resolution ``spatial`` (set by the attack or read from the
     checkpoint)."""
-    try:
-        conv = network.get_submodule(name)
-    except AttributeError:
-        raise XredError(f"the checkpoint adds a field to {name!r}, which the architecture does "
-                        "not have") from None
-    if not isinstance(conv, nn.Conv2d):
-        raise XredError(f"the checkpoint adds a field to {name!r}, not a convolution")
+    conv = _named_conv(network, name, "adds a field to")
     conv.__class__ = fielded_class(type(conv))
     conv.register_buffer("field", torch.zeros(1, conv.out_channels, *[int(s) for s in spatial]))
     return conv

@@ -167,6 +167,20 @@ def _capture(model: nn.Module, layer: str, x: Tensor, grad: bool = False) -> Ten
     return out[0]
 
 
+def _two_copies(model: nn.Module, layer: str, x: Tensor
+                ) -> tuple[nn.Module, nn.Module, Tensor]:
+    """(the untouched original, the copy to edit, ``layer``'s activation of the first input),
+    both in eval mode; a one-line error when ``layer`` is not a 2-D convolutional activation."""
+    original = copy.deepcopy(model).eval()
+    net = copy.deepcopy(model).eval()
+    with torch.no_grad():
+        a = _capture(original, layer, x[:1])
+    if a.dim() != 4:
+        raise XredError(f"layer {layer!r} gives {tuple(a.shape)}, not a convolutional "
+                        "activation (N, C, h, w) of a 2-D layer")
+    return original, net, a
+
+
 def _gradcam_peak(model: nn.Module, layer: str, x: Tensor) -> float:
     from xred import explain
 
@@ -198,14 +212,8 @@ def tamper_inplace(model: nn.Module, technique: str, calibration: Tensor, layer:
     """Viering et al.'s T1 (``"constant"``), T2 (``"image"``) or T4 (``"backdoor"``, with
     ``sticker``) inside ``model``'s own layers (module docstring); ``model`` is copied, never
     changed."""
-    original = copy.deepcopy(model).eval()
-    net = copy.deepcopy(model).eval()
+    original, net, a = _two_copies(model, layer, calibration)
     x = calibration
-    with torch.no_grad():
-        a = _capture(original, layer, x[:1])
-    if a.dim() != 4:
-        raise XredError(f"layer {layer!r} gives {tuple(a.shape)}, not a convolutional "
-                        "activation (N, C, h, w) of a 2-D layer")
     spatial = tuple(int(s) for s in a.shape[2:])
     default = "uniform" if technique == "constant" else "smiley"
     t = patterns.target_map(target, spatial, default)
@@ -525,14 +533,8 @@ def tamper_noise(model: nn.Module, calibration: Tensor, layer: str, *, dominance
     copied."""
     from xred.attacks.architecture.widen import display_conv
 
-    original = copy.deepcopy(model).eval()
-    net = copy.deepcopy(model).eval()
+    original, net, a = _two_copies(model, layer, calibration)
     x = calibration
-    with torch.no_grad():
-        a = _capture(original, layer, x[:1])
-    if a.dim() != 4:
-        raise XredError(f"layer {layer!r} gives {tuple(a.shape)}, not a convolutional "
-                        "activation (N, C, h, w) of a 2-D layer")
     gen = torch.Generator().manual_seed(seed)
     widening = widen(net, layer, 2, x[:1], gen)
     head = widen_head(net, widening)

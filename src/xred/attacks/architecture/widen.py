@@ -27,7 +27,7 @@ from torch import Tensor, nn
 from torch.fx.passes.shape_prop import ShapeProp
 
 from xred.errors import XredError
-from xred.models.split import ancestors
+from xred.models.split import LayerOutputTracer, ancestors
 
 __all__ = ["Head", "Widening", "display_conv", "display_route", "draw", "widen", "widen_head"]
 
@@ -47,23 +47,11 @@ def _is_leaf_type(m: nn.Module) -> bool:
                           Add, Normalize, *_ELEMENTWISE_MODULES))
 
 
-class _Tracer(fx.Tracer):
+class _Tracer(LayerOutputTracer):
     """Traces into containers and blocks; standard layers are leaves. Records ``layer``'s output."""
-
-    def __init__(self, layer: nn.Module) -> None:
-        super().__init__()
-        self.layer = layer
-        self.outputs: list[Any] = []
 
     def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
         return _is_leaf_type(m)
-
-    def call_module(self, m: nn.Module, forward: Any, args: tuple[Any, ...],
-                    kwargs: dict[str, Any]) -> Any:
-        out = super().call_module(m, forward, args, kwargs)
-        if m is self.layer:
-            self.outputs.append(out)
-        return out
 
 
 @dataclass
