@@ -554,6 +554,9 @@ def tamper_noise(model: nn.Module, calibration: Tensor, layer: str, *, dominance
     spatial = [int(s) for s in a.shape[2:]]
     channels = widening.extra_at_layer[-2:]
     balance = _head_weights(net, layer, head, channels[0], x[:1])
+    if not float(balance.sum()) > 1e-6 * float(balance.abs().sum()):
+        raise XredError(f"the head after {layer!r} does not pool it with a positive total "
+                        "weight; T3 needs a pooling head (average or max pooling)")
     lanes = [conv.out_channels - 2, conv.out_channels - 1]
     install_noise(net, name, lanes, spatial)
     u = torch.randn(conv.in_channels, generator=gen)
