@@ -69,8 +69,10 @@ def case(name: str) -> Case:
         return Case(name, None, cal, x, x, y)
     if name == "efficientnet-lite0":
         x, _ = sample_photos(size=224)
-        # T3's rho on 5 photos has a chance spread of ~0.05 (benchmarks/viering_t3_spread.py:
-        # 0.11 +- 0.03 at seed 0, -0.03..0.18 over seeds); measured on 30 views of them
+        # T3's rho is 0 in expectation; its mean over 5 photos (49 pixels each) has a chance
+        # s.d. of 0.065 (ideal i.i.d. noise reaches 0.1 in 7 % of draws; seeds 0-4 give 0.112,
+        # -0.017, -0.017, 0.175, -0.030), over these 30 views 0.026 (seeds 0-4: 0.027, 0.001,
+        # -0.034, 0.027, 0.044): benchmarks/viering_t3_spread.py [--views]
         big, _ = sample_photos(size=320)
         crops = [F.interpolate(big[:, :, a:a + 256, b:b + 256], size=224, mode="bilinear",
                                antialias=True) for a, b in ((0, 0), (64, 64), (0, 64), (64, 0))]
