@@ -70,9 +70,9 @@ def case(name: str) -> Case:
     if name == "efficientnet-lite0":
         x, _ = sample_photos(size=224)
         # T3's rho is 0 in expectation; its mean over 5 photos (49 pixels each) has a chance
-        # s.d. of 0.065 (ideal i.i.d. noise reaches 0.1 in 7 % of draws; seeds 0-4 give 0.112,
-        # -0.017, -0.017, 0.175, -0.030), over these 30 views 0.026 (seeds 0-4: 0.027, 0.001,
-        # -0.034, 0.027, 0.044): benchmarks/viering_t3_spread.py [--views]
+        # s.d. of 0.065 (ideal i.i.d. noise reaches 0.1 in 7 % of draws; seeds 0-4 give 0.092,
+        # -0.027, -0.019, 0.160, -0.034), over these 30 views 0.025 (seeds 0-4: 0.011,
+        # -0.005, -0.039, 0.016, 0.039): benchmarks/viering_t3_spread.py [--views]
         big, _ = sample_photos(size=320)
         crops = [F.interpolate(big[:, :, a:a + 256, b:b + 256], size=224, mode="bilinear",
                                antialias=True) for a, b in ((0, 0), (64, 64), (0, 64), (64, 0))]
