@@ -508,11 +508,13 @@ def _add_unit(linear: nn.Linear, *, out: bool = False, inp: bool = False) -> Non
 
 def _pre_activation(net: nn.Module, name: str, x: Tensor) -> float:
     out: list[Tensor] = []
-    handle = net.get_submodule(name).register_forward_hook(lambda m, i, o: out.append(o))
+    # a copy: an in-place ReLU after the layer (torchvision VGG) would clip the value read here
+    handle = net.get_submodule(name).register_forward_hook(
+        lambda m, i, o: out.append(o[:, -1].clone()))
     with torch.no_grad():
         net(x)
     handle.remove()
-    return float(out[0][:, -1].double().mean())
+    return float(out[0].double().mean())
 
 
 def _cancel(net: nn.Module, original: nn.Module, last: nn.Linear, x: Tensor) -> None:
