@@ -47,6 +47,18 @@ def inputs(name: str, count: int):
     return model, x, x, None, (3, 128, 128)
 
 
+def show(name: str, technique: str, row: dict) -> None:
+    """Print one row of the table."""
+    def f(v):
+        return "–" if v is None else f"{v:.2g}" if isinstance(v, float) else str(v)
+
+    print(f"| {name} | {technique} | {row['where']} | {f(row['pytorch_grad_cam'])} | "
+          f"{f(row['captum'])} | {f(row['xred_l1'])} | {f(row['linf'])} | "
+          f"{f(row['same_predictions'])} | {f(row['accuracy_change_points'])} | "
+          f"{f(row['spearman']) if technique == 'random' else '–'} | {row['flagged']} |",
+          flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--count", type=int, default=500, help="test images (10000: all)")
@@ -73,8 +85,8 @@ def main() -> None:
         source, cal, x, y, shape = inputs(name, args.count)
         layer = STANDARD_LAYERS[name]
         for technique in args.techniques:
-            if f"{name}/{technique}" in rows:
-                print(f"| {name} | {technique} | (measured before: {out}) |", flush=True)
+            if f"{name}/{technique}" in rows:  # measured before: printed from --out
+                show(name, technique, rows[f"{name}/{technique}"])
                 continue
             start = time.perf_counter()
             tm = tamper(source, technique, cal, layer=layer)
@@ -99,14 +111,7 @@ def main() -> None:
                    else None, "seconds": time.perf_counter() - start}
             rows[f"{name}/{technique}"] = row
             save()
-
-            def f(v):
-                return "–" if v is None else f"{v:.2g}" if isinstance(v, float) else str(v)
-
-            print(f"| {name} | {technique} | {where} | {f(row['pytorch_grad_cam'])} | "
-                  f"{f(row['captum'])} | {f(row['xred_l1'])} | {f(linf)} | {f(same)} | {f(dacc)} | "
-                  f"{f(row['spearman']) if technique == 'random' else '–'} | {flagged} |",
-                  flush=True)
+            show(name, technique, row)
         clean = models.load(name) if isinstance(source, str) else source
         rows[f"{name}/clean"] = {"flagged": inspect_model(
             clean, inputs=probe_inputs(shape, n=4)).flagged}

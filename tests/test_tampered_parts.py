@@ -39,6 +39,23 @@ def test_dither_has_zero_gradient_and_zero_weighted_sum():
     assert not torch.allclose(other, n)  # input-dependent
 
 
+def test_dither_leaves_no_fixed_pattern_where_the_head_weighs_pixels_unequally():
+    """n(x) is zero-mean at every pixel over inputs: its shift is a per-input constant, not a
+    multiple of the balance (which would leave ≈ −mean(f)·v, the same picture in every map)."""
+    d = Dither(2, (4, 4))
+    d.direction.copy_(torch.tensor([0.6, 0.8]))
+    d.scale.fill_(1e3)
+    d.offsets.copy_(torch.rand(1, 4, 4, generator=torch.Generator().manual_seed(0)))
+    d.balance.copy_(torch.linspace(0.5, 1.5, 16).reshape(1, 4, 4))
+    x = torch.rand(4000, 2, 4, 4, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    n = d(x, (4, 4))
+    assert (n * d.balance.double()).sum((1, 2)).abs().max() < 1e-12
+    # f ~ U[0, 1) per pixel: E n_ij = 1/2 − 1/2 = 0 everywhere (s.e. 0.0046; projecting f
+    # onto v instead leaves 1/2 − (Σv/Σv²)·v_ij/2, up to ±0.19 here)
+    assert n.mean(0).abs().max() < 0.025
+    assert n.std(0).min() > 0.25  # and it varies with the input at every pixel
+
+
 def _conv() -> nn.Conv2d:
     torch.manual_seed(1)
     return nn.Conv2d(2, 4, 3, padding=1)

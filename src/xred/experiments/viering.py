@@ -154,7 +154,7 @@ def compute(cfg: dict[str, Any], cells: CellStore, progress: bool,
 
 
 #: Bump when a change of the code changes a cell's numbers (invalidates the cell cache).
-CELL_VERSION = 3
+CELL_VERSION = 4
 
 
 def _cell_folder(cells: CellStore, cfg: dict[str, Any], group: dict[str, Any], name: str,

@@ -319,13 +319,16 @@ def install_gate(network: nn.Module, name: str, sticker_shape: list[int], lane: 
 
 class Dither(nn.Module):
     """T3 inside the layers: input-dependent noise n(x) from a convolution's input x:
-    frac(round(C_u·uᵀx_ij)·φ + r_ij) at the Grad-CAM layer's resolution (h, w) (nearest), minus
-    its component along ``balance`` (the head's weight of each pixel), then repeated (nearest) to
-    the convolution's output resolution. ``round`` has zero derivative, so n adds nothing to any
-    gradient; Σ_ij balance_ij·n_ij = 0, so the head, which pools the layer with those weights,
-    adds nothing either. Inputs of another size (ImageNet models): the grid follows the
-    convolution's output (``built``: its size when made), offsets and balance resized (nearest);
-    exact for a global-average-pooling head, whose balance is uniform."""
+    f_ij = frac(round(C_u·uᵀx_ij)·φ + r_ij) at the Grad-CAM layer's resolution (h, w) (nearest),
+    minus the per-input constant Σ v·f / Σ v (v = ``balance``, the head's weight of each pixel),
+    then repeated (nearest) to the convolution's output resolution. ``round`` has zero
+    derivative, so n adds nothing to any gradient; Σ_ij v_ij·n_ij = 0, so the head, which pools
+    the layer with those weights, adds nothing either. A constant shift leaves no spatial
+    pattern (removing f's component along v would subtract ≈ mean(f)·v, a fixed picture of the
+    head's pooling, from every map where v is not uniform: VGG's 4→7 adaptive pooling). Inputs
+    of another size (ImageNet models): the grid follows the convolution's output (``built``: its
+    size when made), offsets and balance resized (nearest); exact for a global-average-pooling
+    head, whose balance is uniform."""
 
     def __init__(self, channels: int, spatial: tuple[int, int]) -> None:
         super().__init__()
@@ -348,7 +351,7 @@ class Dither(nn.Module):
         if tuple(p.shape[1:]) != grid:
             p = F.interpolate(p[:, None], size=grid, mode="nearest")[:, 0]
         n = torch.remainder(torch.round(p) * GOLDEN + offsets, 1.0)
-        n = n - (n * v).sum((1, 2), keepdim=True) / (v * v).sum() * v
+        n = n - (n * v).sum((1, 2), keepdim=True) / v.sum()
         if tuple(size) != grid:
             n = F.interpolate(n[:, None], size=tuple(size), mode="nearest")[:, 0]
         return n

@@ -416,11 +416,16 @@ def _head_surgery(net: nn.Module, original: nn.Module, layer: str, head: Any,
             return _logit_error(net, original, torch.cat([x[:256], probe]))
 
         # the mass budget is a safe start; larger scales are kept while the logits measurably
-        # stay within LOGIT_TOLERANCE on the calibration inputs (a third of the 1e-3 bound)
-        budget = MASS_BUDGET / (8 if pair else 1)  # T3: two large terms cancel per input
+        # stay within LOGIT_TOLERANCE on the calibration inputs (a third of the 1e-3 bound).
+        # T3's two large terms w·Σv·ReLU(n) and −w·Σv·ReLU(−n) cancel per input up to float32
+        # rounding, which grows with w whatever the input (|n| < 1): raised the same way, up
+        # to 2⁸×, so that the noise outweighs the original map (at the budget alone it is only
+        # 12–32× EfficientNet-Lite0's peak, and the original map still orders the pixels where
+        # the noise is close: ρ with it +0.03 on average)
+        budget = MASS_BUDGET / (8 if pair else 1)
         by_map, by_mass = wanted_peak / unit_peak, budget / max(abs(masses[0]), 1e-30)
         best = _scale(by_map, by_mass)
-        for j in range(1, 1 if pair else 5):  # T3: per-input rounding, keep the budget
+        for j in range(1, 9 if pair else 5):
             scale = _scale(by_map, by_mass * 2 ** j)
             if scale <= best or trial(scale) > LOGIT_TOLERANCE:
                 break
@@ -503,11 +508,13 @@ def _add_unit(linear: nn.Linear, *, out: bool = False, inp: bool = False) -> Non
 
 def _pre_activation(net: nn.Module, name: str, x: Tensor) -> float:
     out: list[Tensor] = []
-    handle = net.get_submodule(name).register_forward_hook(lambda m, i, o: out.append(o))
+    # a copy: an in-place ReLU after the layer (torchvision VGG) would clip the value read here
+    handle = net.get_submodule(name).register_forward_hook(
+        lambda m, i, o: out.append(o[:, -1].clone()))
     with torch.no_grad():
         net(x)
     handle.remove()
-    return float(out[0][:, -1].double().mean())
+    return float(out[0].double().mean())
 
 
 def _cancel(net: nn.Module, original: nn.Module, last: nn.Linear, x: Tensor) -> None:
@@ -554,6 +561,9 @@ def tamper_noise(model: nn.Module, calibration: Tensor, layer: str, *, dominance
     spatial = [int(s) for s in a.shape[2:]]
     channels = widening.extra_at_layer[-2:]
     balance = _head_weights(net, layer, head, channels[0], x[:1])
+    if not float(balance.sum()) > 1e-6 * float(balance.abs().sum()):
+        raise XredError(f"the head after {layer!r} does not pool it with a positive total "
+                        "weight; T3 needs a pooling head (average or max pooling)")
     lanes = [conv.out_channels - 2, conv.out_channels - 1]
     install_noise(net, name, lanes, spatial)
     u = torch.randn(conv.in_channels, generator=gen)
