@@ -22,9 +22,10 @@ from xred.audit import (
     checked_logits,
     fit_thresholds,
     leave_one_family_out,
+    row_verdict,
 )
 from xred.audit import checks as C
-from xred.audit.calibrate import fit_one
+from xred.audit.calibrate import centres_of, deviations, fit_one
 from xred.audit.maps import cosine, explainer_maps, resolve
 from xred.audit.verdict import Threshold, judge
 from xred.cli import main
@@ -197,6 +198,46 @@ def test_leave_one_family_out_fits_without_the_family():
     # fitted without heo-b, the threshold is (0.5 + 0.0)/2 = 0.25: m2 (0.45) is missed
     assert out["m2"]["verdict"] == "trustworthy"
     assert all(out[f"c{i}"]["verdict"] == "trustworthy" for i in range(6))
+
+
+def _row(model, arch, family, manipulated, value, explainer="e"):
+    return {"model": model, "family": family, "explainer": explainer, "architecture": arch,
+            "manipulated": manipulated, "targeted": manipulated,
+            "stats": {"faithfulness": value}}
+
+
+def test_centres_are_clean_medians_per_architecture():
+    rows = [_row("a1", "A", "c", False, 0.2), _row("a2", "A", "c", False, 0.4),
+            _row("a3", "A", "c", False, 0.9), _row("b1", "B", "c", False, 0.9),
+            _row("am", "A", "m", True, -5.0)]  # manipulated rows never move a centre
+    c = centres_of(rows, min_clean=2)
+    assert c == {"A": {"e/faithfulness": pytest.approx(0.4)}}  # B: one clean model only
+    d = {r["model"]: r["stats"]["faithfulness"] for r in deviations(rows, c)}
+    assert d == {"a1": pytest.approx(-0.2), "a2": pytest.approx(0.0),
+                 "a3": pytest.approx(0.5), "am": pytest.approx(-5.4)}  # B rows: no centre
+
+
+def test_deviation_thresholds_separate_what_a_pooled_one_cannot():
+    # architecture A is unfaithful when clean (≈ 0.3), B faithful (≈ 0.95); a fooled B at 0.4
+    # lies inside A's clean range: no pooled threshold separates it, the deviation from B's
+    # centre does (−0.55 against clean deviations within ±0.05)
+    rows = [_row(f"a{i}", "A", "clean", False, v) for i, v in enumerate([0.25, 0.3, 0.35])]
+    rows += [_row(f"b{i}", "B", "clean", False, v) for i, v in enumerate([0.9, 0.95, 1.0])]
+    rows += [_row("bm", "B", "heo", True, 0.4)]
+    table = fit_thresholds(rows, q=0.0)
+    assert not table.get("e", "faithfulness").active  # pooled: 0.4 is above the clean edge
+    t, centre = table.lookup("e", "faithfulness", "B")
+    assert centre == pytest.approx(0.95) and t.active
+    assert t.value == pytest.approx((-0.05 + -0.55) / 2)  # midpoint of the edges
+    assert row_verdict(rows[-1], table).verdict == "suspicious"
+    assert all(row_verdict(r, table).verdict == "trustworthy" for r in rows[:-1])
+    # an architecture the calibration has not seen falls back to the raw (pooled) threshold
+    assert table.lookup("e", "faithfulness", "C") == (table.get("e", "faithfulness"), None)
+    back = Thresholds.from_dict(table.to_dict())
+    assert back.centres == table.centres and back.relative.keys() == table.relative.keys()
+    v = judge(_check(faithfulness=0.4), "e", back, "B")
+    assert v.verdict == "suspicious"
+    assert v.flagged[0]["threshold"] == pytest.approx(0.95 - 0.3)  # on the raw scale
 
 
 # ---------------------------------------------------------------- the model is untrusted

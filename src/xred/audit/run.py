@@ -148,11 +148,14 @@ def audit_model(model: nn.Module, x: Tensor, *, explainers: Sequence[str] = DEFA
                 thresholds: Thresholds | None = None, settings: AuditSettings | None = None,
                 name: str = "model", reference_name: str | None = None,
                 explainer_options: dict[str, dict[str, Any]] | None = None,
+                architecture: str | None = None,
                 progress: Callable[[float, str], None] | None = None) -> AuditResult:
     """Audit ``model`` on inputs ``x`` (N, ...) in [0, 1] with ``explainers`` (registry names or
     ``lrp_t`` / ``simplegrad_t``; ``layer``: the model's Grad-CAM layer), against the calibrated
     ``thresholds`` (default: the shipped ones). ``reference``: the claimed original, for the
-    reference check. Neither model is changed."""
+    reference check; ``architecture`` (the model's architecture name): judge the statistics
+    against that architecture's clean centres if the calibration has them. Neither model is
+    changed."""
     settings = settings or AuditSettings()
     thresholds = thresholds if thresholds is not None else load_thresholds()
     if len(x) < 2:
@@ -232,8 +235,8 @@ def audit_model(model: nn.Module, x: Tensor, *, explainers: Sequence[str] = DEFA
                 C.reference_check, model, reference, x, target, ref_target, spec, m, scale,
                 steps=steps, seed=seed))
         result.checks[label] = found
-        result.verdicts[label] = judge(found, label, thresholds)
-        result.scores[label] = scored(found, label, thresholds)
+        result.verdicts[label] = judge(found, label, thresholds, architecture)
+        result.scores[label] = scored(found, label, thresholds, architecture)
         result.maps[label] = m[:KEEP].cpu()
         seconds[label] = seconds.get(label, 0.0) + time.perf_counter() - t0
     seconds["total"] = time.perf_counter() - start

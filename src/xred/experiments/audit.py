@@ -58,6 +58,8 @@ DEFAULTS: dict[str, Any] = {
     "viering": {"models": ["fmnist-vgg"], "techniques": ["constant", "image", "random",
                                                          "backdoor"]},
     "held_out": [],
+    "fsr_count": 500,
+    "min_clean": 2,
     "make_missing": True,
     "q": 0.01, "q_fragility": 0.05,
     "cache": "runs/audit-cache", "thresholds": None, "figures": "docs/figures", "report": None,
@@ -202,6 +204,44 @@ def _audit(ref: str, explainers: list[str], cfg: dict[str, Any], cache: Path, lo
     return out
 
 
+def _architecture(ref: str) -> str | None:
+    """The architecture name the model's sidecar declares (what ``xred audit`` sees)."""
+    from xred import models
+
+    return models.describe(ref).get("architecture")
+
+
+def _fooling_success(ref: str, fooling: dict[str, Any], cfg: dict[str, Any], cache: Path,
+                     log: Log) -> dict[str, Any]:
+    """How well a Heo fine-tuning fooled its explainer: the FSR (Heo et al. Sec. 4.2,
+    :func:`xred.metrics.fooling.evaluate_fooling` against the original) and both accuracies on
+    the first ``fsr_count`` test images, cached per model and setting."""
+    from xred import models
+    from xred.data import load_dataset
+    from xred.metrics.fooling import evaluate_fooling
+
+    n = int(cfg["fsr_count"])
+    key = {"model": _model_key(ref), "fsr": fooling, "count": n}
+    path = cache / "fsr" / f"{_hash(key)}.json"
+    if path.is_file():
+        return read_json(path)["result"]
+    info = models.describe(fooling["original"])
+    x, y = load_dataset(info["dataset"], "test")[torch.arange(n)]
+    region = fooling.get("region")
+    mask = _region_mask(fooling["original"], fooling["explainer"], region) if region else None
+    start = time.perf_counter()
+    r = evaluate_fooling(models.load(fooling["original"]), models.load(ref), (x, y),
+                         fooling["fooling"], {fooling["explainer"]: fooling.get("options") or {}},
+                         layer=info["cam_layer"], mask=mask)
+    out = {"fsr": r["fsr"][fooling["explainer"]],
+           "mean_loss": r["mean_loss"][fooling["explainer"]],
+           "accuracy_before": r["accuracy_before"], "accuracy_after": r["accuracy_after"],
+           "interval": r["interval"], "size": r["size"]}
+    write_json(path, {"key": key, "result": out})
+    log(f"fsr {ref}: {out['fsr']:.2f} ({time.perf_counter() - start:.0f} s)")
+    return out
+
+
 # ---------------------------------------------------------------- the runner
 
 
@@ -230,7 +270,8 @@ def _cells(cfg: dict[str, Any], cache: Path, log: Log, command: str | None
                           "ref": lambda m=m, e=e, st=setting: str(_fooled(
                               m, "location", e, st, cache / "benign", log, command, seed)),
                           "family": "clean-benign", "manipulated": False, "targeted": [],
-                          "reference": m, "folder": f"benign/{m}/location-{e}"})
+                          "reference": m, "folder": f"benign/{m}/location-{e}",
+                          "fooling": {"original": m, "fooling": "location", "explainer": e}})
     for m in heo["models"]:
         for f in heo["foolings"]:
             for e in heo["explainers"]:
@@ -238,7 +279,8 @@ def _cells(cfg: dict[str, Any], cache: Path, log: Log, command: str | None
                 cells.append({"model": f"{m} {f} {e}", "ref": lambda m=m, f=f, e=e, st=setting:
                               str(_fooled(m, f, e, st, cache / "heo", log, command, seed)),
                               "family": f"heo-{f}", "manipulated": True, "targeted": [e],
-                              "reference": m, "folder": f"heo/{m}/{f}-{e}"})
+                              "reference": m, "folder": f"heo/{m}/{f}-{e}",
+                              "fooling": {"original": m, "fooling": f, "explainer": e}})
     for h in cfg["held_out"]:
         name = h["name"]
         mask = h.get("region")
@@ -248,6 +290,9 @@ def _cells(cfg: dict[str, Any], cache: Path, log: Log, command: str | None
             "folder": f"held-out/{name}/{h['model']}/{h['fooling']}-{h['explainer']}",
             "description": h.get(
                 "description", ""), "extra_explainers": [h["explainer"]],
+            "fooling": {"original": h["model"], "fooling": h["fooling"],
+                        "explainer": h["explainer"], "region": mask,
+                        "options": h["setting"].get("explainer_options")},
             "ref": lambda h=h, mask=mask: str(_fooled(
                 h["model"], h["fooling"], h["explainer"], h["setting"],
                 cache / "held-out" / h["name"], log, command, seed,
@@ -289,15 +334,21 @@ def run_audit_calibration(config: dict[str, Any], out: str | os.PathLike, *,
             explainers = list(dict.fromkeys([*cfg["explainers"],
                                              *cell.get("extra_explainers", [])]))
             result = _audit(ref, explainers, cfg, cache, log, cell.get("reference"))
+            success = (_fooling_success(ref, cell["fooling"], cfg, cache, log)
+                       if cell.get("fooling") else None)
         except XredError as e:
             failed[cell["model"]] = str(e)
             log(f"{cell['model']}: failed ({e})")
             continue
         audits[cell["model"]] = result
+        arch = _architecture(ref)
         for e, stats in result["statistics"].items():
             row = {"model": cell["model"], "family": cell["family"], "explainer": e,
+                   "architecture": arch,
                    "manipulated": cell["manipulated"], "targeted": e in cell["targeted"],
                    "stats": stats}
+            if success is not None and e == cell["fooling"]["explainer"]:
+                row["fooling"] = success
             (held if cell.get("held_out") else rows).append(row)
     made_by = {"command": command or "xred run experiments/audit.json",
                "config": {k: cfg[k] for k in ("count", "explainers", "settings", "seed")},
@@ -308,8 +359,8 @@ def run_audit_calibration(config: dict[str, Any], out: str | os.PathLike, *,
                "date": time.strftime("%Y-%m-%d")}
     q, qf = float(cfg["q"]), float(cfg["q_fragility"])
 
-    def fit(rs: list[dict[str, Any]]) -> Any:
-        return fit_thresholds(rs, q=q, q_fragility=qf, made_by=made_by)
+    def fit(rs: list[dict[str, Any]], min_clean: int = int(cfg["min_clean"])) -> Any:
+        return fit_thresholds(rs, q=q, q_fragility=qf, min_clean=min_clean, made_by=made_by)
 
     if not rows:
         raise XredError("no calibration model could be audited: see the log")
@@ -321,29 +372,42 @@ def run_audit_calibration(config: dict[str, Any], out: str | os.PathLike, *,
     # the common case first: no reference (its statistics dropped); then, for the fine-tuned
     # models, with their original as the reference
     plain = [_without_reference(r) for r in rows]
-    lofo = leave_one_family_out(plain, fit=fit)
+    lofo = _with_fooling(leave_one_family_out(plain, fit=fit), rows)
+    # the same without architecture centres (raw statistics, thresholds pooled over
+    # architectures): what the deviation thresholds are measured against
+    lofo_pooled = leave_one_family_out(plain, fit=lambda rs: fit(rs, min_clean=10 ** 9))
     with_ref = [r for r in rows if "reference_similarity" in r["stats"]]
-    lofo_ref = leave_one_family_out(with_ref, fit=lambda rs: fit(
-        rs + [r for r in plain if r["family"] not in {x["family"] for x in with_ref}]))
+    lofo_ref = _with_fooling(leave_one_family_out(with_ref, fit=lambda rs: fit(
+        rs + [r for r in plain if r["family"] not in {x["family"] for x in with_ref}])), rows)
     held_out = []
     for r in held:
         v, vr = row_verdict(_without_reference(r), thresholds), row_verdict(r, thresholds)
         held_out.append({**{k: r[k] for k in ("model", "family", "explainer", "targeted")},
+                         "fooling": r.get("fooling"),
                          "verdict": v.verdict, "flagged": [f["statistic"] for f in v.flagged],
                          "verdict_reference": vr.verdict,
                          "flagged_reference": [f["statistic"] for f in vr.flagged]})
-    results = {"lofo": lofo, "lofo_reference": lofo_ref, "held_out": held_out,
+    results = {"lofo": lofo, "lofo_reference": lofo_ref, "lofo_pooled": lofo_pooled,
+               "held_out": held_out,
                "failed": failed, "thresholds": str(target), "audit_seconds": {
                    k: a["seconds"].get("total") for k, a in audits.items()},
                "seconds": time.perf_counter() - start}
     results["summary"] = _summary(lofo, cfg["bounds"])
     results["summary_reference"] = _summary(lofo_ref, cfg["bounds"])
+    results["summary_pooled"] = _summary(lofo_pooled, cfg["bounds"])
     report = Path(config.get("report") or out / "report.md")
     lines = _report(cfg, rows, lofo, held_out, thresholds, results, report)
     atomic_write(report, lambda tmp: Path(tmp).write_text("\n".join(lines) + "\n"))
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "calibration.json", {"rows": rows, "held_out_rows": held, **results})
     return {**results, "report": str(report)}
+
+
+def _with_fooling(lofo: list[dict[str, Any]], rows: list[dict[str, Any]]
+                  ) -> list[dict[str, Any]]:
+    """The LOFO verdicts with each fooled pair's measured fooling success (``fooling``)."""
+    success = {(r["model"], r["explainer"]): r["fooling"] for r in rows if r.get("fooling")}
+    return [{**v, "fooling": success.get((v["model"], v["explainer"]))} for v in lofo]
 
 
 def _without_reference(row: dict[str, Any]) -> dict[str, Any]:
@@ -418,6 +482,63 @@ def _lofo_section(title: str, lofo: list[dict[str, Any]], s: dict[str, Any]) -> 
     return [*lines, ""]
 
 
+def _fsr_text(f: dict[str, Any] | None) -> str:
+    return "–" if not f else f"{f['fsr']:.2f}"
+
+
+def _method_section(results: dict[str, Any]) -> list[str]:
+    """Leave-one-family-out counts of the architecture-relative thresholds against raw
+    statistics with thresholds pooled over architectures."""
+    def counts(s: dict[str, Any]) -> str:
+        fm, nm = s["manipulated_flagged"]
+        fc, nc = s["clean_flagged"]
+        ft, nt = s["tampered_models_flagged"]
+        return (f"{fm}/{nm} = {pct(fm / nm if nm else None)} % | {ft}/{nt} | "
+                f"{fc}/{nc} = {pct(fc / nc if nc else None)} %")
+
+    return ["### Why architecture centres", "",
+            "A statistic's clean value depends on the architecture (Grad-CAM's faithfulness is "
+            "low on the VGG and high on the ResNet, clean or not; see the statistics table "
+            "below), so thresholds pooled over architectures miss foolings whose statistic "
+            "moved far from its own architecture's clean value but stayed inside another "
+            "architecture's. The audit judges a model of a calibrated architecture by the "
+            "deviation from the median of that architecture's clean models "
+            "(src/xred/audit/calibrate.py); an architecture without clean calibration models "
+            "falls back to the pooled thresholds. Both, leave one family out, no reference:",
+            "", "| thresholds | manipulated pairs flagged | tampered models flagged | clean "
+            "pairs flagged |", "|---|---|---|---|",
+            f"| raw statistics, pooled over architectures | {counts(results['summary_pooled'])} |",
+            f"| deviation from the architecture's clean centre (shipped) | "
+            f"{counts(results['summary'])} |", ""]
+
+
+def _fooling_section(cfg: dict[str, Any], lofo: list[dict[str, Any]],
+                     lofo_ref: list[dict[str, Any]]) -> list[str]:
+    """Every fine-tuned calibration pair with its measured fooling success and its verdicts."""
+    ref = {(r["model"], r["explainer"]): r for r in lofo_ref}
+    rs = sorted([r for r in lofo if r.get("fooling")], key=lambda r: (
+        r["manipulated"], r["fooling"]["fsr"]))
+    if not rs:
+        return []
+    lines = ["### How well each fine-tuning fooled its explainer", "",
+             "FSR: Heo et al.'s fooling success rate of the fine-tuned explainer on the first "
+             f"{cfg['fsr_count']} Fashion-MNIST test images, against the original "
+             "(xred.metrics.fooling.evaluate_fooling; Location: frame loss ≤ 0.2, Top-k: "
+             "overlap ≤ 0.3, Center-mass: shift ≥ 0.1). Benign fine-tunings (λ = 0) give the "
+             "FSR a fine-tuning reaches without fooling (Location criterion). Verdicts leave "
+             "one family out.", "",
+             "| model | explainer | FSR | accuracy before → after | verdict | flagged by | "
+             "with reference | flagged by |", "|---|---|---|---|---|---|---|---|"]
+    for r in rs:
+        f, w = r["fooling"], ref.get((r["model"], r["explainer"]))
+        lines.append(
+            f"| {r['model']} | {r['explainer']} | {f['fsr']:.2f} | {f['accuracy_before']:.3f} "
+            f"→ {f['accuracy_after']:.3f} | {r['verdict']} | {', '.join(r['flagged']) or '–'} "
+            f"| {w['verdict'] if w else '–'} | "
+            f"{', '.join(w['flagged']) if w and w['flagged'] else '–'} |")
+    return [*lines, ""]
+
+
 def _report(cfg: dict[str, Any], rows: list[dict[str, Any]], lofo: list[dict[str, Any]],
             held_out: list[dict[str, Any]], thresholds: Any, results: dict[str, Any],
             report: Path) -> list[str]:
@@ -446,16 +567,19 @@ def _report(cfg: dict[str, Any], rows: list[dict[str, Any]], lofo: list[dict[str
     ]
     lines += _lofo_section("Without a reference (the common case)", lofo,
                            results["summary"])
+    lines += _method_section(results)
+    lines += _fooling_section(cfg, lofo, results["lofo_reference"])
     lines += _lofo_section("With the original as the reference (fine-tuned models only)",
                            results["lofo_reference"], results["summary_reference"])
     lines += ["## Manipulations not in the calibration set", "",
               "Judged with the thresholds fitted on the whole calibration set, without and with "
               "the original as the reference.", "",
-              "| model | explainer | verdict | flagged by | with reference | flagged by |",
-              "|---|---|---|---|---|---|"]
+              "| model | explainer | FSR | verdict | flagged by | with reference | flagged by |",
+              "|---|---|---|---|---|---|---|"]
     for r in held_out:
         if r["targeted"]:
-            lines.append(f"| {r['model']} | {r['explainer']} | {r['verdict']} | "
+            lines.append(f"| {r['model']} | {r['explainer']} | {_fsr_text(r.get('fooling'))} "
+                         f"| {r['verdict']} | "
                          f"{', '.join(r['flagged']) or '–'} | {r['verdict_reference']} | "
                          f"{', '.join(r['flagged_reference']) or '–'} |")
     targeted = [r for r in held_out if r["targeted"]]
