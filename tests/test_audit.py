@@ -221,14 +221,16 @@ def test_deviation_thresholds_separate_what_a_pooled_one_cannot():
     # architecture A is unfaithful when clean (≈ 0.3), B faithful (≈ 0.95); a fooled B at 0.4
     # lies inside A's clean range: no pooled threshold separates it, the deviation from B's
     # centre does (−0.55 against clean deviations within ±0.05)
-    rows = [_row(f"a{i}", "A", "clean", False, v) for i, v in enumerate([0.25, 0.3, 0.35])]
-    rows += [_row(f"b{i}", "B", "clean", False, v) for i, v in enumerate([0.9, 0.95, 1.0])]
+    rows = [_row(f"a{i}", "A", f"c{i}", False, v) for i, v in enumerate([0.25, 0.3, 0.35])]
+    rows += [_row(f"b{i}", "B", f"c{i}", False, v) for i, v in enumerate([0.9, 0.95, 1.0])]
     rows += [_row("bm", "B", "heo", True, 0.4)]
     table = fit_thresholds(rows, q=0.0)
     assert not table.get("e", "faithfulness").active  # pooled: 0.4 is above the clean edge
     t, centre = table.lookup("e", "faithfulness", "B")
     assert centre == pytest.approx(0.95) and t.active
-    assert t.value == pytest.approx((-0.05 + -0.55) / 2)  # midpoint of the edges
+    # clean deviations from the other families' median: 0.9 − 0.975, 0.25 − 0.325 = −0.075
+    # (the clean edge); the fooled B: 0.4 − 0.95 = −0.55; the threshold is the midpoint
+    assert t.value == pytest.approx((-0.075 + -0.55) / 2)
     assert row_verdict(rows[-1], table).verdict == "suspicious"
     assert all(row_verdict(r, table).verdict == "trustworthy" for r in rows[:-1])
     # an architecture the calibration has not seen falls back to the raw (pooled) threshold
@@ -237,7 +239,12 @@ def test_deviation_thresholds_separate_what_a_pooled_one_cannot():
     assert back.centres == table.centres and back.relative.keys() == table.relative.keys()
     v = judge(_check(faithfulness=0.4), "e", back, "B")
     assert v.verdict == "suspicious"
-    assert v.flagged[0]["threshold"] == pytest.approx(0.95 - 0.3)  # on the raw scale
+    assert v.flagged[0]["threshold"] == pytest.approx(0.95 - 0.3125)  # on the raw scale
+    # a clean family alone (no other family of its architecture): no clean deviation to fit
+    lone = fit_thresholds([_row("b0", "B", "c", False, 0.9), _row("b1", "B", "c", False, 1.0),
+                           _row("bm", "B", "heo", True, 0.4)], q=0.0)
+    assert lone.centres == {"B": {"e/faithfulness": pytest.approx(0.95)}}
+    assert lone.lookup("e", "faithfulness", "B") == (lone.get("e", "faithfulness"), None)
 
 
 # ---------------------------------------------------------------- the model is untrusted

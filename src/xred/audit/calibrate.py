@@ -22,8 +22,10 @@ threshold pooled over architectures either misses a fooled ResNet or flags a cle
 every architecture with at least ``min_clean`` clean calibration models, the *centre* of a
 manipulation statistic (per explainer) is the median of its clean models' values, and a second
 set of thresholds (``relative``) is fitted, by the same rule, on the deviations value − centre
-of every row whose architecture has a centre. An audited model of such an architecture is
-judged on its deviation; any other model on the raw value (:meth:`Thresholds.lookup`).
+of every row whose architecture has a centre (a clean row's deviation measured from the median
+of the other families' clean models, so that the fitted clean spread is the one a new clean
+model meets). An audited model of such an architecture is judged on its deviation; any other
+model on the raw value (:meth:`Thresholds.lookup`).
 
 Fragility statistics are not about manipulation: their threshold is the ``q_fragility``-quantile
 (default 5 %) of the clean pairs (fragile: more fragile than 95 % of clean models).
@@ -118,7 +120,7 @@ def centres_of(rows: Sequence[Row], min_clean: int = 2) -> dict[str, dict[str, f
     out: dict[str, dict[str, float]] = {}
     for (arch, key), v in sorted(values.items()):
         if len(v) >= min_clean:
-            out.setdefault(arch, {})[key] = float(torch.tensor(v, dtype=torch.float64).median())
+            out.setdefault(arch, {})[key] = _quantile(v, 0.5)
     return out
 
 
@@ -137,6 +139,32 @@ def deviations(rows: Sequence[Row], centres: dict[str, dict[str, float]]) -> lis
     return out
 
 
+def _held_out_deviations(rows: Sequence[Row], centres: dict[str, dict[str, float]]
+                         ) -> list[Row]:
+    """:func:`deviations` for fitting: a clean row's centre is the median of its architecture's
+    clean rows of the *other* families (its own value, or a near copy of it such as a benign
+    fine-tuning of the same model, would pull its centre towards it and make the clean spread
+    look narrower than a new clean model will find it); a manipulated row's is ``centres``."""
+    clean = [r for r in rows if not r["manipulated"] and r.get("architecture")]
+    out = []
+    for r in deviations([r for r in rows if r["manipulated"]], centres):
+        out.append(r)
+    for r in clean:
+        if r.get("architecture") not in centres:
+            continue
+        others = [o for o in clean if o["architecture"] == r["architecture"]
+                  and o["explainer"] == r["explainer"] and o.get("family") != r.get("family")]
+        stats: dict[str, Any] = {"findings": r["stats"].get("findings")}
+        for k in centres[r["architecture"]]:
+            e, statistic = k.split("/", 1)
+            v = _finite([r["stats"].get(statistic)]) if e == r["explainer"] else []
+            o = _finite([x["stats"].get(statistic) for x in others])
+            if v and o:
+                stats[statistic] = v[0] - _quantile(o, 0.5)
+        out.append({**r, "stats": stats})
+    return out
+
+
 def fit_thresholds(rows: Sequence[Row], *, q: float = 0.01, q_fragility: float = 0.05,
                    min_clean: int = 2, made_by: dict[str, Any] | None = None) -> Thresholds:
     """Thresholds per explainer and pooled ("*") from calibration ``rows``, raw and on the
@@ -145,7 +173,7 @@ def fit_thresholds(rows: Sequence[Row], *, q: float = 0.01, q_fragility: float =
     items = _fit_all(rows, statistics, q, q_fragility)
     centres = centres_of(rows, min_clean)
     manipulation = [s for s in statistics if STATISTICS[s][1] == "manipulation"]
-    relative = _fit_all(deviations(rows, centres), manipulation, q, q_fragility)
+    relative = _fit_all(_held_out_deviations(rows, centres), manipulation, q, q_fragility)
     return Thresholds(items, dict(made_by or {}, q=q, q_fragility=q_fragility,
                                   min_clean=min_clean, rows=len(rows)), relative, centres)
 

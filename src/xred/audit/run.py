@@ -175,7 +175,7 @@ def audit_model(model: nn.Module, x: Tensor, *, explainers: Sequence[str] = DEFA
     shape = tuple(input_shape) if input_shape else tuple(x.shape[1:])
 
     _progress(progress, 0.0, "architecture")
-    architecture = C.architecture_check(model, shape, reference=reference,
+    surgery = C.architecture_check(model, shape, reference=reference,
                                         probes=settings.probes, seed=settings.seed)
     seconds["architecture"] = time.perf_counter() - start
 
@@ -192,7 +192,7 @@ def audit_model(model: nn.Module, x: Tensor, *, explainers: Sequence[str] = DEFA
                         f"({first}); it cannot be audited") from e
     seconds["occlusion"] = time.perf_counter() - t0
 
-    result = AuditResult(name, list(explainers), len(x), target.cpu(), architecture,
+    result = AuditResult(name, list(explainers), len(x), target.cpu(), surgery,
                          x=x[:KEEP].detach().cpu(), settings=settings.to_dict(),
                          thresholds=thresholds.made_by, reference=reference_name)
     result.maps["occlusion"] = occlusion[:KEEP].cpu()
@@ -214,7 +214,7 @@ def audit_model(model: nn.Module, x: Tensor, *, explainers: Sequence[str] = DEFA
         _progress(progress, 0.1 + 0.9 * i / len(specs), label)
         t0 = time.perf_counter()
         m = maps[label]
-        found: dict[str, C.Check] = {"architecture": architecture}
+        found: dict[str, C.Check] = {"architecture": surgery}
         k = min(settings.stability_inputs, len(x))
         steps, seed = settings.deletion_steps, settings.seed
         found["faithfulness"] = _guarded("faithfulness", partial(

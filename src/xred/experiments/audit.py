@@ -163,11 +163,13 @@ def _region_mask(model: str, explainer: str, region: str) -> Tensor:
 
 
 def _model_key(ref: str) -> dict[str, Any]:
+    """A model's cache key: its sidecar's and weights' content hashes (a copied cache stays
+    valid; a re-made model with other weights does not)."""
     path = Path(ref)
     if path.is_dir():
-        tensors = path / "model.safetensors"
+        weights = hashlib.sha256((path / "model.safetensors").read_bytes()).hexdigest()[:16]
         return {"ref": ref, "sidecar": _hash((path / "model.json").read_text()),
-                "size": tensors.stat().st_size, "mtime": int(tensors.stat().st_mtime)}
+                "weights": weights}
     return {"ref": ref}
 
 
@@ -542,7 +544,8 @@ def _fooling_section(cfg: dict[str, Any], lofo: list[dict[str, Any]],
 def _report(cfg: dict[str, Any], rows: list[dict[str, Any]], lofo: list[dict[str, Any]],
             held_out: list[dict[str, Any]], thresholds: Any, results: dict[str, Any],
             report: Path) -> list[str]:
-    from xred.audit import STATISTICS, auc, row_verdict
+    from xred.audit import STATISTICS, Thresholds, auc, row_verdict
+    from xred.audit.calibrate import deviations
     from xred.report.audit import statistic_figure
 
     lines = [
@@ -589,16 +592,22 @@ def _report(cfg: dict[str, Any], rows: list[dict[str, Any]], lofo: list[dict[str
               "with one." if n else "", "",
               "## Each statistic", "",
               "ROC AUC pooled over explainers (targeted manipulated pairs vs clean pairs; 1: "
-              "every manipulated pair lies beyond every clean pair on the bad side), its "
-              "thresholds per explainer (fitted on the whole calibration set; `off`: inactive, "
-              "no manipulated pair beyond the clean edge) and the calibration pairs it flags.", "",
-              "| statistic | bad side | AUC | thresholds | flags (manipulated) | flags (clean) |",
-              "|---|---|---|---|---|---|"]
+              "every manipulated pair lies beyond every clean pair on the bad side) of the raw "
+              "value and of the deviation from the architecture's clean centre, its pooled "
+              "thresholds on the raw value per explainer (fitted on the whole calibration set; "
+              "`off`: inactive, no manipulated pair beyond the clean edge; the deviation "
+              "thresholds are in the second figure) and the calibration pairs the shipped "
+              "thresholds flag with it.", "",
+              "| statistic | bad side | AUC | AUC of the deviation | pooled thresholds | flags "
+              "(manipulated) | flags (clean) |", "|---|---|---|---|---|---|---|"]
     explainers = sorted({r["explainer"] for r in rows})
     full = [(r, row_verdict(r, thresholds)) for r in rows]
+    devs = deviations(rows, thresholds.centres)
     for st, (bad, role) in STATISTICS.items():
         clean = [r["stats"].get(st) for r in rows if not r["manipulated"]]
         manip = [r["stats"].get(st) for r in rows if r["manipulated"] and r["targeted"]]
+        dclean = [r["stats"].get(st) for r in devs if not r["manipulated"]]
+        dmanip = [r["stats"].get(st) for r in devs if r["manipulated"] and r["targeted"]]
         ts = []
         for e in explainers:
             t = thresholds.get(e, st)
@@ -609,14 +618,25 @@ def _report(cfg: dict[str, Any], rows: list[dict[str, Any]], lofo: list[dict[str
         false = sorted({f"{r['model']} {r['explainer']}" for r, v in full
                         if not r["manipulated"] and st in [f["statistic"] for f in v.flagged]})
         lines.append(f"| {st} ({role}) | {bad} | {_fmt(auc(clean, manip, bad))} | "
+                     f"{_fmt(auc(dclean, dmanip, bad))} | "
                      f"{', '.join(ts)} | {', '.join(caught) or '–'} | "
                      f"{', '.join(false) or '–'} |")
     figure = statistic_figure(rows, thresholds, Path(cfg["figures"]) / "audit_statistics.png")
+    dev = statistic_figure(deviations(rows, thresholds.centres),
+                           Thresholds(thresholds.relative),
+                           Path(cfg["figures"]) / "audit_deviations.png",
+                           title="Deviation from the architecture's clean centre")
     lines += ["", f"![statistics]({relative(figure, report)})", "",
               "*Each statistic per explainer: clean pairs (blue), targeted manipulated pairs "
               "(red), other explainers of manipulated models (grey); hollow: models the "
-              "architecture check catches (left out of the fits); the line is the fitted "
-              "threshold (dashed: inactive).*", ""]
+              "architecture check catches (left out of the fits); the line is the pooled "
+              "threshold on the raw value, used for architectures without clean calibration "
+              "models (dashed: inactive).*", "",
+              f"![deviations]({relative(dev, report)})", "",
+              "*The same pairs as deviations from the median of their architecture's clean "
+              "models (models whose architecture has at least "
+              f"{cfg['min_clean']} clean calibration models), with the deviation thresholds "
+              "the shipped audit uses for them.*", ""]
     frag = [r for r in rows if not r["manipulated"]]
     if frag:
         lines += ["## Fragility (a separate verdict line)", "",
