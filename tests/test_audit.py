@@ -451,6 +451,22 @@ def test_calibration_runner_on_a_tiny_config(tmp_path):
     assert first["summary"]["tampered_models_flagged"] == [1, 1]
     audits = sorted((tmp_path / "cache" / "audits").iterdir())
     assert len(audits) == 6  # 2 zoo, 1 tampered, 1 benign, 1 fooled, 1 held out
-    stamp = [p.stat().st_mtime for p in audits]
+    # the fooling success of every fine-tuning (benign, fooled, held out), cached, reported
+    fsr = sorted((tmp_path / "cache" / "fsr").iterdir())
+    assert len(fsr) == 3
+    assert "How well each fine-tuning fooled its explainer" in report
+    fooled = [r for r in first["lofo"] if r["model"] == "fmnist-vgg location gradcam"
+              and r["explainer"] == "gradcam"][0]["fooling"]
+    assert 0.0 <= fooled["fsr"] <= 1.0 and fooled["size"] == 500
+    assert [r for r in first["held_out"] if r["targeted"]][0]["fooling"]["size"] == 500
+    # the VGG has two clean models (zoo, benign fine-tuning): a centre and deviation
+    # thresholds; the ResNet one (the zoo's): none, its models get the pooled thresholds
+    assert set(table["centres"]) == {"fmnist-vgg"}
+    assert "gradcam/faithfulness" in table["centres"]["fmnist-vgg"]
+    assert "gradcam/faithfulness" in table["relative"]
+    assert {r["architecture"] for r in first["lofo"]} >= {"fmnist-vgg", "fmnist-resnet"}
+    stamp = [p.stat().st_mtime for p in [*audits, *fsr]]
     run_audit_calibration(config, tmp_path / "out", progress=False)
-    assert [p.stat().st_mtime for p in sorted((tmp_path / "cache" / "audits").iterdir())] == stamp
+    again = [*sorted((tmp_path / "cache" / "audits").iterdir()),
+             *sorted((tmp_path / "cache" / "fsr").iterdir())]
+    assert [p.stat().st_mtime for p in again] == stamp

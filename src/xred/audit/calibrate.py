@@ -46,8 +46,8 @@ import torch
 from xred.audit.checks import STATISTICS, Check, Statistic
 from xred.audit.verdict import Threshold, Thresholds, Verdict, judge
 
-__all__ = ["auc", "centres_of", "deviations", "fit_thresholds", "leave_one_family_out",
-           "row_verdict"]
+__all__ = ["auc", "centres_of", "deviations", "fit_thresholds", "held_out_deviations",
+           "leave_one_family_out", "row_verdict"]
 
 Row = dict[str, Any]
 
@@ -139,7 +139,7 @@ def deviations(rows: Sequence[Row], centres: dict[str, dict[str, float]]) -> lis
     return out
 
 
-def _held_out_deviations(rows: Sequence[Row], centres: dict[str, dict[str, float]]
+def held_out_deviations(rows: Sequence[Row], centres: dict[str, dict[str, float]]
                          ) -> list[Row]:
     """:func:`deviations` for fitting: a clean row's centre is the median of its architecture's
     clean rows of the *other* families (its own value, or a near copy of it such as a benign
@@ -173,7 +173,7 @@ def fit_thresholds(rows: Sequence[Row], *, q: float = 0.01, q_fragility: float =
     items = _fit_all(rows, statistics, q, q_fragility)
     centres = centres_of(rows, min_clean)
     manipulation = [s for s in statistics if STATISTICS[s][1] == "manipulation"]
-    relative = _fit_all(_held_out_deviations(rows, centres), manipulation, q, q_fragility)
+    relative = _fit_all(held_out_deviations(rows, centres), manipulation, q, q_fragility)
     return Thresholds(items, dict(made_by or {}, q=q, q_fragility=q_fragility,
                                   min_clean=min_clean, rows=len(rows)), relative, centres)
 
@@ -198,7 +198,7 @@ def leave_one_family_out(rows: Sequence[Row], *, fit: Callable[[Sequence[Row]], 
                 continue
             v = row_verdict(r, thresholds)
             out.append({"model": r["model"], "family": family, "explainer": r["explainer"],
-                        "manipulated": r["manipulated"], "targeted": r.get("targeted", True),
+                        "architecture": r.get("architecture"), "manipulated": r["manipulated"], "targeted": r.get("targeted", True),
                         "verdict": v.verdict, "fragility": v.fragility,
                         "flagged": [f["statistic"] for f in v.flagged]})
     return out

@@ -176,7 +176,7 @@ def audit_model(model: nn.Module, x: Tensor, *, explainers: Sequence[str] = DEFA
 
     _progress(progress, 0.0, "architecture")
     surgery = C.architecture_check(model, shape, reference=reference,
-                                        probes=settings.probes, seed=settings.seed)
+                                   probes=settings.probes, seed=settings.seed)
     seconds["architecture"] = time.perf_counter() - start
 
     _progress(progress, 0.05, "occlusion")

@@ -213,6 +213,15 @@ def _architecture(ref: str) -> str | None:
     return models.describe(ref).get("architecture")
 
 
+def _accuracy(ref: str, success: dict[str, Any] | None) -> float | None:
+    """The model's test accuracy: its sidecar's (whole test split), else that of the fooling
+    evaluation (first ``fsr_count`` test images)."""
+    from xred import models
+
+    acc = (models.describe(ref).get("metrics") or {}).get("test_accuracy")
+    return acc if acc is not None else (success or {}).get("accuracy_after")
+
+
 def _fooling_success(ref: str, fooling: dict[str, Any], cfg: dict[str, Any], cache: Path,
                      log: Log) -> dict[str, Any]:
     """How well a Heo fine-tuning fooled its explainer: the FSR (Heo et al. Sec. 4.2,
@@ -343,10 +352,10 @@ def run_audit_calibration(config: dict[str, Any], out: str | os.PathLike, *,
             log(f"{cell['model']}: failed ({e})")
             continue
         audits[cell["model"]] = result
-        arch = _architecture(ref)
+        arch, accuracy = _architecture(ref), _accuracy(ref, success)
         for e, stats in result["statistics"].items():
             row = {"model": cell["model"], "family": cell["family"], "explainer": e,
-                   "architecture": arch,
+                   "architecture": arch, "accuracy": accuracy,
                    "manipulated": cell["manipulated"], "targeted": e in cell["targeted"],
                    "stats": stats}
             if success is not None and e == cell["fooling"]["explainer"]:
@@ -488,6 +497,27 @@ def _fsr_text(f: dict[str, Any] | None) -> str:
     return "–" if not f else f"{f['fsr']:.2f}"
 
 
+def _clean_section(rows: list[dict[str, Any]], lofo: list[dict[str, Any]]) -> list[str]:
+    """The clean calibration models, their accuracy and their flagged pairs (LOFO)."""
+    lines = ["### The clean models", "",
+             "Test accuracy from the model's sidecar (whole test split; benign fine-tunings: the "
+             "first test images of the fooling evaluation). Retrained seeds follow the zoo "
+             "recipe with the config's fewer epochs.", "",
+             "| model | family | accuracy | flagged pairs (leave one family out) |",
+             "|---|---|---|---|"]
+    seen: dict[str, dict[str, Any]] = {}
+    for r in rows:
+        if not r["manipulated"]:
+            seen.setdefault(r["model"], r)
+    for m, r in seen.items():
+        flagged = [f"{v['explainer']}: {v['verdict']} ({', '.join(v['flagged'])})"
+                   for v in lofo if v["model"] == m and v["verdict"] != "trustworthy"]
+        acc = r.get("accuracy")
+        lines.append(f"| {m} | {r['family']} | {'–' if acc is None else f'{acc:.3f}'} | "
+                     f"{'; '.join(flagged) or '–'} |")
+    return [*lines, ""]
+
+
 def _method_section(results: dict[str, Any]) -> list[str]:
     """Leave-one-family-out counts of the architecture-relative thresholds against raw
     statistics with thresholds pooled over architectures."""
@@ -529,8 +559,9 @@ def _fooling_section(cfg: dict[str, Any], lofo: list[dict[str, Any]],
              "overlap ≤ 0.3, Center-mass: shift ≥ 0.1). Benign fine-tunings (λ = 0) give the "
              "FSR a fine-tuning reaches without fooling (Location criterion). Verdicts leave "
              "one family out.", "",
-             "| model | explainer | FSR | accuracy before → after | verdict | flagged by | "
-             "with reference | flagged by |", "|---|---|---|---|---|---|---|---|"]
+             "| model | explainer | FSR | accuracy before → after | verdict | beyond a "
+             "threshold (fragility included) | with reference | beyond a threshold |",
+             "|---|---|---|---|---|---|---|---|"]
     for r in rs:
         f, w = r["fooling"], ref.get((r["model"], r["explainer"]))
         lines.append(
@@ -545,7 +576,7 @@ def _report(cfg: dict[str, Any], rows: list[dict[str, Any]], lofo: list[dict[str
             held_out: list[dict[str, Any]], thresholds: Any, results: dict[str, Any],
             report: Path) -> list[str]:
     from xred.audit import STATISTICS, Thresholds, auc, row_verdict
-    from xred.audit.calibrate import deviations
+    from xred.audit.calibrate import held_out_deviations
     from xred.report.audit import statistic_figure
 
     lines = [
@@ -570,6 +601,7 @@ def _report(cfg: dict[str, Any], rows: list[dict[str, Any]], lofo: list[dict[str
     ]
     lines += _lofo_section("Without a reference (the common case)", lofo,
                            results["summary"])
+    lines += _clean_section(rows, lofo)
     lines += _method_section(results)
     lines += _fooling_section(cfg, lofo, results["lofo_reference"])
     lines += _lofo_section("With the original as the reference (fine-tuned models only)",
@@ -602,7 +634,7 @@ def _report(cfg: dict[str, Any], rows: list[dict[str, Any]], lofo: list[dict[str
               "(manipulated) | flags (clean) |", "|---|---|---|---|---|---|---|"]
     explainers = sorted({r["explainer"] for r in rows})
     full = [(r, row_verdict(r, thresholds)) for r in rows]
-    devs = deviations(rows, thresholds.centres)
+    devs = held_out_deviations(rows, thresholds.centres)
     for st, (bad, role) in STATISTICS.items():
         clean = [r["stats"].get(st) for r in rows if not r["manipulated"]]
         manip = [r["stats"].get(st) for r in rows if r["manipulated"] and r["targeted"]]
@@ -618,11 +650,11 @@ def _report(cfg: dict[str, Any], rows: list[dict[str, Any]], lofo: list[dict[str
         false = sorted({f"{r['model']} {r['explainer']}" for r, v in full
                         if not r["manipulated"] and st in [f["statistic"] for f in v.flagged]})
         lines.append(f"| {st} ({role}) | {bad} | {_fmt(auc(clean, manip, bad))} | "
-                     f"{_fmt(auc(dclean, dmanip, bad))} | "
+                     f"{'–' if st == 'findings' else _fmt(auc(dclean, dmanip, bad))} | "
                      f"{', '.join(ts)} | {', '.join(caught) or '–'} | "
                      f"{', '.join(false) or '–'} |")
     figure = statistic_figure(rows, thresholds, Path(cfg["figures"]) / "audit_statistics.png")
-    dev = statistic_figure(deviations(rows, thresholds.centres),
+    dev = statistic_figure(held_out_deviations(rows, thresholds.centres),
                            Thresholds(thresholds.relative),
                            Path(cfg["figures"]) / "audit_deviations.png",
                            title="Deviation from the architecture's clean centre")
@@ -635,8 +667,9 @@ def _report(cfg: dict[str, Any], rows: list[dict[str, Any]], lofo: list[dict[str
               f"![deviations]({relative(dev, report)})", "",
               "*The same pairs as deviations from the median of their architecture's clean "
               "models (models whose architecture has at least "
-              f"{cfg['min_clean']} clean calibration models), with the deviation thresholds "
-              "the shipped audit uses for them.*", ""]
+              f"{cfg['min_clean']} clean calibration models; a clean pair's deviation from the "
+              "median of the other families' clean models of its architecture, as in the fit), "
+              "with the deviation thresholds the shipped audit uses for them.*", ""]
     frag = [r for r in rows if not r["manipulated"]]
     if frag:
         lines += ["## Fragility (a separate verdict line)", "",
