@@ -198,7 +198,8 @@ def leave_one_family_out(rows: Sequence[Row], *, fit: Callable[[Sequence[Row]], 
                 continue
             v = row_verdict(r, thresholds)
             out.append({"model": r["model"], "family": family, "explainer": r["explainer"],
-                        "architecture": r.get("architecture"), "manipulated": r["manipulated"], "targeted": r.get("targeted", True),
+                        "architecture": r.get("architecture"), "manipulated": r["manipulated"],
+                        "targeted": r.get("targeted", True),
                         "verdict": v.verdict, "fragility": v.fragility,
                         "flagged": [f["statistic"] for f in v.flagged]})
     return out
