@@ -515,6 +515,15 @@ def _clean_section(rows: list[dict[str, Any]], lofo: list[dict[str, Any]]) -> li
         acc = r.get("accuracy")
         lines.append(f"| {m} | {r['family']} | {'–' if acc is None else f'{acc:.3f}'} | "
                      f"{'; '.join(flagged) or '–'} |")
+    bad = sorted({v["model"] for v in lofo if not v["manipulated"]
+                  and v["verdict"] != "trustworthy"})
+    if bad:
+        accs = [seen[m].get("accuracy") for m in seen if m not in bad]
+        accs = [a for a in accs if a is not None]
+        lines += ["", f"The flagged clean pairs come from {len(bad)} of {len(seen)} clean models: "
+                  + ", ".join(f"{m} (accuracy {_fmt(seen[m].get('accuracy'))})" for m in bad)
+                  + (f"; the unflagged ones have accuracy {min(accs):.3f}–{max(accs):.3f}."
+                     if accs else ".")]
     return [*lines, ""]
 
 
