@@ -119,7 +119,12 @@ def test_independence_and_agreement_by_hand():
     assert C.independence_check(disjoint, None).statistics[0].value < 0.01
     agree = C.agreement_check("a", {"a": maps, "b": maps, "c": -maps})
     assert agree.evidence["with"] == pytest.approx({"b": 1.0, "c": -1.0})
-    assert agree.statistics[0].value == pytest.approx(0.0)
+    assert agree.statistics[0].value == pytest.approx(0.0)  # no occlusion: the mean
+    # with occlusion, its ρ alone: the same whichever other explainers are audited
+    agree = C.agreement_check("a", {"a": maps, "occlusion": -maps, "b": maps})
+    assert agree.statistics[0].value == pytest.approx(-1.0)
+    assert C.agreement_check("a", {"a": maps, "occlusion": -maps}).statistics[0].value == \
+        pytest.approx(-1.0)
     assert C.agreement_check("a", {"a": maps}).skipped
 
 
