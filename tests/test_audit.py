@@ -22,9 +22,10 @@ from xred.audit import (
     checked_logits,
     fit_thresholds,
     leave_one_family_out,
+    row_verdict,
 )
 from xred.audit import checks as C
-from xred.audit.calibrate import fit_one
+from xred.audit.calibrate import centres_of, deviations, fit_one
 from xred.audit.maps import cosine, explainer_maps, resolve
 from xred.audit.verdict import Threshold, judge
 from xred.cli import main
@@ -118,7 +119,12 @@ def test_independence_and_agreement_by_hand():
     assert C.independence_check(disjoint, None).statistics[0].value < 0.01
     agree = C.agreement_check("a", {"a": maps, "b": maps, "c": -maps})
     assert agree.evidence["with"] == pytest.approx({"b": 1.0, "c": -1.0})
-    assert agree.statistics[0].value == pytest.approx(0.0)
+    assert agree.statistics[0].value == pytest.approx(0.0)  # no occlusion: the mean
+    # with occlusion, its ρ alone: the same whichever other explainers are audited
+    agree = C.agreement_check("a", {"a": maps, "occlusion": -maps, "b": maps})
+    assert agree.statistics[0].value == pytest.approx(-1.0)
+    assert C.agreement_check("a", {"a": maps, "occlusion": -maps}).statistics[0].value == \
+        pytest.approx(-1.0)
     assert C.agreement_check("a", {"a": maps}).skipped
 
 
@@ -197,6 +203,53 @@ def test_leave_one_family_out_fits_without_the_family():
     # fitted without heo-b, the threshold is (0.5 + 0.0)/2 = 0.25: m2 (0.45) is missed
     assert out["m2"]["verdict"] == "trustworthy"
     assert all(out[f"c{i}"]["verdict"] == "trustworthy" for i in range(6))
+
+
+def _row(model, arch, family, manipulated, value, explainer="e"):
+    return {"model": model, "family": family, "explainer": explainer, "architecture": arch,
+            "manipulated": manipulated, "targeted": manipulated,
+            "stats": {"faithfulness": value}}
+
+
+def test_centres_are_clean_medians_per_architecture():
+    rows = [_row("a1", "A", "c", False, 0.2), _row("a2", "A", "c", False, 0.4),
+            _row("a3", "A", "c", False, 0.9), _row("b1", "B", "c", False, 0.9),
+            _row("am", "A", "m", True, -5.0)]  # manipulated rows never move a centre
+    c = centres_of(rows, min_clean=2)
+    assert c == {"A": {"e/faithfulness": pytest.approx(0.4)}}  # B: one clean model only
+    d = {r["model"]: r["stats"]["faithfulness"] for r in deviations(rows, c)}
+    assert d == {"a1": pytest.approx(-0.2), "a2": pytest.approx(0.0),
+                 "a3": pytest.approx(0.5), "am": pytest.approx(-5.4)}  # B rows: no centre
+
+
+def test_deviation_thresholds_separate_what_a_pooled_one_cannot():
+    # architecture A is unfaithful when clean (≈ 0.3), B faithful (≈ 0.95); a fooled B at 0.4
+    # lies inside A's clean range: no pooled threshold separates it, the deviation from B's
+    # centre does (−0.55 against clean deviations within ±0.05)
+    rows = [_row(f"a{i}", "A", f"c{i}", False, v) for i, v in enumerate([0.25, 0.3, 0.35])]
+    rows += [_row(f"b{i}", "B", f"c{i}", False, v) for i, v in enumerate([0.9, 0.95, 1.0])]
+    rows += [_row("bm", "B", "heo", True, 0.4)]
+    table = fit_thresholds(rows, q=0.0)
+    assert not table.get("e", "faithfulness").active  # pooled: 0.4 is above the clean edge
+    t, centre = table.lookup("e", "faithfulness", "B")
+    assert centre == pytest.approx(0.95) and t.active
+    # clean deviations from the other families' median: 0.9 − 0.975, 0.25 − 0.325 = −0.075
+    # (the clean edge); the fooled B: 0.4 − 0.95 = −0.55; the threshold is the midpoint
+    assert t.value == pytest.approx((-0.075 + -0.55) / 2)
+    assert row_verdict(rows[-1], table).verdict == "suspicious"
+    assert all(row_verdict(r, table).verdict == "trustworthy" for r in rows[:-1])
+    # an architecture the calibration has not seen falls back to the raw (pooled) threshold
+    assert table.lookup("e", "faithfulness", "C") == (table.get("e", "faithfulness"), None)
+    back = Thresholds.from_dict(table.to_dict())
+    assert back.centres == table.centres and back.relative.keys() == table.relative.keys()
+    v = judge(_check(faithfulness=0.4), "e", back, "B")
+    assert v.verdict == "suspicious"
+    assert v.flagged[0]["threshold"] == pytest.approx(0.95 - 0.3125)  # on the raw scale
+    # a clean family alone (no other family of its architecture): no clean deviation to fit
+    lone = fit_thresholds([_row("b0", "B", "c", False, 0.9), _row("b1", "B", "c", False, 1.0),
+                           _row("bm", "B", "heo", True, 0.4)], q=0.0)
+    assert lone.centres == {"B": {"e/faithfulness": pytest.approx(0.95)}}
+    assert lone.lookup("e", "faithfulness", "B") == (lone.get("e", "faithfulness"), None)
 
 
 # ---------------------------------------------------------------- the model is untrusted
@@ -403,6 +456,22 @@ def test_calibration_runner_on_a_tiny_config(tmp_path):
     assert first["summary"]["tampered_models_flagged"] == [1, 1]
     audits = sorted((tmp_path / "cache" / "audits").iterdir())
     assert len(audits) == 6  # 2 zoo, 1 tampered, 1 benign, 1 fooled, 1 held out
-    stamp = [p.stat().st_mtime for p in audits]
+    # the fooling success of every fine-tuning (benign, fooled, held out), cached, reported
+    fsr = sorted((tmp_path / "cache" / "fsr").iterdir())
+    assert len(fsr) == 3
+    assert "How well each fine-tuning fooled its explainer" in report
+    fooled = [r for r in first["lofo"] if r["model"] == "fmnist-vgg location gradcam"
+              and r["explainer"] == "gradcam"][0]["fooling"]
+    assert 0.0 <= fooled["fsr"] <= 1.0 and fooled["size"] == 500
+    assert [r for r in first["held_out"] if r["targeted"]][0]["fooling"]["size"] == 500
+    # the VGG has two clean models (zoo, benign fine-tuning): a centre and deviation
+    # thresholds; the ResNet one (the zoo's): none, its models get the pooled thresholds
+    assert set(table["centres"]) == {"fmnist-vgg"}
+    assert "gradcam/faithfulness" in table["centres"]["fmnist-vgg"]
+    assert "gradcam/faithfulness" in table["relative"]
+    assert {r["architecture"] for r in first["lofo"]} >= {"fmnist-vgg", "fmnist-resnet"}
+    stamp = [p.stat().st_mtime for p in [*audits, *fsr]]
     run_audit_calibration(config, tmp_path / "out", progress=False)
-    assert [p.stat().st_mtime for p in sorted((tmp_path / "cache" / "audits").iterdir())] == stamp
+    again = [*sorted((tmp_path / "cache" / "audits").iterdir()),
+             *sorted((tmp_path / "cache" / "fsr").iterdir())]
+    assert [p.stat().st_mtime for p in again] == stamp

@@ -148,11 +148,14 @@ def audit_model(model: nn.Module, x: Tensor, *, explainers: Sequence[str] = DEFA
                 thresholds: Thresholds | None = None, settings: AuditSettings | None = None,
                 name: str = "model", reference_name: str | None = None,
                 explainer_options: dict[str, dict[str, Any]] | None = None,
+                architecture: str | None = None,
                 progress: Callable[[float, str], None] | None = None) -> AuditResult:
     """Audit ``model`` on inputs ``x`` (N, ...) in [0, 1] with ``explainers`` (registry names or
     ``lrp_t`` / ``simplegrad_t``; ``layer``: the model's Grad-CAM layer), against the calibrated
     ``thresholds`` (default: the shipped ones). ``reference``: the claimed original, for the
-    reference check. Neither model is changed."""
+    reference check; ``architecture`` (the model's architecture name): judge the statistics
+    against that architecture's clean centres if the calibration has them. Neither model is
+    changed."""
     settings = settings or AuditSettings()
     thresholds = thresholds if thresholds is not None else load_thresholds()
     if len(x) < 2:
@@ -172,8 +175,8 @@ def audit_model(model: nn.Module, x: Tensor, *, explainers: Sequence[str] = DEFA
     shape = tuple(input_shape) if input_shape else tuple(x.shape[1:])
 
     _progress(progress, 0.0, "architecture")
-    architecture = C.architecture_check(model, shape, reference=reference,
-                                        probes=settings.probes, seed=settings.seed)
+    surgery = C.architecture_check(model, shape, reference=reference,
+                                   probes=settings.probes, seed=settings.seed)
     seconds["architecture"] = time.perf_counter() - start
 
     _progress(progress, 0.05, "occlusion")
@@ -189,7 +192,7 @@ def audit_model(model: nn.Module, x: Tensor, *, explainers: Sequence[str] = DEFA
                         f"({first}); it cannot be audited") from e
     seconds["occlusion"] = time.perf_counter() - t0
 
-    result = AuditResult(name, list(explainers), len(x), target.cpu(), architecture,
+    result = AuditResult(name, list(explainers), len(x), target.cpu(), surgery,
                          x=x[:KEEP].detach().cpu(), settings=settings.to_dict(),
                          thresholds=thresholds.made_by, reference=reference_name)
     result.maps["occlusion"] = occlusion[:KEEP].cpu()
@@ -211,7 +214,7 @@ def audit_model(model: nn.Module, x: Tensor, *, explainers: Sequence[str] = DEFA
         _progress(progress, 0.1 + 0.9 * i / len(specs), label)
         t0 = time.perf_counter()
         m = maps[label]
-        found: dict[str, C.Check] = {"architecture": architecture}
+        found: dict[str, C.Check] = {"architecture": surgery}
         k = min(settings.stability_inputs, len(x))
         steps, seed = settings.deletion_steps, settings.seed
         found["faithfulness"] = _guarded("faithfulness", partial(
@@ -232,8 +235,8 @@ def audit_model(model: nn.Module, x: Tensor, *, explainers: Sequence[str] = DEFA
                 C.reference_check, model, reference, x, target, ref_target, spec, m, scale,
                 steps=steps, seed=seed))
         result.checks[label] = found
-        result.verdicts[label] = judge(found, label, thresholds)
-        result.scores[label] = scored(found, label, thresholds)
+        result.verdicts[label] = judge(found, label, thresholds, architecture)
+        result.scores[label] = scored(found, label, thresholds, architecture)
         result.maps[label] = m[:KEEP].cpu()
         seconds[label] = seconds.get(label, 0.0) + time.perf_counter() - t0
     seconds["total"] = time.perf_counter() - start

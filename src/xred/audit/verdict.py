@@ -3,7 +3,10 @@ and the rule that turns flagged statistics into one verdict per explainer.
 
 A statistic is *flagged* when it lies beyond its threshold on its bad side (strictly), and
 *inactive* thresholds (the calibration found no manipulated model beyond the clean models'
-range) never flag. Per explainer:
+range) never flag. When the audited model's architecture is one the calibration has clean
+models of, a manipulation statistic is judged as its deviation from the median of those clean
+models (the architecture's *centre*) against the deviation threshold; otherwise its raw value
+against the raw threshold (:mod:`xred.audit.calibrate`). Per explainer:
 
 - ``manipulated``: the architecture check flags (the model carries surgery: none of its maps can
   be trusted), or at least two manipulation statistics flag;
@@ -56,28 +59,48 @@ class Threshold:
 
 @dataclass
 class Thresholds:
-    """Every threshold, keyed ``explainer/statistic``, and how the set was made."""
+    """Every threshold, keyed ``explainer/statistic``, and how the set was made; ``relative``:
+    thresholds on the deviation from the architecture's clean centre, ``centres``: architecture
+    -> ``explainer/statistic`` -> median of its clean calibration models."""
 
     items: dict[str, Threshold] = field(default_factory=dict)
     made_by: dict[str, Any] = field(default_factory=dict)
+    relative: dict[str, Threshold] = field(default_factory=dict)
+    centres: dict[str, dict[str, float]] = field(default_factory=dict)
 
     def get(self, explainer: str, statistic: str) -> Threshold | None:
         if statistic == "findings":  # a rule, not a fit: one architecture finding flags
             return Threshold("findings", "*", 0.5, True, fitted="rule: any finding flags")
         return self.items.get(f"{explainer}/{statistic}") or self.items.get(f"*/{statistic}")
 
+    def lookup(self, explainer: str, statistic: str, architecture: str | None = None
+               ) -> tuple[Threshold | None, float | None]:
+        """(threshold, centre): the deviation threshold and the architecture's clean centre if
+        the calibration has both, else the raw threshold and None."""
+        centre = self.centres.get(architecture or "", {}).get(f"{explainer}/{statistic}")
+        if centre is not None:
+            t = self.relative.get(f"{explainer}/{statistic}")
+            if t is not None:
+                return t, centre
+        return self.get(explainer, statistic), None
+
     def to_dict(self) -> dict[str, Any]:
         return {"made_by": self.made_by,
-                "thresholds": {k: asdict(t) for k, t in sorted(self.items.items())}}
+                "thresholds": {k: asdict(t) for k, t in sorted(self.items.items())},
+                "relative": {k: asdict(t) for k, t in sorted(self.relative.items())},
+                "centres": {a: dict(sorted(c.items())) for a, c in sorted(self.centres.items())}}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Thresholds:
         try:
             items = {k: Threshold(**v) for k, v in d.get("thresholds", {}).items()}
-        except TypeError as e:
+            relative = {k: Threshold(**v) for k, v in d.get("relative", {}).items()}
+            centres = {str(a): {str(k): float(v) for k, v in c.items()}
+                       for a, c in d.get("centres", {}).items()}
+        except (TypeError, ValueError, AttributeError) as e:
             raise XredError(f"a thresholds file with unknown fields ({e}); re-create it with "
                             "xred run experiments/audit.json") from e
-        return cls(items, dict(d.get("made_by", {})))
+        return cls(items, dict(d.get("made_by", {})), relative, centres)
 
 
 def load_thresholds(path: str | Path | None = None) -> Thresholds:
@@ -103,24 +126,29 @@ class Verdict:
         return asdict(self)
 
 
-def scored(checks: dict[str, Check], explainer: str, thresholds: Thresholds
-           ) -> list[dict[str, Any]]:
-    """Every statistic of ``checks`` with its threshold and whether it flags."""
+def scored(checks: dict[str, Check], explainer: str, thresholds: Thresholds,
+           architecture: str | None = None) -> list[dict[str, Any]]:
+    """Every statistic of ``checks`` with its threshold and whether it flags; ``centre`` (not
+    None: judged as value − centre against the deviation threshold, module docstring)."""
     rows = []
     for check in checks.values():
         for s in check.statistics:
-            t = thresholds.get(explainer, s.name)
+            t, centre = thresholds.lookup(explainer, s.name, architecture)
+            v = s.value - centre if centre is not None else s.value
             rows.append({"check": check.name, "statistic": s.name, "role": s.role,
                          "value": s.value if math.isfinite(s.value) else None, "bad": s.bad,
-                         "threshold": None if t is None else t.value,
+                         "centre": centre,
+                         "threshold": None if t is None else t.value + (centre or 0.0),
                          "active": bool(t and t.active),
-                         "flagged": bool(t and t.flags(s.value))})
+                         "flagged": bool(t and t.flags(v))})
     return rows
 
 
-def judge(checks: dict[str, Check], explainer: str, thresholds: Thresholds) -> Verdict:
-    """The verdict rule of the module docstring."""
-    rows = scored(checks, explainer, thresholds)
+def judge(checks: dict[str, Check], explainer: str, thresholds: Thresholds,
+          architecture: str | None = None) -> Verdict:
+    """The verdict rule of the module docstring (``architecture``: the audited model's, for the
+    deviation thresholds)."""
+    rows = scored(checks, explainer, thresholds, architecture)
     flags = [r for r in rows if r["flagged"]]
     manip = [r for r in flags if r["role"] == "manipulation"]
     fragile = [r for r in flags if r["role"] == "fragility"]

@@ -44,7 +44,7 @@ from xred.report.text import merge_config, pct, relative
 __all__ = ["run_audit_calibration"]
 
 #: bump when a check's statistic changes: cached audits of an older version are recomputed
-CHECKS_VERSION = 1
+CHECKS_VERSION = 2  # 2: agreement with occlusion only
 
 DEFAULTS: dict[str, Any] = {
     "count": 64,
@@ -58,6 +58,8 @@ DEFAULTS: dict[str, Any] = {
     "viering": {"models": ["fmnist-vgg"], "techniques": ["constant", "image", "random",
                                                          "backdoor"]},
     "held_out": [],
+    "fsr_count": 500,
+    "min_clean": 2,
     "make_missing": True,
     "q": 0.01, "q_fragility": 0.05,
     "cache": "runs/audit-cache", "thresholds": None, "figures": "docs/figures", "report": None,
@@ -161,11 +163,13 @@ def _region_mask(model: str, explainer: str, region: str) -> Tensor:
 
 
 def _model_key(ref: str) -> dict[str, Any]:
+    """A model's cache key: its sidecar's and weights' content hashes (a copied cache stays
+    valid; a re-made model with other weights does not)."""
     path = Path(ref)
     if path.is_dir():
-        tensors = path / "model.safetensors"
+        weights = hashlib.sha256((path / "model.safetensors").read_bytes()).hexdigest()[:16]
         return {"ref": ref, "sidecar": _hash((path / "model.json").read_text()),
-                "size": tensors.stat().st_size, "mtime": int(tensors.stat().st_mtime)}
+                "weights": weights}
     return {"ref": ref}
 
 
@@ -202,6 +206,53 @@ def _audit(ref: str, explainers: list[str], cfg: dict[str, Any], cache: Path, lo
     return out
 
 
+def _architecture(ref: str) -> str | None:
+    """The architecture name the model's sidecar declares (what ``xred audit`` sees)."""
+    from xred import models
+
+    return models.describe(ref).get("architecture")
+
+
+def _accuracy(ref: str, success: dict[str, Any] | None) -> float | None:
+    """The model's test accuracy: its sidecar's (whole test split), else that of the fooling
+    evaluation (first ``fsr_count`` test images)."""
+    from xred import models
+
+    acc = (models.describe(ref).get("metrics") or {}).get("test_accuracy")
+    return acc if acc is not None else (success or {}).get("accuracy_after")
+
+
+def _fooling_success(ref: str, fooling: dict[str, Any], cfg: dict[str, Any], cache: Path,
+                     log: Log) -> dict[str, Any]:
+    """How well a Heo fine-tuning fooled its explainer: the FSR (Heo et al. Sec. 4.2,
+    :func:`xred.metrics.fooling.evaluate_fooling` against the original) and both accuracies on
+    the first ``fsr_count`` test images, cached per model and setting."""
+    from xred import models
+    from xred.data import load_dataset
+    from xred.metrics.fooling import evaluate_fooling
+
+    n = int(cfg["fsr_count"])
+    key = {"model": _model_key(ref), "fsr": fooling, "count": n}
+    path = cache / "fsr" / f"{_hash(key)}.json"
+    if path.is_file():
+        return read_json(path)["result"]
+    info = models.describe(fooling["original"])
+    x, y = load_dataset(info["dataset"], "test")[torch.arange(n)]
+    region = fooling.get("region")
+    mask = _region_mask(fooling["original"], fooling["explainer"], region) if region else None
+    start = time.perf_counter()
+    r = evaluate_fooling(models.load(fooling["original"]), models.load(ref), (x, y),
+                         fooling["fooling"], {fooling["explainer"]: fooling.get("options") or {}},
+                         layer=info["cam_layer"], mask=mask)
+    out = {"fsr": r["fsr"][fooling["explainer"]],
+           "mean_loss": r["mean_loss"][fooling["explainer"]],
+           "accuracy_before": r["accuracy_before"], "accuracy_after": r["accuracy_after"],
+           "interval": r["interval"], "size": r["size"]}
+    write_json(path, {"key": key, "result": out})
+    log(f"fsr {ref}: {out['fsr']:.2f} ({time.perf_counter() - start:.0f} s)")
+    return out
+
+
 # ---------------------------------------------------------------- the runner
 
 
@@ -230,7 +281,8 @@ def _cells(cfg: dict[str, Any], cache: Path, log: Log, command: str | None
                           "ref": lambda m=m, e=e, st=setting: str(_fooled(
                               m, "location", e, st, cache / "benign", log, command, seed)),
                           "family": "clean-benign", "manipulated": False, "targeted": [],
-                          "reference": m, "folder": f"benign/{m}/location-{e}"})
+                          "reference": m, "folder": f"benign/{m}/location-{e}",
+                          "fooling": {"original": m, "fooling": "location", "explainer": e}})
     for m in heo["models"]:
         for f in heo["foolings"]:
             for e in heo["explainers"]:
@@ -238,7 +290,8 @@ def _cells(cfg: dict[str, Any], cache: Path, log: Log, command: str | None
                 cells.append({"model": f"{m} {f} {e}", "ref": lambda m=m, f=f, e=e, st=setting:
                               str(_fooled(m, f, e, st, cache / "heo", log, command, seed)),
                               "family": f"heo-{f}", "manipulated": True, "targeted": [e],
-                              "reference": m, "folder": f"heo/{m}/{f}-{e}"})
+                              "reference": m, "folder": f"heo/{m}/{f}-{e}",
+                              "fooling": {"original": m, "fooling": f, "explainer": e}})
     for h in cfg["held_out"]:
         name = h["name"]
         mask = h.get("region")
@@ -248,6 +301,9 @@ def _cells(cfg: dict[str, Any], cache: Path, log: Log, command: str | None
             "folder": f"held-out/{name}/{h['model']}/{h['fooling']}-{h['explainer']}",
             "description": h.get(
                 "description", ""), "extra_explainers": [h["explainer"]],
+            "fooling": {"original": h["model"], "fooling": h["fooling"],
+                        "explainer": h["explainer"], "region": mask,
+                        "options": h["setting"].get("explainer_options")},
             "ref": lambda h=h, mask=mask: str(_fooled(
                 h["model"], h["fooling"], h["explainer"], h["setting"],
                 cache / "held-out" / h["name"], log, command, seed,
@@ -289,15 +345,21 @@ def run_audit_calibration(config: dict[str, Any], out: str | os.PathLike, *,
             explainers = list(dict.fromkeys([*cfg["explainers"],
                                              *cell.get("extra_explainers", [])]))
             result = _audit(ref, explainers, cfg, cache, log, cell.get("reference"))
+            success = (_fooling_success(ref, cell["fooling"], cfg, cache, log)
+                       if cell.get("fooling") else None)
         except XredError as e:
             failed[cell["model"]] = str(e)
             log(f"{cell['model']}: failed ({e})")
             continue
         audits[cell["model"]] = result
+        arch, accuracy = _architecture(ref), _accuracy(ref, success)
         for e, stats in result["statistics"].items():
             row = {"model": cell["model"], "family": cell["family"], "explainer": e,
+                   "architecture": arch, "accuracy": accuracy,
                    "manipulated": cell["manipulated"], "targeted": e in cell["targeted"],
                    "stats": stats}
+            if success is not None and e == cell["fooling"]["explainer"]:
+                row["fooling"] = success
             (held if cell.get("held_out") else rows).append(row)
     made_by = {"command": command or "xred run experiments/audit.json",
                "config": {k: cfg[k] for k in ("count", "explainers", "settings", "seed")},
@@ -308,8 +370,8 @@ def run_audit_calibration(config: dict[str, Any], out: str | os.PathLike, *,
                "date": time.strftime("%Y-%m-%d")}
     q, qf = float(cfg["q"]), float(cfg["q_fragility"])
 
-    def fit(rs: list[dict[str, Any]]) -> Any:
-        return fit_thresholds(rs, q=q, q_fragility=qf, made_by=made_by)
+    def fit(rs: list[dict[str, Any]], min_clean: int = int(cfg["min_clean"])) -> Any:
+        return fit_thresholds(rs, q=q, q_fragility=qf, min_clean=min_clean, made_by=made_by)
 
     if not rows:
         raise XredError("no calibration model could be audited: see the log")
@@ -321,29 +383,42 @@ def run_audit_calibration(config: dict[str, Any], out: str | os.PathLike, *,
     # the common case first: no reference (its statistics dropped); then, for the fine-tuned
     # models, with their original as the reference
     plain = [_without_reference(r) for r in rows]
-    lofo = leave_one_family_out(plain, fit=fit)
+    lofo = _with_fooling(leave_one_family_out(plain, fit=fit), rows)
+    # the same without architecture centres (raw statistics, thresholds pooled over
+    # architectures): what the deviation thresholds are measured against
+    lofo_pooled = leave_one_family_out(plain, fit=lambda rs: fit(rs, min_clean=10 ** 9))
     with_ref = [r for r in rows if "reference_similarity" in r["stats"]]
-    lofo_ref = leave_one_family_out(with_ref, fit=lambda rs: fit(
-        rs + [r for r in plain if r["family"] not in {x["family"] for x in with_ref}]))
+    lofo_ref = _with_fooling(leave_one_family_out(with_ref, fit=lambda rs: fit(
+        rs + [r for r in plain if r["family"] not in {x["family"] for x in with_ref}])), rows)
     held_out = []
     for r in held:
         v, vr = row_verdict(_without_reference(r), thresholds), row_verdict(r, thresholds)
         held_out.append({**{k: r[k] for k in ("model", "family", "explainer", "targeted")},
+                         "fooling": r.get("fooling"),
                          "verdict": v.verdict, "flagged": [f["statistic"] for f in v.flagged],
                          "verdict_reference": vr.verdict,
                          "flagged_reference": [f["statistic"] for f in vr.flagged]})
-    results = {"lofo": lofo, "lofo_reference": lofo_ref, "held_out": held_out,
+    results = {"lofo": lofo, "lofo_reference": lofo_ref, "lofo_pooled": lofo_pooled,
+               "held_out": held_out,
                "failed": failed, "thresholds": str(target), "audit_seconds": {
                    k: a["seconds"].get("total") for k, a in audits.items()},
                "seconds": time.perf_counter() - start}
     results["summary"] = _summary(lofo, cfg["bounds"])
     results["summary_reference"] = _summary(lofo_ref, cfg["bounds"])
+    results["summary_pooled"] = _summary(lofo_pooled, cfg["bounds"])
     report = Path(config.get("report") or out / "report.md")
     lines = _report(cfg, rows, lofo, held_out, thresholds, results, report)
     atomic_write(report, lambda tmp: Path(tmp).write_text("\n".join(lines) + "\n"))
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "calibration.json", {"rows": rows, "held_out_rows": held, **results})
     return {**results, "report": str(report)}
+
+
+def _with_fooling(lofo: list[dict[str, Any]], rows: list[dict[str, Any]]
+                  ) -> list[dict[str, Any]]:
+    """The LOFO verdicts with each fooled pair's measured fooling success (``fooling``)."""
+    success = {(r["model"], r["explainer"]): r["fooling"] for r in rows if r.get("fooling")}
+    return [{**v, "fooling": success.get((v["model"], v["explainer"]))} for v in lofo]
 
 
 def _without_reference(row: dict[str, Any]) -> dict[str, Any]:
@@ -418,10 +493,99 @@ def _lofo_section(title: str, lofo: list[dict[str, Any]], s: dict[str, Any]) -> 
     return [*lines, ""]
 
 
+def _fsr_text(f: dict[str, Any] | None) -> str:
+    return "–" if not f else f"{f['fsr']:.2f}"
+
+
+def _clean_section(rows: list[dict[str, Any]], lofo: list[dict[str, Any]]) -> list[str]:
+    """The clean calibration models, their accuracy and their flagged pairs (LOFO)."""
+    lines = ["### The clean models", "",
+             "Test accuracy from the model's sidecar (whole test split; benign fine-tunings: the "
+             "first test images of the fooling evaluation). Retrained seeds follow the zoo "
+             "recipe with the config's fewer epochs.", "",
+             "| model | family | accuracy | flagged pairs (leave one family out) |",
+             "|---|---|---|---|"]
+    seen: dict[str, dict[str, Any]] = {}
+    for r in rows:
+        if not r["manipulated"]:
+            seen.setdefault(r["model"], r)
+    for m, r in seen.items():
+        flagged = [f"{v['explainer']}: {v['verdict']} ({', '.join(v['flagged'])})"
+                   for v in lofo if v["model"] == m and v["verdict"] != "trustworthy"]
+        acc = r.get("accuracy")
+        lines.append(f"| {m} | {r['family']} | {'–' if acc is None else f'{acc:.3f}'} | "
+                     f"{'; '.join(flagged) or '–'} |")
+    bad = sorted({v["model"] for v in lofo if not v["manipulated"]
+                  and v["verdict"] != "trustworthy"})
+    if bad:
+        accs = [seen[m].get("accuracy") for m in seen if m not in bad]
+        accs = [a for a in accs if a is not None]
+        lines += ["", f"The flagged clean pairs come from {len(bad)} of {len(seen)} clean models: "
+                  + ", ".join(f"{m} (accuracy {_fmt(seen[m].get('accuracy'))})" for m in bad)
+                  + (f"; the unflagged ones have accuracy {min(accs):.3f}–{max(accs):.3f}."
+                     if accs else ".")]
+    return [*lines, ""]
+
+
+def _method_section(results: dict[str, Any]) -> list[str]:
+    """Leave-one-family-out counts of the architecture-relative thresholds against raw
+    statistics with thresholds pooled over architectures."""
+    def counts(s: dict[str, Any]) -> str:
+        fm, nm = s["manipulated_flagged"]
+        fc, nc = s["clean_flagged"]
+        ft, nt = s["tampered_models_flagged"]
+        return (f"{fm}/{nm} = {pct(fm / nm if nm else None)} % | {ft}/{nt} | "
+                f"{fc}/{nc} = {pct(fc / nc if nc else None)} %")
+
+    return ["### Why architecture centres", "",
+            "A statistic's clean value depends on the architecture (Grad-CAM's faithfulness is "
+            "low on the VGG and high on the ResNet, clean or not; see the statistics table "
+            "below), so thresholds pooled over architectures miss foolings whose statistic "
+            "moved far from its own architecture's clean value but stayed inside another "
+            "architecture's. The audit judges a model of a calibrated architecture by the "
+            "deviation from the median of that architecture's clean models "
+            "(src/xred/audit/calibrate.py); an architecture without clean calibration models "
+            "falls back to the pooled thresholds. Both, leave one family out, no reference:",
+            "", "| thresholds | manipulated pairs flagged | tampered models flagged | clean "
+            "pairs flagged |", "|---|---|---|---|",
+            f"| raw statistics, pooled over architectures | {counts(results['summary_pooled'])} |",
+            f"| deviation from the architecture's clean centre (shipped) | "
+            f"{counts(results['summary'])} |", ""]
+
+
+def _fooling_section(cfg: dict[str, Any], lofo: list[dict[str, Any]],
+                     lofo_ref: list[dict[str, Any]]) -> list[str]:
+    """Every fine-tuned calibration pair with its measured fooling success and its verdicts."""
+    ref = {(r["model"], r["explainer"]): r for r in lofo_ref}
+    rs = sorted([r for r in lofo if r.get("fooling")], key=lambda r: (
+        r["manipulated"], r["fooling"]["fsr"]))
+    if not rs:
+        return []
+    lines = ["### How well each fine-tuning fooled its explainer", "",
+             "FSR: Heo et al.'s fooling success rate of the fine-tuned explainer on the first "
+             f"{cfg['fsr_count']} Fashion-MNIST test images, against the original "
+             "(xred.metrics.fooling.evaluate_fooling; Location: frame loss ≤ 0.2, Top-k: "
+             "overlap ≤ 0.3, Center-mass: shift ≥ 0.1). Benign fine-tunings (λ = 0) give the "
+             "FSR a fine-tuning reaches without fooling (Location criterion). Verdicts leave "
+             "one family out.", "",
+             "| model | explainer | FSR | accuracy before → after | verdict | beyond a "
+             "threshold (fragility included) | with reference | beyond a threshold |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in rs:
+        f, w = r["fooling"], ref.get((r["model"], r["explainer"]))
+        lines.append(
+            f"| {r['model']} | {r['explainer']} | {f['fsr']:.2f} | {f['accuracy_before']:.3f} "
+            f"→ {f['accuracy_after']:.3f} | {r['verdict']} | {', '.join(r['flagged']) or '–'} "
+            f"| {w['verdict'] if w else '–'} | "
+            f"{', '.join(w['flagged']) if w and w['flagged'] else '–'} |")
+    return [*lines, ""]
+
+
 def _report(cfg: dict[str, Any], rows: list[dict[str, Any]], lofo: list[dict[str, Any]],
             held_out: list[dict[str, Any]], thresholds: Any, results: dict[str, Any],
             report: Path) -> list[str]:
-    from xred.audit import STATISTICS, auc, row_verdict
+    from xred.audit import STATISTICS, Thresholds, auc, row_verdict
+    from xred.audit.calibrate import held_out_deviations
     from xred.report.audit import statistic_figure
 
     lines = [
@@ -446,16 +610,20 @@ def _report(cfg: dict[str, Any], rows: list[dict[str, Any]], lofo: list[dict[str
     ]
     lines += _lofo_section("Without a reference (the common case)", lofo,
                            results["summary"])
+    lines += _clean_section(rows, lofo)
+    lines += _method_section(results)
+    lines += _fooling_section(cfg, lofo, results["lofo_reference"])
     lines += _lofo_section("With the original as the reference (fine-tuned models only)",
                            results["lofo_reference"], results["summary_reference"])
     lines += ["## Manipulations not in the calibration set", "",
               "Judged with the thresholds fitted on the whole calibration set, without and with "
               "the original as the reference.", "",
-              "| model | explainer | verdict | flagged by | with reference | flagged by |",
-              "|---|---|---|---|---|---|"]
+              "| model | explainer | FSR | verdict | flagged by | with reference | flagged by |",
+              "|---|---|---|---|---|---|---|"]
     for r in held_out:
         if r["targeted"]:
-            lines.append(f"| {r['model']} | {r['explainer']} | {r['verdict']} | "
+            lines.append(f"| {r['model']} | {r['explainer']} | {_fsr_text(r.get('fooling'))} "
+                         f"| {r['verdict']} | "
                          f"{', '.join(r['flagged']) or '–'} | {r['verdict_reference']} | "
                          f"{', '.join(r['flagged_reference']) or '–'} |")
     targeted = [r for r in held_out if r["targeted"]]
@@ -465,16 +633,22 @@ def _report(cfg: dict[str, Any], rows: list[dict[str, Any]], lofo: list[dict[str
               "with one." if n else "", "",
               "## Each statistic", "",
               "ROC AUC pooled over explainers (targeted manipulated pairs vs clean pairs; 1: "
-              "every manipulated pair lies beyond every clean pair on the bad side), its "
-              "thresholds per explainer (fitted on the whole calibration set; `off`: inactive, "
-              "no manipulated pair beyond the clean edge) and the calibration pairs it flags.", "",
-              "| statistic | bad side | AUC | thresholds | flags (manipulated) | flags (clean) |",
-              "|---|---|---|---|---|---|"]
+              "every manipulated pair lies beyond every clean pair on the bad side) of the raw "
+              "value and of the deviation from the architecture's clean centre, its pooled "
+              "thresholds on the raw value per explainer (fitted on the whole calibration set; "
+              "`off`: inactive, no manipulated pair beyond the clean edge; the deviation "
+              "thresholds are in the second figure) and the calibration pairs the shipped "
+              "thresholds flag with it.", "",
+              "| statistic | bad side | AUC | AUC of the deviation | pooled thresholds | flags "
+              "(manipulated) | flags (clean) |", "|---|---|---|---|---|---|---|"]
     explainers = sorted({r["explainer"] for r in rows})
     full = [(r, row_verdict(r, thresholds)) for r in rows]
+    devs = held_out_deviations(rows, thresholds.centres)
     for st, (bad, role) in STATISTICS.items():
         clean = [r["stats"].get(st) for r in rows if not r["manipulated"]]
         manip = [r["stats"].get(st) for r in rows if r["manipulated"] and r["targeted"]]
+        dclean = [r["stats"].get(st) for r in devs if not r["manipulated"]]
+        dmanip = [r["stats"].get(st) for r in devs if r["manipulated"] and r["targeted"]]
         ts = []
         for e in explainers:
             t = thresholds.get(e, st)
@@ -485,14 +659,26 @@ def _report(cfg: dict[str, Any], rows: list[dict[str, Any]], lofo: list[dict[str
         false = sorted({f"{r['model']} {r['explainer']}" for r, v in full
                         if not r["manipulated"] and st in [f["statistic"] for f in v.flagged]})
         lines.append(f"| {st} ({role}) | {bad} | {_fmt(auc(clean, manip, bad))} | "
+                     f"{'–' if st == 'findings' else _fmt(auc(dclean, dmanip, bad))} | "
                      f"{', '.join(ts)} | {', '.join(caught) or '–'} | "
                      f"{', '.join(false) or '–'} |")
     figure = statistic_figure(rows, thresholds, Path(cfg["figures"]) / "audit_statistics.png")
+    dev = statistic_figure(held_out_deviations(rows, thresholds.centres),
+                           Thresholds(thresholds.relative),
+                           Path(cfg["figures"]) / "audit_deviations.png",
+                           title="Deviation from the architecture's clean centre")
     lines += ["", f"![statistics]({relative(figure, report)})", "",
               "*Each statistic per explainer: clean pairs (blue), targeted manipulated pairs "
               "(red), other explainers of manipulated models (grey); hollow: models the "
-              "architecture check catches (left out of the fits); the line is the fitted "
-              "threshold (dashed: inactive).*", ""]
+              "architecture check catches (left out of the fits); the line is the pooled "
+              "threshold on the raw value, used for architectures without clean calibration "
+              "models (dashed: inactive).*", "",
+              f"![deviations]({relative(dev, report)})", "",
+              "*The same pairs as deviations from the median of their architecture's clean "
+              "models (models whose architecture has at least "
+              f"{cfg['min_clean']} clean calibration models; a clean pair's deviation from the "
+              "median of the other families' clean models of its architecture, as in the fit), "
+              "with the deviation thresholds the shipped audit uses for them.*", ""]
     frag = [r for r in rows if not r["manipulated"]]
     if frag:
         lines += ["## Fragility (a separate verdict line)", "",

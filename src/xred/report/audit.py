@@ -203,8 +203,8 @@ def _short_json(obj: Any) -> str:
     return text if len(text) < 4000 else text[:4000] + "\n..."
 
 
-def statistic_figure(rows: Sequence[dict[str, Any]], thresholds: Any, path: str | os.PathLike
-                     ) -> Path:
+def statistic_figure(rows: Sequence[dict[str, Any]], thresholds: Any, path: str | os.PathLike,
+                     title: str = "Audit statistics on the calibration set") -> Path:
     """docs/audit.md's figure: per statistic (panel) and explainer (column), the values of the
     clean pairs (blue), targeted manipulated pairs (red) and the other explainers of manipulated
     models (grey), with each fitted threshold (a line; dashed: inactive)."""
@@ -246,7 +246,7 @@ def statistic_figure(rows: Sequence[dict[str, Any]], thresholds: Any, path: str 
         ax.set_title(f"{st} (bad: {STATISTICS[st][0]})", fontsize=9)
         ax.tick_params(labelsize=7)
         ax.grid(alpha=0.3)
-    fig.suptitle("Audit statistics on the calibration set: clean (blue), manipulated (red), "
+    fig.suptitle(f"{title}: clean (blue), manipulated (red), "
                  "other explainers of manipulated models (grey)\nhollow: caught by the "
                  "architecture check (not fitted on); lines: thresholds (dashed: inactive)",
                  fontsize=10)

@@ -49,7 +49,8 @@ def audit(model: str | os.PathLike | LoadedModel, *, explainers: list[str] | Non
                        layer=info.get("cam_layer"),
                        input_shape=info.get("input_shape") or None, classes=classes,
                        reference=ref_module, thresholds=table, settings=settings,
-                       name=loaded.ref, reference_name=ref_name, progress=progress)
+                       name=loaded.ref, reference_name=ref_name,
+                       architecture=info.get("architecture"), progress=progress)
 
 
 def summary(result: AuditResult) -> dict[str, Any]:
