@@ -11,7 +11,8 @@ TINY = {
     "kind": "defences",
     "train": {"steps": 2, "batch_size": 16, "optimizer": "adam", "lr": 0.001,
               "scratch": False, "ramp": [0.0, 0.5], "inner_steps": 2},
-    "models": {"Normal": {"defence": None}, "Adv": {"defence": "pgd-at"},
+    "models": {"Normal": {"defence": None},
+               "Adv": {"defence": "pgd-at", "train": {"steps": 3, "inner_steps": 1}},
                "Int2": {"defence": "int2"}},
     "table": {"count": 12, "eps": [0, 0.1], "steps": 3, "restarts": 1},
     "check": {"models": ["Normal", "Adv"], "count": 12, "eps": 0.1, "steps": 3, "restarts": 2,
@@ -37,6 +38,11 @@ def test_tiny_defences_run_and_resume(tmp_path, monkeypatch):
         assert heading in report
     assert set(first["models"]) == {"Normal", "Adv", "Int2"}
     assert first["models"]["Int2"]["training"]["explainer"] == "cam"
+    # a model's own recipe overrides the shared one
+    assert first["models"]["Adv"]["training"]["steps"] == 3
+    assert first["models"]["Adv"]["training"]["options"]["steps"] == 1
+    assert first["models"]["Int2"]["training"]["steps"] == 2
+    assert "- Adv: 3 steps, 1 inner steps" in report
 
     import importlib
 

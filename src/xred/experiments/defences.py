@@ -75,16 +75,22 @@ def _say(progress: bool, text: str) -> None:
         tqdm.write(f"[{time.strftime('%H:%M:%S')}] {text}")
 
 
+def _train_settings(cfg: dict[str, Any], spec: dict[str, Any]) -> dict[str, Any]:
+    """The training recipe of one model: ``train`` with the model's own ``train`` over it."""
+    return {**cfg["train"], **spec.get("train", {})}
+
+
 def _defence_options(cfg: dict[str, Any], spec: dict[str, Any]) -> dict[str, Any]:
     from xred.defend import defence_class
 
     cls = defence_class(spec["defence"])
+    train = _train_settings(cfg, spec)
     opts: dict[str, Any] = {"eps": float(cfg["eps"])}
-    ramp = cfg["train"].get("ramp")
+    ramp = train.get("ramp")
     if ramp:
         opts["ramp_start"], opts["ramp_end"] = float(ramp[0]), float(ramp[1])
-    if cls.default_steps > 1 and cfg["train"].get("inner_steps"):
-        opts["steps"] = int(cfg["train"]["inner_steps"])
+    if cls.default_steps > 1 and train.get("inner_steps"):
+        opts["steps"] = int(train["inner_steps"])
     return {**opts, **spec.get("options", {})}
 
 
@@ -95,11 +101,13 @@ def _train_cell(cfg: dict[str, Any], label: str, spec: dict[str, Any], cells: Ce
     from xred.data import load_dataset
     from xred.provenance import record
 
+    base = spec.get("base", cfg["base_model"])
     if spec.get("defence") is None:
-        return cfg["base_model"], {"defence": None}
-    train = cfg["train"]
+        return base, {"defence": None} if base == cfg["base_model"] else {
+            "defence": None, "base": base}
+    train = _train_settings(cfg, spec)
     options = _defence_options(cfg, spec)
-    settings = {"base": cfg["base_model"], "defence": spec["defence"], "options": options,
+    settings = {"base": base, "defence": spec["defence"], "options": options,
                 "train": {k: v for k, v in train.items() if k != "inner_steps"},
                 "seed": cfg["seed"]}
     folder = cells.folder("train", label, settings)
@@ -112,10 +120,11 @@ def _train_cell(cfg: dict[str, Any], label: str, spec: dict[str, Any], cells: Ce
             train["steps"] * train["batch_size"] / len(data))), batch_size=train["batch_size"],
             optimizer=train["optimizer"], lr=train["lr"], max_steps=train["steps"],
             seed=int(cfg["seed"]), progress=progress)
-        res = defend.harden(cfg["base_model"], d, data, config, folder,
+        res = defend.harden(base, d, data, config, folder,
                             scratch=bool(train["scratch"]),
                             provenance=record(command, settings, cfg["seed"]))
-        return {"defence": spec["defence"], "options": d.options, "steps": res.steps,
+        return {"defence": spec["defence"], "base": base, "options": d.options,
+                "steps": res.steps, "batch_size": train["batch_size"],
                 "seconds": res.seconds, "explainer": res.explainer,
                 "early_stop": res.early_stop, "last": res.history[-1] if res.history else {}}
 
@@ -379,6 +388,11 @@ def render(cfg: dict[str, Any], results: dict[str, Any], provenance: dict[str, A
            if tr.get("ramp") else "")
         + f", {tr['inner_steps']} inner PGD steps of 2.5·ε/{tr['inner_steps']} (the paper: 40 "
         "steps on MNIST).",
+    ] + [f"- {label}: " + ", ".join(
+        ([f"from `{spec['base']}`"] if "base" in spec else []) + [
+            f"{v} {k.replace('_', ' ')}" for k, v in spec.get("train", {}).items()]) +
+        " (its own recipe, overriding the line above)."
+        for label, spec in cfg["models"].items() if "base" in spec or "train" in spec] + [
         f"- Table 1: {tab['steps']}-step PGD, {tab['restarts']} restart(s), step 2.5·ε/steps, "
         f"on the first {tab['count']} test images (the paper: 200 steps); clean accuracy "
         "(ε = 0 column) on the first "
