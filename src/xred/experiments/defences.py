@@ -209,7 +209,7 @@ def compute(cfg: dict[str, Any], cells: CellStore, progress: bool,
                 lambda m=model: float(ev.pgd_accuracy(
                     m, cx, cy, chk["eps"], steps=chk["steps"], restarts=chk["restarts"],
                     seed=seed, batch_size=bs).float().mean()))
-        if label != ref_label:  # gradient masking (not for the reference standard model)
+        if cfg["models"][label].get("defence"):  # gradient masking: the robust models
             numbers = _eval_cell(cells, label, "masking", {**key, **msk, "seed": seed},
                                  lambda m=model: masking_numbers(m))
             curve = {float(e): v for e, v in row["pgd"].items()}
@@ -229,8 +229,8 @@ def compute(cfg: dict[str, Any], cells: CellStore, progress: bool,
     if cfg.get("heo"):
         results["heo"] = _heo(cfg, paths, test, cells, progress)
     if cfg.get("timing"):
-        results["timing"] = cells.json("timing", "epoch-time", {**cfg["timing"], "models": {
-            k: v for k, v in cfg["models"].items()}, "eps": cfg["eps"]},
+        results["timing"] = cells.json("timing", "epoch-time", {
+            **cfg["timing"], "models": _timed_models(cfg), "eps": cfg["eps"]},
             lambda: _timing(cfg, progress))
     results["figures"] = {"curves": str(_figure(cfg, results, figures))}
     results["cpu_seconds"] = time.process_time()  # this process (cells computed in this run)
@@ -303,6 +303,12 @@ def _pgd_examples(model: nn.Module, x: Tensor, y: Tensor, eps: float, steps: int
     return PGD(model, eps=eps, steps=steps, random_start=True, seed=seed)(x, y).x_adv
 
 
+def _timed_models(cfg: dict[str, Any]) -> dict[str, Any]:
+    """The models of the base architecture: timed on one architecture, so ratios compare."""
+    return {k: v for k, v in cfg["models"].items()
+            if v.get("base", cfg["base_model"]) == cfg["base_model"]}
+
+
 def _timing(cfg: dict[str, Any], progress: bool) -> dict[str, Any]:
     """Seconds per training step of each defence on one batch (rounds interleaved, median),
     times the steps of a Fashion-MNIST epoch."""
@@ -314,7 +320,7 @@ def _timing(cfg: dict[str, Any], progress: bool) -> dict[str, Any]:
     x, y = data[torch.arange(int(t["batch_size"]))]
     steps_per_epoch = math.ceil(len(data) / int(t["batch_size"]))
     runs: dict[str, tuple[Any, nn.Module, torch.optim.Optimizer]] = {}
-    for label, spec in cfg["models"].items():
+    for label, spec in _timed_models(cfg).items():
         name = spec["defence"] or "standard"
         opts = {"eps": float(cfg["eps"]), **t["options"].get(name, {})}
         if name in ("fast-at", "free-at"):
@@ -411,7 +417,8 @@ def render(cfg: dict[str, Any], results: dict[str, Any], provenance: dict[str, A
             continue
         bars = chk["bars"]
         ok = r["clean"] >= bars["clean"] and r["check"] >= bars["pgd"]
-        verdict = "—" if label == "Normal" else ("met" if ok else "**missed**")
+        verdict = ("— (standard)" if not cfg["models"][label].get("defence")
+                   else "met" if ok else "**missed**")
         lines.append(f"| {label} | {pct(r['clean'], 2)} % | {pct(r['check'])} % | "
                      f"{verdict} (clean ≥ {pct(bars['clean'], 0)} %, PGD ≥ "
                      f"{pct(bars['pgd'], 0)} %) |")
@@ -457,7 +464,9 @@ def render(cfg: dict[str, Any], results: dict[str, Any], provenance: dict[str, A
               f"{aeps[min(1, len(aeps) - 1)]} |", "|---|" + "---|" * (len(aeps) + 1)]
     for label, r in rows.items():
         mid = r["aai"].get(aeps[min(1, len(aeps) - 1)], {})
-        lines.append(f"| {label} | " + " | ".join(
+        maps = {c.get("explainer") for c in r["aai"].values()} - {None, "cam"}
+        shown = label + "".join(f" ({m})" for m in sorted(maps))  # not CAM: say which map
+        lines.append(f"| {shown} | " + " | ".join(
             f"{r['aai'][e]['kendall']:.3f}" if e in r["aai"] else "–" for e in aeps) +
             f" | {pct(mid.get('topk_intersection'))} % |")
     lines += _ordering(rows, aeps)
