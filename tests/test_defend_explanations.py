@@ -198,3 +198,24 @@ def test_train_rts_adversarial_saves_a_loadable_interpreter_with_its_record(tmp_
     rts = json.loads((tmp_path / "model.json").read_text())["rts"]
     assert rts["adversarial"] == {"attack": "pgd", "eps": 0.1, "steps": 2}
     assert rts["steps"] == 2 and "adv_target_rate" in rts["history"][-1]
+
+
+def test_train_rts_init_starts_from_the_given_weights(tmp_path):
+    from xred.explain.learned import train_rts
+
+    g = torch.Generator().manual_seed(0)
+    data = ArrayDataset(torch.rand(8, 1, 28, 28, generator=g),
+                        torch.randint(0, 10, (8,), generator=g),
+                        classes=[str(i) for i in range(10)], name="tiny")
+    cfg = TrainConfig(epochs=1, batch_size=8, lr=1e-12, optimizer="adam", weight_decay=0.0,
+                      progress=False)
+    start = _net()
+    before = {k: v.clone() for k, v in start.state_dict().items()}
+    tuned = train_rts(_small(), data, cfg, width=4, init=start, perturbation="baseline")
+    scratch = train_rts(_small(), data, cfg, width=4, perturbation="baseline")
+    for k, v in before.items():  # one Adam step of 1e-12 from the init; the init unchanged
+        assert torch.allclose(tuned.state_dict()[k], v, atol=1e-9)
+        assert torch.equal(start.state_dict()[k], v)
+    assert not all(torch.allclose(scratch.state_dict()[k], v) for k, v in before.items())
+    with pytest.raises(XredError, match="init must be a SaliencyNet"):
+        train_rts(_small(), data, cfg, width=8, init=start, perturbation="baseline")

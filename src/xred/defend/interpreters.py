@@ -119,15 +119,17 @@ def train_rts_adversarial(classifier: nn.Module, data: Any, config: TrainConfig,
                           out: str | os.PathLike | None = None, *, attack: str = "pgd",
                           eps: float = 0.1, steps: int = 10,
                           attack_options: dict[str, Any] | None = None, width: int = 16,
-                          command: str | None = None, device: str | torch.device | None = None,
+                          init: nn.Module | None = None, command: str | None = None,
+                          device: str | torch.device | None = None,
                           **loss_options: Any) -> SaliencyNet:
     """Train RTS^A for ``classifier``: :func:`~xred.explain.learned.train_rts` (same data,
     config, ``width`` and ``loss_options``) on benign and adversarial inputs
-    (:class:`AdversarialRTS`); saved to ``out`` like any RTS interpreter, the attack settings
+    (:class:`AdversarialRTS`), from random weights or from ``init`` (e.g. the plain RTS
+    interpreter, fine-tuned); saved to ``out`` like any RTS interpreter, the attack settings
     recorded in its sidecar (``rts.adversarial``)."""
     augment = adversarial_rts(classifier, attack=attack, eps=eps, steps=steps, seed=config.seed,
                               attack_options=attack_options)
     record = {"adversarial": {"attack": attack, "eps": eps, "steps": steps,
-                              **(attack_options or {})}}
+                              **(attack_options or {})}, "fine_tuned": init is not None}
     return train_rts(classifier, data, config, out, width=width, command=command, device=device,
-                     augment=augment, meta=record, **loss_options)
+                     augment=augment, meta=record, init=init, **loss_options)

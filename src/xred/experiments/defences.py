@@ -64,10 +64,14 @@ DEFAULTS: dict[str, Any] = {
     # ADV²'s countermeasures (§6): RTS vs RTS^A and the ensemble interpreter, attacked with
     # ADV² (xred.experiments.defences_explanations; None: skipped)
     "countermeasures": {
-        "models": ["Normal"], "count": 100, "eps": 0.1, "adv2": {"steps": 100},
+        # ε 0.2: targeted PGD (100 steps) reaches 93 % of the first 100 test images of Normal
+        # there, 43 % at 0.1
+        "models": ["Normal"], "count": 100, "eps": 0.2, "adv2": {"steps": 100},
         "rts": {"steps": 300, "batch_size": 64, "lr": 1e-3, "width": 16,
                 "perturbation": "baseline"},
-        "rts_adv": {"attack": "pgd", "eps": 0.1, "steps": 10}, "quality_steps": 10,
+        # RTS^A: RTS fine-tuned ("init": "rts") for "train_steps" steps on benign + PGD inputs
+        "rts_adv": {"attack": "pgd", "eps": 0.2, "steps": 10, "init": "rts",
+                    "train_steps": 150}, "quality_steps": 10,
         "ensemble": {"gradient": {}, "cam": {}, "rts": {}}, "quantile": 0.95,
         "calibration_count": 500, "single": ["cam"], "pgd_steps": 100},
     # Dombrowski et al.'s β-smoothing against the explanation attacks (None: skipped)

@@ -64,9 +64,11 @@ def _targets(model: nn.Module, x: Tensor, seed: int) -> tuple[Tensor, Tensor]:
 
 
 def _rts_net(cells: CellStore, label: str, name: str, settings: dict[str, Any], model: nn.Module,
-             train: Any, command: str | None, progress: bool) -> nn.Module:
-    """An RTS interpreter (``settings["adversarial"]``: RTS^A), trained once, cached and
-    resumable under the cells (the engine's checkpoint in its folder)."""
+             train: Any, command: str | None, progress: bool,
+             init: nn.Module | None = None) -> nn.Module:
+    """An RTS interpreter (``settings["adversarial"]``: RTS^A, from ``init`` when its "init" is
+    "rts", for its "train_steps" steps), trained once, cached and resumable under the cells (the
+    engine's checkpoint in its folder)."""
     from xred import models
     from xred.defend.interpreters import train_rts_adversarial
     from xred.engine import TrainConfig
@@ -76,19 +78,19 @@ def _rts_net(cells: CellStore, label: str, name: str, settings: dict[str, Any], 
     if (folder / "model.safetensors").is_file():
         return models.load(folder)
     rts = settings["rts"]
-    steps, bs = int(rts["steps"]), int(rts["batch_size"])
+    adv = dict(settings.get("adversarial") or {})
+    start = init if adv.pop("init", None) == "rts" else None
+    steps, bs = int(adv.pop("train_steps", None) or rts["steps"]), int(rts["batch_size"])
     config = TrainConfig(epochs=max(1, math.ceil(steps * bs / len(train))), batch_size=bs,
                          lr=float(rts["lr"]), optimizer="adam", weight_decay=0.0,
                          schedule="constant", seed=int(settings["seed"]), max_steps=steps,
                          progress=progress)
     loss = {k: v for k, v in rts.items() if k not in ("steps", "batch_size", "lr", "width")}
     _say(progress, f"training {name} for {label}")
-    adversarial = settings.get("adversarial")
-    if adversarial:
-        adv = dict(adversarial)
+    if settings.get("adversarial"):
         return train_rts_adversarial(model, train, config, folder, attack=adv.pop("attack"),
                                      eps=float(adv.pop("eps")), steps=int(adv.pop("steps")),
-                                     attack_options=adv, width=int(rts["width"]),
+                                     attack_options=adv, width=int(rts["width"]), init=start,
                                      command=command, **loss)
     return train_rts(model, train, config, folder, width=int(rts["width"]), command=command,
                      **loss)
@@ -150,9 +152,9 @@ def countermeasures(cfg: dict[str, Any], paths: dict[str, str], test: Any, cells
         model = models.load(paths[label])
         pred, targets = _targets(model, x, seed)
         base = {"model": paths[label], "seed": seed, "rts": spec["rts"]}
-        nets = {"rts": _rts_net(cells, label, "rts", base, model, train, command, progress),
-                "rtsa": _rts_net(cells, label, "rtsa", {**base, "adversarial": spec["rts_adv"]},
-                                 model, train, command, progress)}
+        nets = {"rts": _rts_net(cells, label, "rts", base, model, train, command, progress)}
+        nets["rtsa"] = _rts_net(cells, label, "rtsa", {**base, "adversarial": spec["rts_adv"]},
+                                model, train, command, progress, init=nets["rts"])
         keys = {"rts": base, "rtsa": {**base, "adversarial": spec["rts_adv"]}}
         attack_key = {"eps": spec["eps"], "adv2": spec["adv2"]}
 
@@ -321,6 +323,12 @@ def _f(v: float | None, digits: int = 3) -> str:
     return "–" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.{digits}f}"
 
 
+def _pc(v: float | None) -> str:
+    """A share as "12.5 %" ("–" if unknown)."""
+    shown = pct(v)
+    return shown if shown == "–" else f"{shown} %"
+
+
 def render_countermeasures(cfg: dict[str, Any], results: dict[str, Any]) -> list[str]:
     spec = cfg["countermeasures"]
     rts, adv = spec["rts"], spec["rts_adv"]
@@ -340,7 +348,11 @@ def render_countermeasures(cfg: dict[str, Any], results: dict[str, Any]) -> list
         f"width {rts['width']}" + "".join(
             f", {k} {v}" for k, v in rts.items()
             if k not in ("steps", "batch_size", "lr", "width"))
-        + ". RTS^A: the same training, each batch extended by its adversarial examples "
+        + ". RTS^A: " + (f"RTS fine-tuned for {adv.get('train_steps') or rts['steps']} more "
+                         "steps" if adv.get("init") == "rts" else
+                         f"the same training ({adv.get('train_steps') or rts['steps']} steps) "
+                         "from random weights")
+        + f" (batch {rts['batch_size']}), each batch extended by its adversarial examples "
         f"({adv['attack'].upper()} against "
         + ("the classifier" if adv["attack"] == "pgd" else "the classifier and the interpreter "
            "being trained")
@@ -350,15 +362,16 @@ def render_countermeasures(cfg: dict[str, Any], results: dict[str, Any]) -> list
         "benign maps. AOPC: most-relevant-first deletion (pixels to 0) of the predicted class's "
         f"probability, {spec['quality_steps']} steps (higher = the masks find the pixels the "
         "model needs; a random order gives the floor).", "",
-        "| model | interpreter | AOPC | ADV² success | L1 ADV² | L1 noise | IoU ADV² |",
-        "|---|---|---|---|---|---|---|"]
+        "| model | interpreter | AOPC | mask spread | ADV² success | L1 ADV² | L1 noise | "
+        "IoU ADV² |", "|---|---|---|---|---|---|---|---|"]
     for label, row in results.items():
         q = row["quality"]
         for k, name in (("rts", "RTS"), ("rtsa", "RTS^A")):
             r = row["rts"][k]
-            lines.append(f"| {label} | {name} | {_f(q[f'aopc_{k}'])} | {pct(r['success'])} % | "
-                         f"{_f(r['l1'])} | {_f(r['l1_noise'])} | {_f(r['iou'], 2)} |")
-        lines.append(f"| {label} | random order | {_f(q['aopc_random'])} | | | | |")
+            lines.append(f"| {label} | {name} | {_f(q[f'aopc_{k}'])} | "
+                         f"{_f(q[f'spread_{k}'], 2)} | {_pc(r['success'])} | {_f(r['l1'])} | "
+                         f"{_f(r['l1_noise'])} | {_f(r['iou'], 2)} |")
+        lines.append(f"| {label} | random order | {_f(q['aopc_random'])} | | | | | |")
     lines += [""] + [
         f"- {label}: L1 between the RTS and RTS^A benign maps {_f(row['quality']['benign_l1'])}; "
         f"ADV²'s L1 to its target {_f(row['rts']['rts']['l1'])} against RTS, "
@@ -381,15 +394,15 @@ def render_countermeasures(cfg: dict[str, Any], results: dict[str, Any]) -> list
         "mean disagreement | L1 to target |", "|---|---|---|---|---|---|---|---|"]
     for label, row in results.items():
         e = row["ensemble"]
-        lines.append(f"| {label} | benign | – | {pct(e['fpr'])} % (threshold "
+        lines.append(f"| {label} | benign | – | {_pc(e['fpr'])} (threshold "
                      f"{_f(e['threshold'])}) | – | – | {_f(e['benign_disagreement'])} | – |")
         for name, r in e["rows"].items():
             shown = "PGD" if name == "pgd" else f"ADV² → {name}"
             l1 = _f(r.get("l1"))
             if r.get("l1_members"):
                 l1 += " (" + ", ".join(f"{k} {_f(v)}" for k, v in r["l1_members"].items()) + ")"
-            lines.append(f"| {label} | {shown} | {pct(r['success'])} % | {pct(r['flagged'])} % | "
-                         f"{pct(r['flagged_successful'])} % | {pct(r['evades'])} % | "
+            lines.append(f"| {label} | {shown} | {_pc(r['success'])} | {_pc(r['flagged'])} | "
+                         f"{_pc(r['flagged_successful'])} | {_pc(r['evades'])} | "
                          f"{_f(r['disagreement'])} | {l1 if 'l1' in r else '–'} |")
     return lines
 
@@ -432,11 +445,11 @@ def render_smoothing(cfg: dict[str, Any], results: dict[str, Any]) -> list[str]:
                         f"| {label} | {v} | {tau0} | {_f(a.get('map_mse_to_target'), 4)} | "
                         f"{_f(a.get('map_l1_to_target'))} | {_f(nz.get('map_l1_to_target'))} | "
                         f"{_f(a.get('kendall'))} | {_f(nz.get('kendall'))} | "
-                        f"{pct(a.get('label_kept'))} % |")
+                        f"{_pc(a.get('label_kept'))} |")
                 else:
                     lines.append(
                         f"| {label} | {v} | {tau0} | {_f(a.get('kendall'))} | "
-                        f"{_f(nz.get('kendall'))} | {pct(a.get('topk_intersection'))} % | "
-                        f"{pct(a.get('label_kept'))} % |")
+                        f"{_f(nz.get('kendall'))} | {_pc(a.get('topk_intersection'))} | "
+                        f"{_pc(a.get('label_kept'))} |")
         lines.append("")
     return lines

@@ -96,7 +96,8 @@ def train_rts(classifier: nn.Module, data: Any, config: TrainConfig,
               architecture: str | None = None, provenance: bool = True,
               command: str | None = None, device: str | torch.device | None = None,
               augment: Callable[[Objective], Objective] | None = None,
-              meta: dict[str, Any] | None = None, **loss_options: Any) -> SaliencyNet:
+              meta: dict[str, Any] | None = None, init: nn.Module | None = None,
+              **loss_options: Any) -> SaliencyNet:
     """Train a :class:`SaliencyNet` for ``classifier`` on ``data`` (a dataset of (x, y) with
     images in [0, 1]) with :func:`xred.engine.fit` and :func:`rts_objective` (``loss_options``);
     resumable from ``out``, where the net is then saved as ``out/model.safetensors`` + sidecar
@@ -105,7 +106,8 @@ def train_rts(classifier: nn.Module, data: Any, config: TrainConfig,
     and git commit in the sidecar. ``augment`` (optional) turns the RTS objective into the one
     trained, e.g. :func:`xred.defend.interpreters.adversarial_rts` (ADV²'s RTS^A: benign and
     adversarial inputs), and ``meta`` adds its settings to the sidecar's ``rts`` record.
-    Returns the trained net in eval mode."""
+    ``init`` (optional): a trained :class:`SaliencyNet` of the same shape whose weights the
+    training starts from (fine-tuning; it is not changed). Returns the trained net in eval mode."""
     x0 = data[0][0]
     if not isinstance(x0, Tensor) or x0.dim() != 3:
         raise XredError("train_rts needs a dataset of images (C, H, W); got samples of shape "
@@ -122,6 +124,12 @@ def train_rts(classifier: nn.Module, data: Any, config: TrainConfig,
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
         net = SaliencyNet(**arch_kwargs)
+    if init is not None:
+        try:
+            net.load_state_dict(init.state_dict())
+        except RuntimeError as e:
+            raise XredError(f"init must be a SaliencyNet like the one trained (width {width}, "
+                            f"{num_classes} classes): {str(e).splitlines()[0]}") from e
     objective = rts_objective(classifier, **loss_options)
     if augment is not None:
         objective = augment(objective)
