@@ -166,10 +166,15 @@ def test_adversarial_rts_adv2_leaves_the_interpreter_untouched():
     before = {k: v.clone() for k, v in net.state_dict().items()}
     obj = AdversarialRTS(model, lambda n, b: (b[0].sum() * 0, {}), attack="adv2", eps=0.1,
                          steps=3)
-    x_adv, targets = obj.adversarial(net, torch.rand(3, 1, 28, 28))
+    x = torch.rand(3, 1, 28, 28)
+    x_adv, targets = obj.adversarial(net, x)
     assert x_adv.shape == (3, 1, 28, 28) and targets.shape == (3,)
     assert net.training and all(p.requires_grad and p.grad is None for p in net.parameters())
     assert all(torch.equal(v, net.state_dict()[k]) for k, v in before.items())
+    # the same ADV² run by hand (seed 0 + step 0, step 2.5·ε/steps) on the interpreter in eval
+    ref = get("adv2", model, explainer="rts", explainer_options={"interpreter": net.eval()},
+              eps=0.1, steps=3, seed=0, alpha=2.5 * 0.1 / 3)(x, None, target=targets).x_adv
+    assert torch.allclose(x_adv, ref)
 
 
 def test_adversarial_rts_bad_input():

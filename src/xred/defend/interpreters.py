@@ -12,7 +12,8 @@ masks of adversarial inputs must show what makes f predict the adversarial class
 
 - ``"pgd"``: targeted PGD against the classifier (random start, ``steps`` steps of 2.5·ε/steps);
 - ``"adv2"``: ADV² against the classifier and the interpreter being trained (its benign map as
-  the target map: the attacker's own examples; costlier, about ``steps`` interpreter passes).
+  the target map: the attacker's own examples; costlier, about ``steps`` interpreter passes;
+  step 2.5·ε/steps unless ``attack_options`` sets ``alpha``).
 
 Which of the two the paper used is not in the slides we have (003_); both are offered.
 """
@@ -82,6 +83,7 @@ class AdversarialRTS:
         if self.attack == "pgd":
             return get_attack("pgd", f, random_start=True, **options)(
                 x, None, target=targets).x_adv.detach(), targets
+        options.setdefault("alpha", 2.5 * self.eps / self.steps)  # not ADV²'s 1/255: few steps
         modes = [(m, m.training) for m in net.modules()]
         grads = [(p, p.requires_grad) for p in net.parameters()]
         net.eval().requires_grad_(False)  # the attack differentiates the input only
