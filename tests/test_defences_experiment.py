@@ -26,7 +26,7 @@ TINY = {
     "countermeasures": {"models": ["Normal"], "count": 6, "eps": 0.1, "adv2": {"steps": 4},
                         "rts": {"steps": 2, "batch_size": 16, "lr": 1e-3, "width": 4,
                                 "perturbation": "baseline"},
-                        "rts_adv": {"attack": "pgd", "eps": 0.1, "steps": 2, "init": "rts",
+                        "rts_adv": {"attack": "adv2", "eps": 0.1, "steps": 2, "init": "rts",
                                     "train_steps": 2},
                         "quality_steps": 4, "ensemble": {"gradient": {}, "cam": {}, "rts": {}},
                         "quantile": 0.9, "calibration_count": 20, "single": ["cam"],

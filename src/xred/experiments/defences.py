@@ -69,11 +69,12 @@ DEFAULTS: dict[str, Any] = {
         "models": ["Normal"], "count": 100, "eps": 0.2, "adv2": {"steps": 100},
         "rts": {"steps": 300, "batch_size": 64, "lr": 1e-3, "width": 16,
                 "perturbation": "baseline"},
-        # RTS^A: RTS fine-tuned ("init": "rts") for "train_steps" steps on benign + PGD inputs
-        "rts_adv": {"attack": "pgd", "eps": 0.2, "steps": 10, "init": "rts",
-                    "train_steps": 150}, "quality_steps": 10,
+        # RTS^A: RTS fine-tuned ("init": "rts") for "train_steps" steps on benign inputs and
+        # ADV² examples against it (10 steps; "attack": "pgd" = PGD examples of the classifier)
+        "rts_adv": {"attack": "adv2", "eps": 0.2, "steps": 10, "init": "rts",
+                    "train_steps": 60}, "quality_steps": 10,
         "ensemble": {"gradient": {}, "cam": {}, "rts": {}}, "quantile": 0.95,
-        "calibration_count": 500, "single": ["cam"], "pgd_steps": 100},
+        "calibration_count": 500, "single": ["gradient", "cam", "rts"], "pgd_steps": 100},
     # Dombrowski et al.'s β-smoothing against the explanation attacks (None: skipped)
     "smoothing": {"models": ["Normal", "Adv"], "count": 100, "eps": 0.1,
                   "explainer": "gradient", "betas": [1.0, 3.0],
