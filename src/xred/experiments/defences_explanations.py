@@ -353,7 +353,7 @@ def render_countermeasures(cfg: dict[str, Any], results: dict[str, Any]) -> list
                          f"the same training ({adv.get('train_steps') or rts['steps']} steps) "
                          "from random weights")
         + f" (batch {rts['batch_size']}), each batch extended by its adversarial examples "
-        f"({adv['attack'].upper()} against "
+        f"({ {'adv2': 'ADV²'}.get(adv['attack'], adv['attack'].upper())} against "
         + ("the classifier" if adv["attack"] == "pgd" else "the classifier and the interpreter "
            "being trained")
         + f", targeted, ε = {adv['eps']:g}, {adv['steps']} steps), explained for the class the "
@@ -381,7 +381,9 @@ def render_countermeasures(cfg: dict[str, Any], results: dict[str, Any]) -> list
             f"against RTS, {_f(b)} against RTS^A "
             f"(paper 0.01 → 0.10): × {_f(b / a if a else float('nan'), 2)}"
             + (" — RTS^A is harder to fool" if b > 1.5 * a else
-               " — RTS^A is not markedly harder to fool here") + ".")
+               " — RTS^A is not markedly harder to fool here")
+            + f"; at uniform noise of the same budget the L1 is {_f(row['rts']['rts']['l1_noise'])}"
+            f" (RTS) and {_f(row['rts']['rtsa']['l1_noise'])} (RTS^A).")
     members = ", ".join(spec["ensemble"])
     lines += [
         "", "### Ensemble interpretation", "",
