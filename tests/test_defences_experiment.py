@@ -23,6 +23,16 @@ TINY = {
     "timing": {"batch_size": 8, "rounds": 1, "steps_per_round": 1, "options": {}},
     "probes": {"models": ["Normal"], "count": 20},
     "heo": None,
+    "countermeasures": {"models": ["Normal"], "count": 6, "eps": 0.1, "adv2": {"steps": 4},
+                        "rts": {"steps": 2, "batch_size": 16, "lr": 1e-3, "width": 4,
+                                "perturbation": "baseline"},
+                        "rts_adv": {"attack": "adv2", "eps": 0.1, "steps": 2, "init": "rts",
+                                    "train_steps": 2},
+                        "quality_steps": 4, "ensemble": {"gradient": {}, "cam": {}, "rts": {}},
+                        "quantile": 0.9, "calibration_count": 20, "single": ["cam"],
+                        "pgd_steps": 3},
+    "smoothing": {"models": ["Normal", "Adv"], "count": 4, "eps": 0.1, "explainer": "gradient",
+                  "betas": [2.0], "attacks": {"dombrowski": {"steps": 3}, "aai": {"steps": 3}}},
 }
 
 
@@ -34,8 +44,17 @@ def test_tiny_defences_run_and_resume(tmp_path, monkeypatch):
     first = run_defences(cfg, tmp_path / "run", progress=False)
     report = (tmp_path / "report.md").read_text()
     for heading in ("PGD-AT against the bars", "Table 1", "Gradient-masking", "Table 3",
-                    "Fig. 3", "probes"):
+                    "Fig. 3", "probes", "ADV²'s countermeasures", "RTS against RTS^A",
+                    "Ensemble interpretation", "β-smoothing"):
         assert heading in report
+    for row in ("| Normal | RTS^A |", "| Normal | ADV² → cam |", "| Normal | ADV² → ensemble |",
+                "| Normal | benign |", "| Adv | β=2 |", "| Normal | gradient |"):
+        assert row in report
+    cm = first["countermeasures"]["Normal"]
+    assert set(cm["rts"]) == {"rts", "rtsa"}
+    assert set(cm["ensemble"]["rows"]) == {"pgd", "cam", "ensemble"}
+    assert set(cm["ensemble"]["rows"]["ensemble"]["l1_members"]) == {"gradient", "cam", "rts"}
+    assert set(first["smoothing"]["Adv"]["attacks"]) == {"dombrowski", "aai"}
     assert set(first["models"]) == {"Normal", "Adv", "Int2"}
     assert first["models"]["Int2"]["training"]["explainer"] == "cam"
     # a model's own recipe overrides the shared one
@@ -53,7 +72,10 @@ def test_tiny_defences_run_and_resume(tmp_path, monkeypatch):
         raise AssertionError("a cached cell was recomputed")
 
     monkeypatch.setattr(harden_module, "fit", refuse)
+    monkeypatch.setattr(importlib.import_module("xred.explain.learned"), "fit", refuse)
     second = run_defences(cfg, tmp_path / "run", progress=False)
     strip = lambda r: json.dumps({k: v for k, v in r.items() if k not in  # noqa: E731
                                   ("cpu_seconds",)}, sort_keys=True, default=str)
     assert strip(first["models"]) == strip(second["models"])
+    for part in ("countermeasures", "smoothing"):  # every cell reused: the same numbers
+        assert strip(first[part]) == strip(second[part])

@@ -5,6 +5,10 @@ the others behind, so the interpreters disagree. The disagreement of an input is
 pairwise L1 distance (per pixel) between its max-normalised maps, all resized to the input's
 size; the flagging threshold is calibrated on benign inputs as the ``quantile`` of their
 disagreements (false-positive rate 1 − quantile on inputs like them).
+
+The maps are those of :class:`~xred.attacks.input.explanation.JointExplainer`, the map that
+ADV²'s adaptive attacker of the ensemble pushes (``explainer="ensemble"``), so the attack and the
+detector see the same maps.
 """
 
 from __future__ import annotations
@@ -16,10 +20,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from xred import explain
-from xred.attacks.input.explanation import explanation_map
+from xred.attacks.input.explanation import JointExplainer
 from xred.errors import XredError
-from xred.explain.postprocess import upsample
 
 __all__ = ["EnsembleInterpreter"]
 
@@ -36,24 +38,16 @@ class EnsembleInterpreter:
             raise XredError(f"quantile must lie in (0, 1), got {quantile!r}; e.g. 0.95")
         self.model = model
         self.names = list(interpreters)
-        self.explainers = {n: explain.get(n, model, **dict(o)) for n, o in interpreters.items()}
+        self.joint = JointExplainer(model, interpreters={n: dict(o or {})
+                                                         for n, o in interpreters.items()})
+        self.explainers = self.joint.members
         self.quantile = float(quantile)
         self.threshold: float | None = None
 
     def maps(self, x: Tensor, target: Tensor | int | None = None) -> dict[str, Tensor]:
-        """Each interpreter's max-normalised map at the input's size, (N, H, W)."""
-        size = tuple(x.shape[2:])
-        if target is None:
-            with torch.no_grad():
-                target = self.model(x).argmax(1)
-        out = {}
-        for name, ex in self.explainers.items():
-            m = explanation_map(ex.attribute(x, target), name)
-            if tuple(m.shape[1:]) != size:  # resized, then normalised again
-                m = upsample(m, size)
-                m = m / m.flatten(1).amax(1).clamp_min(1e-12).view(-1, 1, 1)
-            out[name] = m
-        return out
+        """Each interpreter's max-normalised map at the input's size, (N, H, W), for ``target``
+        (default: the model's prediction)."""
+        return self.joint.split(self.joint.attribute(x, target))
 
     def disagreement(self, x: Tensor, target: Tensor | int | None = None) -> Tensor:
         """(N,) mean pairwise per-pixel L1 distance between the interpreters' maps."""

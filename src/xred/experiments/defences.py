@@ -14,6 +14,8 @@
 - **Table 3**: AAI's Kendall τ (and top-k intersection) over ε on ``aai.count`` inputs.
 - **Fig. 3**: seconds per training epoch of each defence, measured in one run on one batch
   (rounds interleaved, median), at the paper's inner-step counts (``timing``).
+- **ADV²'s countermeasures** (``countermeasures``) and **β-smoothing** (``smoothing``): see
+  :mod:`xred.experiments.defences_explanations`.
 
 Every cell is cached under ``<out>/cells`` by a hash of its settings (a trained model is a cell
 too: its folder holds the engine's checkpoint, so an interrupted training resumes).
@@ -59,6 +61,24 @@ DEFAULTS: dict[str, Any] = {
     # Heo et al. §5: does Location fooling of Grad-CAM work on an adversarially trained model?
     "heo": {"models": ["Normal", "Adv"], "explainer": "gradcam", "lam": 1.0, "lr": 1e-4,
             "steps": 600, "batch_size": 32, "eval_count": 1000},
+    # ADV²'s countermeasures (§6): RTS vs RTS^A and the ensemble interpreter, attacked with
+    # ADV² (xred.experiments.defences_explanations; None: skipped)
+    "countermeasures": {
+        # ε 0.2: where targeted PGD (100 steps) succeeds on most inputs of Normal (the PGD row
+        # of the ensemble table); at 0.1 it reached under half of them in a trial
+        "models": ["Normal"], "count": 100, "eps": 0.2, "adv2": {"steps": 100},
+        "rts": {"steps": 300, "batch_size": 64, "lr": 1e-3, "width": 16,
+                "perturbation": "baseline"},
+        # RTS^A: RTS fine-tuned ("init": "rts") for "train_steps" steps on benign inputs and
+        # ADV² examples against it (10 steps; "attack": "pgd" = PGD examples of the classifier)
+        "rts_adv": {"attack": "adv2", "eps": 0.2, "steps": 10, "init": "rts",
+                    "train_steps": 60}, "quality_steps": 10,
+        "ensemble": {"gradient": {}, "cam": {}, "rts": {}}, "quantile": 0.95,
+        "calibration_count": 500, "single": ["gradient", "cam", "rts"], "pgd_steps": 100},
+    # Dombrowski et al.'s β-smoothing against the explanation attacks (None: skipped)
+    "smoothing": {"models": ["Normal", "Adv"], "count": 100, "eps": 0.1,
+                  "explainer": "gradient", "betas": [1.0, 3.0],
+                  "attacks": {"dombrowski": {"steps": 100}, "aai": {"steps": 40}}},
     "report": "docs/defences.md", "figures": "docs/figures",
 }
 
@@ -228,6 +248,14 @@ def compute(cfg: dict[str, Any], cells: CellStore, progress: bool,
         results["probes"] = _probes(cfg, paths, test, cells, progress)
     if cfg.get("heo"):
         results["heo"] = _heo(cfg, paths, test, cells, progress)
+    if cfg.get("countermeasures"):
+        from xred.experiments.defences_explanations import countermeasures
+
+        results["countermeasures"] = countermeasures(cfg, paths, test, cells, progress, command)
+    if cfg.get("smoothing"):
+        from xred.experiments.defences_explanations import smoothing
+
+        results["smoothing"] = smoothing(cfg, paths, test, cells, progress)
     if cfg.get("timing"):
         results["timing"] = cells.json("timing", "epoch-time", {
             **cfg["timing"], "models": _timed_models(cfg), "eps": cfg["eps"]},
@@ -508,6 +536,14 @@ def render(cfg: dict[str, Any], results: dict[str, Any], provenance: dict[str, A
         for label, r in results["heo"].items():
             lines.append(f"| {label} | {pct(r['fsr'])} % | {pct(r['accuracy_before'])} → "
                          f"{pct(r['accuracy_after'])} % |")
+    if results.get("countermeasures"):
+        from xred.experiments.defences_explanations import render_countermeasures
+
+        lines += render_countermeasures(cfg, results["countermeasures"])
+    if results.get("smoothing"):
+        from xred.experiments.defences_explanations import render_smoothing
+
+        lines += render_smoothing(cfg, results["smoothing"])
     lines += ["", f"![PGD accuracy and AAI Kendall τ over ε]"
               f"({relative(results['figures']['curves'], report)})", ""]
     return "\n".join(lines)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import os
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -94,13 +95,19 @@ def train_rts(classifier: nn.Module, data: Any, config: TrainConfig,
               out: str | os.PathLike | None = None, *, width: int = 16,
               architecture: str | None = None, provenance: bool = True,
               command: str | None = None, device: str | torch.device | None = None,
+              augment: Callable[[Objective], Objective] | None = None,
+              meta: dict[str, Any] | None = None, init: nn.Module | None = None,
               **loss_options: Any) -> SaliencyNet:
     """Train a :class:`SaliencyNet` for ``classifier`` on ``data`` (a dataset of (x, y) with
     images in [0, 1]) with :func:`xred.engine.fit` and :func:`rts_objective` (``loss_options``);
     resumable from ``out``, where the net is then saved as ``out/model.safetensors`` + sidecar
     (load it with ``xred.models.load(out)``). ``architecture`` defaults to ``rts-fmnist`` for
     (1, 28, 28) inputs and 10 classes, else ``rts``. ``provenance`` records the command, versions
-    and git commit in the sidecar. Returns the trained net in eval mode."""
+    and git commit in the sidecar. ``augment`` (optional) turns the RTS objective into the one
+    trained, e.g. :func:`xred.defend.interpreters.adversarial_rts` (ADV²'s RTS^A: benign and
+    adversarial inputs), and ``meta`` adds its settings to the sidecar's ``rts`` record.
+    ``init`` (optional): a trained :class:`SaliencyNet` of the same shape whose weights the
+    training starts from (fine-tuning; it is not changed). Returns the trained net in eval mode."""
     x0 = data[0][0]
     if not isinstance(x0, Tensor) or x0.dim() != 3:
         raise XredError("train_rts needs a dataset of images (C, H, W); got samples of shape "
@@ -117,20 +124,30 @@ def train_rts(classifier: nn.Module, data: Any, config: TrainConfig,
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
         net = SaliencyNet(**arch_kwargs)
+    if init is not None:
+        try:
+            net.load_state_dict(init.state_dict())
+        except RuntimeError as e:
+            raise XredError(f"init must be a SaliencyNet like the one trained (width {width}, "
+                            f"{num_classes} classes): {str(e).splitlines()[0]}") from e
     objective = rts_objective(classifier, **loss_options)
+    if augment is not None:
+        objective = augment(objective)
     result = fit(net, objective, data, config, out, device=device)
     net.eval()
     if out is not None and int(os.environ.get("RANK", "0")) == 0:
-        meta: dict[str, Any] = {"input_shape": list(x0.shape),
-                                "dataset": getattr(data, "name", "unknown"),
-                                "rts": {"loss": loss_options, "steps": result.steps,
-                                        "history": result.history}}
+        sidecar: dict[str, Any] = {
+            "input_shape": list(x0.shape), "dataset": getattr(data, "name", "unknown"),
+            "rts": {"loss": loss_options, "steps": result.steps, "history": result.history,
+                    **(meta or {})}}
         if provenance:
             from xred.provenance import record
 
-            meta["provenance"] = record(command, {**asdict(config), "width": width,
-                                                  **loss_options}, config.seed)
-        models.save(net, Path(out), architecture=architecture, arch_kwargs=arch_kwargs, **meta)
+            sidecar["provenance"] = record(command, {**asdict(config), "width": width,
+                                                     **loss_options, **(meta or {})},
+                                           config.seed)
+        models.save(net, Path(out), architecture=architecture, arch_kwargs=arch_kwargs,
+                    **sidecar)
     return net
 
 

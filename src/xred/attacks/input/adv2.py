@@ -17,6 +17,12 @@ MASK is bi-level (an inner, warm-started unrolled mask optimisation per outer st
 scratch every ``mask_reset`` steps, :mod:`xred.attacks.input.explanation`); CAM and RTS are
 differentiated directly (RTS: a trained :class:`~xred.explain.learned.SaliencyNet`, attacked
 through its own output). Paper defaults: ε = 0.031, step 1/255.
+
+Against ADV²'s ensemble countermeasure (§6), ``explainer="ensemble"`` with
+``explainer_options={"interpreters": {"gradient": {}, "cam": {}, ...}}`` is the adaptive attacker:
+ℓ_int is then the mean of the members' map distances to their benign maps, pushed jointly
+(:class:`~xred.attacks.input.explanation.JointExplainer`; the smooth surrogate and the label
+smoothing apply if any member needs them).
 """
 
 from __future__ import annotations
@@ -28,7 +34,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from xred.attacks.input.base import _positive, random_targets, register
-from xred.attacks.input.explanation import ExplanationAttack, check_target_map
+from xred.attacks.input.explanation import ExplanationAttack, check_target_map, members
 from xred.errors import XredError
 from xred.metrics.maps import l1_distance, l2_distance
 from xred.metrics.robustness import topk_iou
@@ -83,7 +89,8 @@ class ADV2(ExplanationAttack):
             _positive(v, "c", "pass the map-loss weight, e.g. c=10 or c=(1, 100)")
         self.c = (float(pair[0]), float(pair[1]))
         if label_smoothing is None:
-            label_smoothing = 0.1 if self.explainer_name in LABEL_SMOOTHED else 0.0
+            label_smoothing = 0.1 if any(n in LABEL_SMOOTHED for n in members(self.explainer)) \
+                else 0.0
         if isinstance(label_smoothing, bool) or not 0 <= label_smoothing < 1:
             raise XredError(f"label_smoothing must lie in [0, 1), got {label_smoothing!r}")
         self.label_smoothing = float(label_smoothing)

@@ -4,7 +4,8 @@ An explanation attack is an :class:`~xred.attacks.input.base.Attack` (the engine
 ε-ball and [0, 1] on every iterate and on the output) whose objective involves a saliency map of
 the perturbed input. This module owns what the four attacks have in common, once:
 
-- the explainer, any registered one by name and options, in two roles: the *attacked* map, a
+- the explainer, any registered one by name and options (or ``"ensemble"``: several at once,
+  :class:`JointExplainer`), in two roles: the *attacked* map, a
   differentiable function of the input (under a smooth ReLU surrogate for gradient-type maps,
   DESIGN.md §2; for MASK the unrolled, warm-started inner optimisation of the bi-level attack of
   ADV², with a periodic reset), and the *true* map, the unmodified model and explainer, with which
@@ -46,13 +47,14 @@ from xred.attacks.input.base import (
 from xred.attacks.input.fgsm import _unit
 from xred.errors import XredError
 from xred.explain import base as explain_base
-from xred.explain.base import behaviour
+from xred.explain.base import Explainer, behaviour
 from xred.explain.perturbation import Mask
-from xred.explain.postprocess import heatmap
+from xred.explain.postprocess import heatmap, upsample
 from xred.explain.smooth import smooth_relu
 from xred.metrics.maps import kendall, l1_distance, spearman
 
-__all__ = ["SMOOTHED", "ExplanationAttack", "ExplanationResult", "check_target_map",
+__all__ = ["JOINT", "SMOOTHED", "ExplanationAttack", "ExplanationResult", "JointExplainer",
+           "check_target_map",
            "explanation_map", "mass_fractions", "random_baseline", "rank_map", "rank_metrics",
            "topk_mass", "uniform_noise"]
 
@@ -62,17 +64,26 @@ __all__ = ["SMOOTHED", "ExplanationAttack", "ExplanationResult", "check_target_m
 SMOOTHED = frozenset({"gradient", "gradient_x_input", "smoothgrad", "integrated_gradients",
                       "guided_backprop", "enhanced_guided_backprop", "gradcam"})
 OPTIMIZERS = ("sign", "adam")
+#: the pseudo-explainer name of :class:`JointExplainer` (not in the explainer registry: it
+#: exists for the explanation attacks, e.g. ADV²'s adaptive attacker of an ensemble interpreter)
+JOINT = "ensemble"
 
 
 # ------------------------------------------------------------------------------ maps
+
+
+def _absolute(explainer: str) -> bool:
+    """Is ``explainer``'s map a magnitude (gradient-type)? The joint maps are already maps."""
+    return explainer != JOINT and behaviour(explainer).map_sign == "absolute"
 
 
 def explanation_map(attr: Tensor, explainer: str) -> Tensor:
     """Raw attributions -> one non-negative map per sample with maximum 1 (0 for an empty map):
     |·| summed over channels for gradient-type maps (ADV²'s GRAD, m = |∂f_c/∂x|; Ghorbani et
     al.'s saliency), else the channel sum's positive part (CAM, Grad-CAM, MASK, RTS, LRP);
-    divided by its maximum, per sample. Differentiable."""
-    absolute = behaviour(explainer).map_sign == "absolute"
+    divided by its maximum, per sample. Differentiable. (For :data:`JOINT` the identity on the
+    side-by-side maps of :class:`JointExplainer`, each of which already peaks at 1 or is 0.)"""
+    absolute = _absolute(explainer)
     return heatmap(attr, reduce="abs_sum" if absolute else "sum", relu=not absolute,
                    normalize="max")
 
@@ -81,7 +92,7 @@ def rank_map(attr: Tensor, explainer: str) -> Tensor:
     """The map whose pixel order rank correlations compare (Kendall τ, Spearman ρ): as
     :func:`explanation_map` but signed for non-gradient maps (no ReLU, so pixels of negative
     evidence keep their order instead of tying at 0) and not normalised."""
-    absolute = behaviour(explainer).map_sign == "absolute"
+    absolute = _absolute(explainer)
     return heatmap(attr, reduce="abs_sum" if absolute else "sum", normalize=None)
 
 
@@ -90,6 +101,68 @@ def mass_fractions(maps: Tensor, eps: float = 1e-12) -> Tensor:
     the attacks move the normalised saliency, so scaling a map down gains nothing)."""
     flat = maps.clamp(min=0).flatten(1)
     return (flat / flat.sum(1, keepdim=True).clamp(min=eps)).reshape(maps.shape)
+
+
+class JointExplainer(Explainer):
+    """Several explainers as one map, for attacks on an ensemble interpreter (Zhang et al. 2020,
+    ADV² §6: the adaptive attacker pushes every interpreter's map at once). ``interpreters`` maps
+    registered explainer names to their options (at least two; ``mask`` is not supported: its
+    attacked map is bi-level). The map of an input is each member's :func:`explanation_map`,
+    resized to the input's size (bilinear) and renormalised to a maximum of 1, laid side by side
+    along the width: (N, H, K·W) for K members, in the order given. Any per-pixel distance of two
+    joint maps (L1, MSE) is thus the mean of the members' distances; :meth:`split` undoes it.
+    Not in the explainer registry: the explanation attacks build it for ``explainer="ensemble"``
+    (:data:`JOINT`) with ``explainer_options={"interpreters": {...}}``."""
+
+    name = JOINT
+    display_name = "ensemble"
+    map_sign = "positive"
+    layer_map = True
+
+    def __init__(self, model: nn.Module, *, interpreters: dict[str, dict[str, Any]]) -> None:
+        if not isinstance(interpreters, dict) or len(interpreters) < 2:
+            raise XredError("an ensemble needs interpreters= a dict of at least two explainer "
+                            "names and their options, e.g. {'gradient': {}, 'cam': {}}")
+        if "mask" in interpreters or JOINT in interpreters:
+            raise XredError("an ensemble cannot include mask (its attack is bi-level) or "
+                            "another ensemble; use e.g. gradient, cam, gradcam, rts")
+        super().__init__(model, interpreters=interpreters)
+        self.members = {}
+        for n, o in interpreters.items():
+            if not isinstance(n, str) or n not in explain_base.EXPLAINERS:
+                raise XredError(f"unknown explainer {n!r} in the ensemble; valid names: "
+                                f"{', '.join(sorted(explain_base.EXPLAINERS))}")
+            try:
+                self.members[n] = explain_base.get(n, model, **dict(o or {}))
+            except TypeError as e:
+                raise XredError(f"bad options for explainer {n!r}: {e}") from e
+        self.differentiable = all(m.differentiable for m in self.members.values())
+
+    @property
+    def names(self) -> list[str]:
+        return list(self.members)
+
+    def _attribute(self, x: Tensor, target: int | Tensor | None, create_graph: bool) -> Tensor:
+        if target is None:
+            with torch.no_grad():
+                target = explain_base.run_model(self.model, x.detach()).argmax(1)
+        size = tuple(x.shape[2:])
+        parts = []
+        for name, ex in self.members.items():
+            m = explanation_map(ex.attribute(x, target, create_graph=create_graph), name)
+            if tuple(m.shape[1:]) != size:
+                m = heatmap(upsample(m, size), normalize="max")
+            parts.append(m)
+        return torch.cat(parts, dim=-1)
+
+    def split(self, maps: Tensor) -> dict[str, Tensor]:
+        """Joint maps (N, H, K·W) -> each member's (N, H, W)."""
+        return dict(zip(self.members, maps.chunk(len(self.members), dim=-1), strict=True))
+
+
+def members(explainer: Explainer) -> list[str]:
+    """The names of the explainers a map is made of (one, or a :class:`JointExplainer`'s)."""
+    return explainer.names if isinstance(explainer, JointExplainer) else [explainer.name]
 
 
 def check_target_map(target_map: Any, like: Tensor) -> Tensor:
@@ -193,7 +266,8 @@ class ExplanationResult(AttackResult):
 class ExplanationAttack(Attack):
     """Base class of the explanation attacks (see the module docstring).
 
-    Options shared by all: ``explainer`` (a registered explainer name) and ``explainer_options``
+    Options shared by all: ``explainer`` (a registered explainer name, or ``"ensemble"``: several
+    at once, :class:`JointExplainer`) and ``explainer_options``
     (its options, e.g. ``{"layer": "features.13"}``; for ``mask`` the options of the true map,
     the attacked map being its unrolled version), ``eps``, ``norm``, ``steps``, ``alpha`` (step
     size, default 2.5·ε/steps), ``optimizer`` ("sign": x + α·sign(∇), or the unit gradient for
@@ -239,8 +313,8 @@ class ExplanationAttack(Attack):
         if explainer is None:
             raise XredError(f"{self.name} needs an explainer, e.g. explainer='gradcam'")
         self._build_explainers(explainer, explainer_options)
-        if smooth is None:
-            smooth = explainer in SMOOTHED
+        if smooth is None:  # an ensemble: if any member needs it (then on every member)
+            smooth = any(n in SMOOTHED for n in members(self.attacked))
         self.smooth = bool(smooth)
         if tau is not None:
             _positive(tau, "tau", "pass the surrogate's τ, e.g. tau=1e-4")
@@ -272,14 +346,15 @@ class ExplanationAttack(Attack):
     def _build_explainers(self, name: str, options: dict | None) -> None:
         """The true explainer and the attacked one (for MASK its unrolled, warm-started version
         with ``mask_inner_steps`` steps; else the same object)."""
-        if not isinstance(name, str) or name not in explain_base.EXPLAINERS:
+        if not isinstance(name, str) or name not in (*explain_base.EXPLAINERS, JOINT):
             raise XredError(f"unknown explainer {name!r}; valid names: "
                             f"{', '.join(sorted(explain_base.EXPLAINERS))}")
         if options is not None and not isinstance(options, dict):
             raise XredError(f"explainer_options must be a dict, got {type(options).__name__}")
         options = dict(options or {})
         try:
-            true = explain_base.get(name, self.model, **options)
+            true = JointExplainer(self.model, **options) if name == JOINT else \
+                explain_base.get(name, self.model, **options)
             attacked = true
             if isinstance(true, Mask) and not true.unrolled:
                 attacked = explain_base.get(name, self.model, **{
