@@ -28,6 +28,7 @@ def main() -> None:
     p.add_argument("--models", nargs="+", default=["fmnist-resnet", "efficientnet-lite0"])
     p.add_argument("--threads", type=int, default=2, help="torch threads (the budget: 2 cores)")
     p.add_argument("--out", default=str(Path(__file__).parent / "results" / "audit.json"))
+    p.add_argument("--note", default="", help="a line on the conditions (e.g. other jobs)")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     from xred import services
@@ -47,9 +48,24 @@ def main() -> None:
                       "load_before": round(load, 2), "load_after": round(os.getloadavg()[0], 2)}
         print(f"{name}: {seconds:.0f} s (budget {BUDGETS.get(name)} s), {result.inputs} inputs, "
               f"verdict {result.verdict}, load {load:.1f}", flush=True)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps({"threads": args.threads, "cpus": os.cpu_count(),
-                                          "results": rows}, indent=2) + "\n")
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"threads": args.threads, "cpus": os.cpu_count(),
+                               "note": args.note, "results": rows}, indent=2) + "\n")
+    out.with_suffix(".md").write_text(_markdown(rows, args.threads, args.note))
+
+
+def _markdown(rows: dict[str, dict], threads: int, note: str) -> str:
+    """The times as a table, with the threads and the machine's load (upper bounds if loaded)."""
+    lines = [f"`python benchmarks/audit.py --threads {threads}` ({threads} torch thread(s), "
+             f"{os.cpu_count()} CPUs). {note}".rstrip(), "",
+             "| model | inputs | explainers | seconds | budget | within | load before/after |",
+             "|---|---|---|---|---|---|---|"]
+    for name, r in rows.items():
+        lines.append(f"| {name} | {r['inputs']} | {', '.join(r['explainers'])} | "
+                     f"{r['seconds']} | {r['budget']} | {r['within']} | "
+                     f"{r['load_before']}/{r['load_after']} |")
+    return "\n".join(lines) + "\n"
 
 
 def _empty_thresholds() -> str:

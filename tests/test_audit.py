@@ -475,3 +475,19 @@ def test_calibration_runner_on_a_tiny_config(tmp_path):
     again = [*sorted((tmp_path / "cache" / "audits").iterdir()),
              *sorted((tmp_path / "cache" / "fsr").iterdir())]
     assert [p.stat().st_mtime for p in again] == stamp
+
+
+def test_seed_retraining_epochs_per_architecture():
+    """clean.epochs: a number for every architecture, or per architecture with a default;
+    a missing architecture without a default or a non-number is a one-line error."""
+    from xred.experiments.audit import _epochs
+
+    assert _epochs(2, "fmnist-vgg") == 2
+    per = {"default": 2, "fmnist-vgg": 8}
+    assert _epochs(per, "fmnist-vgg") == 8
+    assert _epochs(per, "fmnist-resnet") == 2
+    with pytest.raises(XredError, match="fmnist-resnet"):
+        _epochs({"fmnist-vgg": 8}, "fmnist-resnet")
+    for bad in (0, 2.5, "8", True):
+        with pytest.raises(XredError, match="positive whole number"):
+            _epochs({"default": bad}, "fmnist-vgg")

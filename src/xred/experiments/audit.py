@@ -4,7 +4,8 @@ The calibration set (every model cached on disk under the config's ``cache``, ke
 settings; an interrupted run resumes, finished cells are reused):
 
 - clean: the shipped zoo; the same architectures retrained with other seeds
-  (:func:`xred.train.train_model`, the zoo recipe with fewer epochs); benign fine-tunings (Heo
+  (:func:`xred.train.train_model`, the zoo recipe with fewer epochs, ``clean.epochs``: a
+  number, or per architecture with a ``default``); benign fine-tunings (Heo
   et al.'s fine-tuning with λ = 0: same optimiser, steps and data, no fooling penalty);
 - manipulated: Heo et al.'s passive foolings (Location, Top-k, Center-mass) of each listed
   explainer on each listed model (:func:`xred.experiments.heo.fooled_model`), and Viering et
@@ -83,14 +84,31 @@ def _clean_retrained(arch: str, seed: int, epochs: int, cache: Path, log: Log,
 
     folder = cache / "clean" / f"{arch}-seed{seed}"
     key = {"arch": arch, "seed": seed, "epochs": epochs}
-    if (folder / "model.json").is_file() and (folder / "setting.json").is_file() \
-            and read_json(folder / "setting.json") == key:
+    done = (folder / "setting.json").is_file() and read_json(folder / "setting.json") == key
+    if done and (folder / "model.json").is_file():
         return folder
+    if not done:  # another setting's files: its checkpoint would not resume, its model is stale
+        for name in ("checkpoint.safetensors", "model.safetensors", "model.json"):
+            (folder / name).unlink(missing_ok=True)
     write_json(folder / "setting.json", key)
     log(f"train {arch} seed {seed} ({epochs} epochs)")
     config, augment = recipe(arch, epochs=epochs, seed=seed, progress=False)
     train_model(arch, folder, config, augment=augment, command=command)
     return folder
+
+
+def _epochs(epochs: int | dict[str, int], arch: str) -> int:
+    """The retraining epochs of ``arch``: a plain number for every architecture, or a mapping
+    from architecture to epochs with a ``default`` for the others."""
+    if isinstance(epochs, dict):
+        if arch not in epochs and "default" not in epochs:
+            raise XredError(f"clean.epochs names no epochs for {arch}; add \"{arch}\" or "
+                            "\"default\" to it")
+        epochs = epochs.get(arch, epochs.get("default"))
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+        raise XredError(f"clean.epochs for {arch} must be a positive whole number, not "
+                        f"{epochs!r}")
+    return epochs
 
 
 def _fooled(model: str, fooling: str, explainer: str, setting: dict[str, Any], cache: Path,
@@ -311,7 +329,7 @@ def _cells(cfg: dict[str, Any], cache: Path, log: Log, command: str | None
     for s in cfg["clean"]["seeds"]:
         for m in cfg["clean"]["zoo"]:
             cells.append({"model": f"{m} seed {s}", "ref": lambda m=m, s=s: str(
-                _clean_retrained(m, s, int(cfg["clean"]["epochs"]), cache, log, command)),
+                _clean_retrained(m, s, _epochs(cfg["clean"]["epochs"], m), cache, log, command)),
                 "family": f"clean-seed{s}", "manipulated": False, "targeted": [],
                 "folder": f"clean/{m}-seed{s}"})
     return cells
@@ -497,12 +515,25 @@ def _fsr_text(f: dict[str, Any] | None) -> str:
     return "–" if not f else f"{f['fsr']:.2f}"
 
 
-def _clean_section(rows: list[dict[str, Any]], lofo: list[dict[str, Any]]) -> list[str]:
+def _seed_recipe(cfg: dict[str, Any]) -> str:
+    """The retraining epochs per architecture (config ``clean.epochs``) next to the zoo's."""
+    from xred.train import RECIPES
+
+    if not cfg["clean"]["seeds"]:
+        return ""
+    parts = [f"{m} {_epochs(cfg['clean']['epochs'], m)} epochs (zoo "
+             f"{RECIPES.get(m, {}).get('epochs', '–')})" for m in cfg["clean"]["zoo"]]
+    return (f" Retrained seeds ({', '.join(map(str, cfg['clean']['seeds']))}) follow the zoo "
+            f"recipe (xred.train.RECIPES) with the config's fewer epochs (`clean.epochs`): "
+            f"{', '.join(parts)}.")
+
+
+def _clean_section(cfg: dict[str, Any], rows: list[dict[str, Any]],
+                   lofo: list[dict[str, Any]]) -> list[str]:
     """The clean calibration models, their accuracy and their flagged pairs (LOFO)."""
     lines = ["### The clean models", "",
              "Test accuracy from the model's sidecar (whole test split; benign fine-tunings: the "
-             "first test images of the fooling evaluation). Retrained seeds follow the zoo "
-             "recipe with the config's fewer epochs.", "",
+             "first test images of the fooling evaluation)." + _seed_recipe(cfg), "",
              "| model | family | accuracy | flagged pairs (leave one family out) |",
              "|---|---|---|---|"]
     seen: dict[str, dict[str, Any]] = {}
@@ -610,7 +641,7 @@ def _report(cfg: dict[str, Any], rows: list[dict[str, Any]], lofo: list[dict[str
     ]
     lines += _lofo_section("Without a reference (the common case)", lofo,
                            results["summary"])
-    lines += _clean_section(rows, lofo)
+    lines += _clean_section(cfg, rows, lofo)
     lines += _method_section(results)
     lines += _fooling_section(cfg, lofo, results["lofo_reference"])
     lines += _lofo_section("With the original as the reference (fine-tuned models only)",
