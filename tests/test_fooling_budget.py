@@ -116,6 +116,10 @@ def test_early_stop_after_patience_without_improvement():
     # over the budget from the start: no early stop with the original weights
     budget, _ = scripted([0.0] + [1.5] * 7, [0.0] + [0.5] * 7, max_drop=1.0, patience=3)
     assert budget.best_step == 0 and not budget.should_stop and len(budget.trace) == 8
+    # not fooling yet (weights kept only for a lower drop): no early stop either
+    budget, _ = scripted([0.0, -0.1, -0.2, -0.3, -0.4, -0.5], [0.0] * 6, max_drop=1.0,
+                         patience=2)
+    assert budget.best_step == 50 and not budget.should_stop and len(budget.trace) == 6
 
 
 def test_controller_keeps_the_validation_drop_within_the_budget(tmp_path):

@@ -20,7 +20,7 @@ training data (never the test set):
         d > B − m:          log λ ← log λ − η₋·min(1, (d − (B − m))/B + ½)  (back off, fast)
     λ clipped to [λ_min, λ_max]
 
-(τ = ``target``, default 0.5; η₊ = ``step_size``, default 0.25, i.e. ×1.28; η₋ =
+(τ = ``target``, default 0.5; η₊ = ``step_size``, default 0.35, i.e. ×1.42; η₋ =
 ``step_down``, default 0.7, i.e. up to ×0.5; m = ``margin``, default 0.25·B). The steps are
 geometric, so the same η serves penalties whose scales differ by orders of magnitude, and the
 start λ (``lam``, default 0.01 under a budget) only costs a few evaluations of ramp-up. The
@@ -28,10 +28,10 @@ margin m makes the validation estimate's noise (≈0.3 points on 1,000 images) l
 let a checkpoint over the budget on the test set through: the weights kept are those with the
 best validation FSR (Heo et al. Eq. 6, :func:`xred.metrics.fooling.evaluate_fooling`) among
 evaluations with d ≤ B − m, ties (no gain above ``min_delta``) going to the lower drop; the
-original (step 0) always qualifies. Once fine-tuned weights were kept, training stops when that
-best has not improved by ``min_delta`` for ``patience`` evaluations (a run still over the budget
-goes on). Use a constant learning rate with it: a decaying one freezes the weights before λ
-has settled.
+original (step 0) always qualifies. Once the kept FSR rose over the original's, training stops
+when it has not improved by ``min_delta`` for ``patience`` evaluations (a run still over the
+budget, or not yet fooling, goes on). Use a constant learning rate with it: a decaying one
+freezes the weights before λ has settled.
 """
 
 from __future__ import annotations
@@ -75,7 +75,7 @@ class AccuracyBudget:
     def __init__(self, objective: Any, original: nn.Module, validation: Any, *, fooling: str,
                  explainer: str, explainer_options: Mapping[str, Any] | None = None,
                  layer: str | None = None, max_drop: float, every: int = 25,
-                 target: float = 0.5, step_size: float = 0.25, step_down: float = 0.7,
+                 target: float = 0.5, step_size: float = 0.35, step_down: float = 0.7,
                  margin: float | None = None, patience: int = 12,
                  min_delta: float = 0.005, lam_min: float = 1e-4, lam_max: float = 1e3,
                  mask: Tensor | None = None, k: float = 10.0,
@@ -153,8 +153,9 @@ class AccuracyBudget:
             self.best_fsr, self.best_step, self.best_drop = max(fsr, self.best_fsr), step, drop
             self.best_state = {k: v.detach().to("cpu", copy=True)
                                for k, v in model.state_dict().items()}
-        if not improved and self.best_step:  # patience counts once fine-tuned weights are kept
-            self.since_best += 1
+        start_fsr = self.trace[0]["val_fsr"] if self.trace else fsr
+        if not improved and self.best_fsr > start_fsr + self.min_delta:
+            self.since_best += 1  # patience counts once the FSR rose over the original's
         new = self.next_lam(lam, drop)
         self.objective.lam = new
         self.should_stop = self.since_best >= self.patience
