@@ -1,4 +1,4 @@
-"""Fooling within an accuracy budget (xred.attacks.manipulate.budget): the dual-ascent rule by
+"""Fooling within an accuracy budget (xred.attacks.manipulate.budget): the controller's rule by
 hand on a scripted sequence of validation drops, a real run on a tiny model that keeps the
 validation drop within the budget (where a fixed large λ does not), exact resume with the
 controller, and the one-line errors."""

@@ -101,7 +101,8 @@ def fool(model: nn.Module | str | os.PathLike, *, fooling: str, explainer: str,
       penalties (:func:`xred.metrics.fooling.training_heatmap`; None: the exact ReLU).
     - ``max_drop`` (points of top-1 accuracy): fool within an accuracy budget. ``val_size``
       inputs are held out from ``data`` as a validation split (never the test set), λ starts at
-      ``lam`` and is adapted by dual ascent on the validation accuracy drop, the weights with
+      ``lam`` and is raised while the validation accuracy drop leaves room and lowered fast over
+      it (the controller's rule is in its docstring), the weights with
       the best validation FSR within the budget are returned and training stops early when that
       no longer improves (:class:`~xred.attacks.manipulate.budget.AccuracyBudget`; ``budget``:
       its options every, target, step_size, step_down, margin, patience, min_delta, lam_min,
