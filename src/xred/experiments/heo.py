@@ -92,10 +92,14 @@ SETTING_FILE = "setting.json"
 def cache_key(wanted: dict[str, Any], options: dict[str, Any]) -> dict[str, Any]:
     """What a cached fine-tuning must match to be reused: the training settings ``wanted`` and
     every extra keyword of :func:`xred.attacks.manipulate.fool` from the config (smooth_beta,
-    k, fool_batch_size, ...), as JSON would store them."""
+    k, fool_batch_size, ...), as JSON would store them; under an accuracy budget also the
+    controller's rule version (``budget.CONTROLLER``), so runs of an older rule are redone."""
     import json
 
-    return json.loads(json.dumps({**wanted, "options": dict(sorted(options.items()))}))
+    from xred.attacks.manipulate.budget import CONTROLLER
+
+    extra = {"controller": CONTROLLER} if options.get("max_drop") is not None else {}
+    return json.loads(json.dumps({**wanted, **extra, "options": dict(sorted(options.items()))}))
 
 
 def fooled_model(model: str, fooling: str, explainer: str, setting: dict[str, Any], data: Any,

@@ -47,7 +47,10 @@ from torch import Tensor, nn
 
 from xred.errors import XredError
 
-__all__ = ["AccuracyBudget", "split_validation"]
+__all__ = ["CONTROLLER", "AccuracyBudget", "split_validation"]
+
+#: the version of the controller's rule (cached fine-tunings of another rule are redone)
+CONTROLLER = "ramp-2"
 
 
 def split_validation(data: Any, size: int, seed: int = 0) -> tuple[Any, Any]:
