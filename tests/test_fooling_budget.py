@@ -1,4 +1,4 @@
-"""Fooling within an accuracy budget (xred.attacks.manipulate.budget): the dual-ascent rule by
+"""Fooling within an accuracy budget (xred.attacks.manipulate.budget): the controller's rule by
 hand on a scripted sequence of validation drops, a real run on a tiny model that keeps the
 validation drop within the budget (where a fixed large λ does not), exact resume with the
 controller, and the one-line errors."""
@@ -74,25 +74,38 @@ def scripted(drops: list[float], fsrs: list[float], **options) -> tuple[Accuracy
     return budget, lams
 
 
-def test_dual_ascent_rule_by_hand():
-    """log λ ← log λ + η·clip((τB − d)/(τB), −1, 1): up with room, down over the set point,
-    by at most e^−η far over the budget; the best FSR is kept only within B."""
-    drops = [0.0, 0.5, 0.75, 1.5, 4.0, 0.9]
+def test_controller_rule_by_hand():
+    """B = 1, τ = 0.5, m = 0.25 (bound 0.75), η₊ = 0.25, η₋ = 0.7: up by e^0.25 while
+    d ≤ 0.5, held in (0.5, 0.75], down by e^(−0.7·min(1, (d − 0.75) + 0.5)) over 0.75; the best
+    FSR is kept only with d ≤ 0.75."""
+    drops = [0.0, 0.3, 0.6, 0.85, 4.0, 0.7]
     fsrs = [0.0, 0.3, 0.5, 0.9, 0.95, 0.6]
-    budget, lams = scripted(drops, fsrs, max_drop=1.0, target=0.75, step_size=0.5, patience=9)
+    budget, lams = scripted(drops, fsrs, max_drop=1.0, target=0.5, margin=0.25, step_size=0.25,
+                            step_down=0.7, patience=9)
+    factors = [math.exp(0.25), math.exp(0.25), 1.0, math.exp(-0.7 * 0.6), math.exp(-0.7), 1.0]
     lam = 1.0
-    for d, seen in zip(drops, lams, strict=True):
+    for f, seen, row in zip(factors, lams, budget.trace, strict=True):
         assert seen == pytest.approx(lam, rel=1e-12)
-        lam *= math.exp(0.5 * max(-1.0, min(1.0, (0.75 - d) / 0.75)))
+        assert row["next_lam"] == pytest.approx(lam * f, rel=1e-12)
+        lam *= f
     rows = budget.trace
-    assert [r["next_lam"] > r["lam"] * (1 + 1e-9) for r in rows] == [True, True, False, False,
-                                                                       False, False]
-    assert rows[2]["next_lam"] == pytest.approx(rows[2]["lam"])  # exactly at the set point
-    assert rows[4]["next_lam"] == pytest.approx(rows[4]["lam"] * math.exp(-0.5))  # clipped
-    # the best within the budget: FSR 0.6 at step 50 (0.9 and 0.95 were over the budget)
+    # the best within the bound: FSR 0.6 at step 50 (0.9 and 0.95 were over it)
     assert [r["within_budget"] for r in rows] == [True, True, True, False, False, True]
     assert budget.best_step == 50 and budget.best_fsr == 0.6
-    assert all(r["val_drop"] <= 1.0 for r in rows if r["best"])
+    assert all(r["val_drop"] <= 0.75 for r in rows if r["best"])
+
+
+def test_lambda_stays_within_its_bounds_and_ties_go_to_the_lower_drop():
+    budget, lams = scripted([0.0] * 6, [0.0] * 6, max_drop=1.0, step_size=1.0, lam_max=5.0)
+    assert budget.objective.lam == pytest.approx(5.0) and max(lams) <= 5.0
+    budget, lams = scripted([3.0] * 6, [0.0] * 6, max_drop=1.0, step_down=2.0, lam_min=0.1)
+    assert budget.objective.lam == pytest.approx(0.1) and min(lams) >= 0.1
+    # an equal FSR at a lower drop replaces the kept weights, without resetting patience
+    budget, _ = scripted([0.0, 0.6, 0.4, 0.5, 0.2], [0.0, 0.9, 0.9, 0.9, 0.9], max_drop=1.0,
+                         patience=3)
+    assert [r["best"] for r in budget.trace] == [True, True, True, False, True]
+    assert budget.best_step == 40 and budget.best_drop == pytest.approx(0.2)
+    assert budget.should_stop  # 3 evaluations without an FSR gain after step 10
 
 
 def test_early_stop_after_patience_without_improvement():
@@ -103,6 +116,10 @@ def test_early_stop_after_patience_without_improvement():
     # over the budget from the start: no early stop with the original weights
     budget, _ = scripted([0.0] + [1.5] * 7, [0.0] + [0.5] * 7, max_drop=1.0, patience=3)
     assert budget.best_step == 0 and not budget.should_stop and len(budget.trace) == 8
+    # not fooling yet (weights kept only for a lower drop): no early stop either
+    budget, _ = scripted([0.0, -0.1, -0.2, -0.3, -0.4, -0.5], [0.0] * 6, max_drop=1.0,
+                         patience=2)
+    assert budget.best_step == 50 and not budget.should_stop and len(budget.trace) == 6
 
 
 def test_controller_keeps_the_validation_drop_within_the_budget(tmp_path):
@@ -183,3 +200,28 @@ def test_bad_budget_input_is_one_line():
             fool("fmnist-vgg", fooling="location", explainer="gradcam", data=data,
                  out="/nonexistent/never-written", **kwargs)
         assert "\n" not in str(e.value)
+
+
+def test_distillation_keep_term_by_hand():
+    """keep="kl": KL(p₀ ‖ p) of the original's and the model's softmax, 0 at the original;
+    "ce+kl" adds the cross-entropy; the penalty is the same in every case."""
+    model, data = trained_tiny()
+    x, y = data.x[:16], data.y[:16]
+    moved = copy.deepcopy(model)
+    with torch.no_grad():
+        moved[-1].bias.add_(torch.tensor([0.5, -0.3, 0.2]))
+    p0 = torch.softmax(model(x), 1).detach()
+    p = torch.softmax(moved(x), 1)
+    kl = (p0 * (p0.log() - p.log())).sum(1).mean()
+    ce = nn.functional.cross_entropy(moved(x), y)
+    losses = {}
+    for keep in ("ce", "kl", "ce+kl"):
+        obj = fooling_objective("location", model, "gradcam", lam=0.0, layer=LAYER, keep=keep)
+        assert obj(model, (x, y))[0].item() == pytest.approx(
+            0.0 if keep == "kl" else nn.functional.cross_entropy(model(x), y).item(), abs=1e-6)
+        losses[keep] = obj(moved, (x, y))[0].item()
+    assert losses["kl"] == pytest.approx(kl.item(), rel=1e-5) and kl.item() > 1e-3
+    assert losses["ce"] == pytest.approx(ce.item(), rel=1e-5)
+    assert losses["ce+kl"] == pytest.approx(ce.item() + kl.item(), rel=1e-5)
+    with pytest.raises(XredError, match="unknown keep term"):
+        fooling_objective("location", model, "gradcam", layer=LAYER, keep="mse")

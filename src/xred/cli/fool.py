@@ -46,17 +46,22 @@ def add_arguments(sp: argparse.ArgumentParser) -> None:
                     "simplegrad_t, or any differentiable explainer name (lrp, gradient, ...)")
     shared_arguments(sp)
     sp.add_argument("--lam", type=float, default=None, help="λ, weight of the fooling penalty "
-                    "(default 1; with --max-drop the controller's starting λ)")
+                    "(default 1; with --max-drop the controller's starting λ, default 0.01)")
+    sp.add_argument("--keep", choices=["ce", "kl", "ce+kl"], help="the term keeping the "
+                    "predictions: ce (cross-entropy on the labels, Heo et al.; default with a "
+                    "fixed λ), kl (distillation to the original's softmax; default with "
+                    "--max-drop) or both")
     sp.add_argument("--max-drop", type=float, metavar="POINTS", help="fool within an accuracy "
-                    "budget: λ is adapted during fine-tuning (dual ascent on the validation "
-                    "accuracy drop) and the weights with the best validation FSR whose drop is "
-                    "at most POINTS are kept; stops early when that no longer improves")
+                    "budget: λ is adapted during fine-tuning (raised while the validation "
+                    "accuracy drop leaves room, lowered fast over it) and the weights with the "
+                    "best validation FSR whose drop is at most POINTS minus a margin are kept; "
+                    "stops early when that no longer improves")
     sp.add_argument("--val-size", type=int, help="with --max-drop: inputs held out from the "
                     "training data as the validation split (default 1000)")
     sp.add_argument("--eval-every", type=int, help="with --max-drop: steps between validation "
-                    "measurements and λ updates (default 100)")
+                    "measurements and λ updates (default 25)")
     sp.add_argument("--patience", type=int, help="with --max-drop: stop after this many "
-                    "measurements without a better validation FSR (default 5)")
+                    "measurements without a better validation FSR (default 12)")
     sp.add_argument("--smooth-beta", type=float, default=10.0, help="β of the smooth positive "
                     "part replacing Grad-CAM's ReLU in the penalty (0: the exact ReLU; default 10)")
     sp.add_argument("--lr", type=float, help="learning rate (default 1e-4)")
@@ -88,7 +93,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
     result = services.fool(
         args.model, fooling=args.fooling, explainer=args.explainer, out=args.out, lam=args.lam,
         max_drop=args.max_drop, val_size=args.val_size, eval_every=args.eval_every,
-        patience=args.patience, classes=args.classes, layer=args.layer, k=args.k,
+        patience=args.patience, keep=args.keep, classes=args.classes, layer=args.layer, k=args.k,
         smooth_beta=args.smooth_beta, lr=args.lr, optimizer=args.optimizer,
         schedule=args.schedule, epochs=args.epochs, steps=args.steps,
         batch_size=args.batch_size, limit=args.limit, checkpoint_every=args.checkpoint_every,

@@ -92,10 +92,14 @@ SETTING_FILE = "setting.json"
 def cache_key(wanted: dict[str, Any], options: dict[str, Any]) -> dict[str, Any]:
     """What a cached fine-tuning must match to be reused: the training settings ``wanted`` and
     every extra keyword of :func:`xred.attacks.manipulate.fool` from the config (smooth_beta,
-    k, fool_batch_size, ...), as JSON would store them."""
+    k, fool_batch_size, ...), as JSON would store them; under an accuracy budget also the
+    controller's rule version (``budget.CONTROLLER``), so runs of an older rule are redone."""
     import json
 
-    return json.loads(json.dumps({**wanted, "options": dict(sorted(options.items()))}))
+    from xred.attacks.manipulate.budget import CONTROLLER
+
+    extra = {"controller": CONTROLLER} if options.get("max_drop") is not None else {}
+    return json.loads(json.dumps({**wanted, **extra, "options": dict(sorted(options.items()))}))
 
 
 def fooled_model(model: str, fooling: str, explainer: str, setting: dict[str, Any], data: Any,
@@ -156,6 +160,18 @@ def steps_text(r: dict[str, Any]) -> str:
         return str(r["setting"]["steps"])
     ran = b["trace"][-1]["step"] if b["trace"] else 0
     return f"{b['best_step']} / {ran}" + (" (early stop)" if b["stopped_early"] else "")
+
+
+def controller_text(b: dict[str, Any]) -> str:
+    """The budget controller's rule with its settings, for the report (older sidecars without
+    the asymmetric steps show the dual-ascent rule they were made with)."""
+    if "step_down" not in b:
+        return (f"dual ascent: log λ += {b['step_size']:g}·clip(({b['target']:g}·B − d)/"
+                f"({b['target']:g}·B), −1, 1)")
+    bound = b["max_drop"] - b["margin"]
+    return (f"λ starts small and log λ += {b['step_size']:g} while d ≤ {b['target']:g}·B, holds "
+            f"up to B − m = {bound:g}, and log λ −= {b['step_down']:g}·min(1, (d − {bound:g})/B "
+            f"+ ½) above; predictions kept by {b.get('keep', 'ce').upper()}")
 
 
 def budget_figure(runs: dict[str, Any], path: Path, title: str) -> str | None:
@@ -540,9 +556,9 @@ def _passive_report(cfg: dict[str, Any], results: dict[str, Any], report: Path) 
                   f"Every run is fooled within a budget of {b0['max_drop']:g} points of top-1 "
                   f"accuracy (`max_drop`): {b0['validation_size']} training images are held out "
                   "as a validation split, λ is adapted every "
-                  f"{b0['every']} steps by dual ascent on the validation accuracy drop "
-                  f"(log λ += {b0['step_size']:g}·clip(({b0['target']:g}·B − drop)/B, −2, 1)), the "
-                  "weights with the best validation FSR within the budget are kept and a run "
+                  f"{b0['every']} steps on the validation accuracy drop d "
+                  f"({controller_text(b0)}), the "
+                  "weights with the best validation FSR with d ≤ B − m are kept and a run "
                   f"stops after {b0['patience']} measurements without improvement. The test "
                   "set above is never seen during fine-tuning.", "",
                   "| run | validation drop at the kept step (points) | validation FSR (%) | "

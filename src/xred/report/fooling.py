@@ -41,7 +41,7 @@ def controller_figure(budget: dict[str, Any], path: str | os.PathLike) -> Path:
     steps = [r["step"] for r in rows]
     kept = budget["best_step"]
     return line_plots([
-        ("λ (dual ascent)", "step", "λ", {"λ": (steps, [r["lam"] for r in rows])}),
+        ("λ (budget controller)", "step", "λ", {"λ": (steps, [r["lam"] for r in rows])}),
         (f"validation accuracy drop (budget {budget['max_drop']:g})", "step", "points",
          {"drop": (steps, [r["val_drop"] for r in rows]),
           "budget": (steps, [budget["max_drop"]] * len(rows))}),

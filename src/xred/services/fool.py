@@ -24,7 +24,9 @@ HEO_INTERPRETERS = ["gradcam", "lrp_t", "simplegrad_t"]  # the columns of the pa
 FIGURE_IMAGES = 6
 EVAL_COMPOSITES = 200  # the paper's hold-out composites for Active FSR
 #: the accuracy-budget controller's options and their defaults (only used with ``max_drop``)
-BUDGET_DEFAULTS = {"val_size": 1000, "eval_every": 100, "patience": 5}
+BUDGET_DEFAULTS = {"val_size": 1000, "eval_every": 25, "patience": 12}
+#: the starting λ under an accuracy budget (the controller raises it while there is room)
+BUDGET_START_LAM = 0.01
 
 
 @dataclass
@@ -210,7 +212,7 @@ def _evaluation(original: nn.Module, fooled: nn.Module, info: dict[str, Any], *,
 
 def fool(model: str | os.PathLike, *, fooling: str, explainer: str, out: str | os.PathLike,
          lam: float | None = None, max_drop: float | None = None, val_size: int | None = None,
-         eval_every: int | None = None, patience: int | None = None,
+         eval_every: int | None = None, patience: int | None = None, keep: str | None = None,
          classes: str | tuple[int | str, int | str] | None = None, layer: str | None = None,
          k: float = 10.0, smooth_beta: float | None = 10.0, lr: float | None = None,
          optimizer: str | None = None, schedule: str | None = None, epochs: int | None = None,
@@ -223,13 +225,15 @@ def fool(model: str | os.PathLike, *, fooling: str, explainer: str, out: str | o
          download: bool = False, device: str | None = None, command: str | None = None,
          show_progress: bool = True, progress: Progress | None = None) -> FoolResult | None:
     """Fool ``explainer`` on ``model`` with Heo et al.'s ``fooling`` (location, topk,
-    center-mass, active with ``classes`` c₁,c₂): fine-tune with CE + λ·L_F (``lam``, default 1)
+    center-mass, active with ``classes`` c₁,c₂): fine-tune with CE + λ·L_F (``lam``, default 1;
+    ``keep``: "ce", "kl" (distillation, the default under ``max_drop``) or "ce+kl" for the CE)
     on the training split (or ``train_folder``; ``limit`` random inputs), save the fooled model
     in ``out``, then measure accuracy and FSR on the test split (the first ``eval_limit``
     inputs) for ``eval_explainers`` (default Heo's three and the fooled one) and draw
     ``out/fooling.png``.
 
-    ``max_drop`` (points of top-1 accuracy): λ is adapted by dual ascent on the accuracy drop on
+    ``max_drop`` (points of top-1 accuracy): λ (starting at ``lam``, default 0.01) is adapted on
+    the accuracy drop on
     ``val_size`` held-out training inputs, measured every ``eval_every`` steps, and the weights
     with the best validation FSR within the budget are kept (stop after ``patience``
     measurements without improvement); the controller's trace goes to
@@ -251,7 +255,7 @@ def fool(model: str | os.PathLike, *, fooling: str, explainer: str, out: str | o
         raise XredError("--val-size, --eval-every and --patience control --max-drop; add "
                         "--max-drop POINTS (or drop them)")
     budget_opts = {o: BUDGET_DEFAULTS[o] if v is None else v for o, v in given.items()}
-    lam = 1.0 if lam is None else lam
+    lam = (1.0 if max_drop is None else BUDGET_START_LAM) if lam is None else lam
     if max_drop is not None and not lam > 0:
         raise XredError(f"with --max-drop, --lam is the controller's starting λ and must be > 0, "
                         f"got {lam}")
@@ -282,7 +286,7 @@ def fool(model: str | os.PathLike, *, fooling: str, explainer: str, out: str | o
                        smooth_beta=smooth_beta or None, weights=weights, device=device,
                        command=command, max_drop=max_drop, val_size=budget_opts["val_size"],
                        budget={"every": budget_opts["eval_every"],
-                               "patience": budget_opts["patience"]})
+                               "patience": budget_opts["patience"]}, keep=keep)
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun the first process evaluates
         return None
     say(0.8, "evaluating")

@@ -1,27 +1,39 @@
-"""Fooling within an accuracy budget: λ of Heo et al.'s L = CE + λ·L_F as a Lagrange multiplier.
+"""Fooling within an accuracy budget: λ of Heo et al.'s L = L_keep + λ·L_F as a multiplier
+adapted from inside the feasible region.
 
 The user's problem is "fool the interpreter as far as possible while top-1 accuracy falls by at
 most B points", i.e. min_w L_F(w) subject to drop(w) ≤ B. Its Lagrangian, divided by the
-multiplier μ ≥ 0 of the constraint, is CE + λ·L_F with λ = 1/μ (CE standing in for the accuracy
-drop, which has no gradient). :class:`AccuracyBudget` adapts λ by dual ascent on log μ = −log λ,
-measured on a validation split held out from the training data (never the test set):
+multiplier μ ≥ 0 of the constraint, is L_keep + λ·L_F with λ = 1/μ (L_keep standing in for the
+accuracy drop, which has no gradient: Heo et al.'s CE on the labels, or by default under a budget
+the distillation term KL(p₀ ‖ p) to the original's softmax,
+:mod:`xred.attacks.manipulate.objectives`). Dual ascent from λ = 1 (the earlier controller)
+failed on the Heo zoo: one hundred steps at a large λ cost up to 12 points, which fine-tuning
+then never won back, so no weights within the budget were found. :class:`AccuracyBudget`
+therefore starts from a small λ and raises it only while there is room — an asymmetric
+multiplicative controller on log λ (a projected, sign-based multiplier update rather than
+gradient dual ascent, so the iterate stays near the feasible region) — measured on a validation
+split held out from the training data (never the test set):
 
     every ``every`` steps:  d = 100·(acc₀ − acc(w)) on the validation split (points),
-                            s = clip((τ·B − d) / (τ·B), −1, 1)  (τ = ``target``, default 0.75),
-                            log λ ← clip(log λ + η·s, log λ_min, log λ_max)
+        d ≤ τ·B:            log λ ← log λ + η₊           (room: fool harder)
+        τ·B < d ≤ B − m:    λ unchanged                  (in the target band)
+        d > B − m:          log λ ← log λ − η₋·min(1, (d − (B − m))/B + ½)  (back off, fast)
+    λ clipped to [λ_min, λ_max]
 
-(η = ``step_size``, default 0.3).
-
-Room under the budget (d < τ·B) raises λ, a drop over the set point lowers it — geometrically,
-so the same η serves penalties whose scales differ by orders of magnitude; the clip bounds each
-change to a factor e^±η, so the transient accuracy dip at the start of fine-tuning (and the
-validation estimate's noise) cannot collapse λ. The set point τ·B < B
-leaves a margin for the validation estimate's noise. The penalty's own progress is the
-validation FSR (Heo et al. Eq. 6, :func:`xred.metrics.fooling.evaluate_fooling`); the weights
-with the best validation FSR among the evaluations with d ≤ B are kept (the original, at step 0,
-always qualifies) and, once fine-tuned weights were kept, training stops when that best has not
-improved by ``min_delta`` for ``patience`` evaluations (a run still over the budget goes on: the
-start-of-fine-tuning accuracy dip must not end it with the original weights).
+(τ = ``target``, default 0.5; η₊ = ``step_size``, default 0.35, i.e. ×1.42; η₋ = ``step_down``,
+default 0.7, i.e. ×0.7 just over B − m and ×0.5 from B − m + B/2 on; m = ``margin``, default
+0.25·B). The steps are geometric, so the same η serves penalties whose scales differ by orders
+of magnitude, and the start λ (``lam``, default 0.01 under a budget) only costs a few
+evaluations of ramp-up. A gentler back-off inside the margin (proportional to (d − (B − m))/m)
+was tried and fooled less (fmnist-vgg Location LRP_T: validation FSR 40 % vs 47.5 %). The
+margin m makes the validation estimate's noise (≈0.3 points on 1,000 images) less likely to let
+a checkpoint over the budget on the test set through: the weights kept are those with the best
+validation FSR (Heo et al. Eq. 6, :func:`~xred.metrics.fooling.evaluate_fooling`) among
+evaluations with d ≤ B − m, ties (no gain above ``min_delta``) going to the lower drop; the
+original (step 0) always qualifies. Once the kept FSR rose over the original's, training stops
+when it has not improved by ``min_delta`` for ``patience`` evaluations (a run still over the
+budget, or not yet fooling, goes on). Use a constant learning rate with it: a decaying one
+freezes the weights before λ has settled.
 """
 
 from __future__ import annotations
@@ -35,7 +47,10 @@ from torch import Tensor, nn
 
 from xred.errors import XredError
 
-__all__ = ["AccuracyBudget", "split_validation"]
+__all__ = ["CONTROLLER", "AccuracyBudget", "split_validation"]
+
+#: the version of the controller's rule (cached fine-tunings of another rule are redone)
+CONTROLLER = "ramp-2"
 
 
 def split_validation(data: Any, size: int, seed: int = 0) -> tuple[Any, Any]:
@@ -64,9 +79,10 @@ class AccuracyBudget:
 
     def __init__(self, objective: Any, original: nn.Module, validation: Any, *, fooling: str,
                  explainer: str, explainer_options: Mapping[str, Any] | None = None,
-                 layer: str | None = None, max_drop: float, every: int = 100,
-                 target: float = 0.75, step_size: float = 0.3, patience: int = 5,
-                 min_delta: float = 0.005, lam_min: float = 1e-3, lam_max: float = 1e3,
+                 layer: str | None = None, max_drop: float, every: int = 25,
+                 target: float = 0.5, step_size: float = 0.35, step_down: float = 0.7,
+                 margin: float | None = None, patience: int = 12,
+                 min_delta: float = 0.005, lam_min: float = 1e-4, lam_max: float = 1e3,
                  mask: Tensor | None = None, k: float = 10.0,
                  classes: tuple[int, int] | None = None, composites: Any = None,
                  batch_size: int = 250, device: str | torch.device | None = None) -> None:
@@ -76,9 +92,12 @@ class AccuracyBudget:
             raise XredError("with an accuracy budget λ is adapted multiplicatively from its "
                             f"starting value; give a positive starting λ (--lam), got "
                             f"{objective.lam!r}")
-        if every < 1 or patience < 1 or not 0 < target <= 1 or not step_size > 0:
+        margin = 0.25 * float(max_drop) if margin is None else float(margin)
+        if (every < 1 or patience < 1 or not 0 < target <= 1 or not step_size > 0
+                or not step_down > 0 or not 0 <= margin <= max_drop):
             raise XredError("the budget controller needs every >= 1, patience >= 1, "
-                            "0 < target <= 1 and step_size > 0")
+                            "0 < target <= 1, step_size > 0, step_down > 0 and "
+                            "0 <= margin <= max_drop")
         if not 0 < lam_min <= objective.lam <= lam_max:
             raise XredError(f"the starting λ {objective.lam} lies outside [{lam_min}, {lam_max}]")
         self.objective, self.original, self.validation = objective, original, validation
@@ -88,12 +107,14 @@ class AccuracyBudget:
         self.classes, self.composites = classes, composites
         self.max_drop, self.every, self.target = float(max_drop), int(every), float(target)
         self.step_size, self.patience, self.min_delta = float(step_size), int(patience), min_delta
+        self.step_down, self.margin = float(step_down), margin
         self.lam_min, self.lam_max = float(lam_min), float(lam_max)
         self.batch_size, self.device = batch_size, device
         self.should_stop = False
         self.trace: list[dict[str, Any]] = []
         self.best_fsr = -1.0  # FSR lies in [0, 1]
         self.best_step: int | None = None
+        self.best_drop = math.inf
         self.best_state: dict[str, Tensor] | None = None
         self.since_best = 0
 
@@ -111,34 +132,50 @@ class AccuracyBudget:
                                  device=self.device)
         return r["accuracy_before"], r["accuracy_after"], r["fsr"][self.explainer]
 
+    def next_lam(self, lam: float, drop: float) -> float:
+        """λ after a validation drop of ``drop`` points (the rule of the module docstring)."""
+        bound = self.max_drop - self.margin
+        if drop <= self.target * self.max_drop and drop <= bound:
+            step = self.step_size
+        elif drop <= bound + 1e-9:
+            step = 0.0
+        else:
+            step = -self.step_down * min(1.0, (drop - bound) / max(self.max_drop, 1e-6) + 0.5)
+        return math.exp(max(math.log(self.lam_min), min(math.log(self.lam_max),
+                                                        math.log(lam) + step)))
+
     def __call__(self, model: nn.Module, step: int) -> dict[str, Any]:
         acc0, acc, fsr = self.measure(model)
         drop = 100.0 * (acc0 - acc)
         lam = self.objective.lam
-        within = drop <= self.max_drop + 1e-9
+        within = drop <= self.max_drop - self.margin + 1e-9
         improved = within and (self.best_step is None or fsr > self.best_fsr + self.min_delta)
-        if improved:
-            self.best_fsr, self.best_step, self.since_best = fsr, step, 0
+        tie = (within and not improved and fsr >= self.best_fsr - 1e-12
+               and drop < self.best_drop - 1e-9)
+        if improved or tie:
+            if improved:
+                self.since_best = 0
+            self.best_fsr, self.best_step, self.best_drop = max(fsr, self.best_fsr), step, drop
             self.best_state = {k: v.detach().to("cpu", copy=True)
                                for k, v in model.state_dict().items()}
-        elif self.best_step:  # patience counts only once fine-tuned weights were kept
-            self.since_best += 1
-        setpoint = self.target * self.max_drop
-        slack = max(-1.0, min(1.0, (setpoint - drop) / max(setpoint, 1e-6)))
-        new = math.exp(max(math.log(self.lam_min), min(math.log(self.lam_max),
-                                                        math.log(lam) + self.step_size * slack)))
+        start_fsr = self.trace[0]["val_fsr"] if self.trace else fsr
+        if not improved and self.best_fsr > start_fsr + self.min_delta:
+            self.since_best += 1  # patience counts once the FSR rose over the original's
+        new = self.next_lam(lam, drop)
         self.objective.lam = new
         self.should_stop = self.since_best >= self.patience
         row = {"step": step, "lam": lam, "next_lam": new, "val_accuracy": acc,
                "val_accuracy_original": acc0, "val_drop": drop, "val_fsr": fsr,
-               "within_budget": within, "best": improved}
+               "within_budget": within, "best": improved or tie}
         self.trace.append(row)
         return {"lam": lam, "val_drop": round(drop, 3), "val_fsr": round(fsr, 4),
                 "best_step": self.best_step}
 
     def state_dict(self) -> dict[str, Any]:
         return {"lam": self.objective.lam, "trace": self.trace, "best_fsr": self.best_fsr,
-                "best_step": self.best_step, "since_best": self.since_best,
+                "best_step": self.best_step,
+                "best_drop": None if math.isinf(self.best_drop) else self.best_drop,
+                "since_best": self.since_best,
                 "should_stop": self.should_stop, "best_state": self.best_state}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -146,6 +183,8 @@ class AccuracyBudget:
         self.trace = list(state["trace"])
         self.best_fsr = float(state["best_fsr"])
         self.best_step = state["best_step"]
+        best_drop = state.get("best_drop")
+        self.best_drop = math.inf if best_drop is None else float(best_drop)
         self.since_best = int(state["since_best"])
         self.should_stop = bool(state["should_stop"])
         self.best_state = state["best_state"]
@@ -162,7 +201,10 @@ class AccuracyBudget:
         """What the sidecar and metrics.json record: settings, the kept step and the trace."""
         return {"max_drop": self.max_drop, "validation_size": len(self.validation),
                 "every": self.every, "target": self.target, "step_size": self.step_size,
+                "step_down": self.step_down, "margin": self.margin,
+                "keep": getattr(self.objective, "keep", "ce"),
                 "patience": self.patience, "min_delta": self.min_delta,
                 "best_step": self.best_step, "best_val_fsr": self.best_fsr,
+                "best_val_drop": None if math.isinf(self.best_drop) else self.best_drop,
                 "stopped_early": self.should_stop, "final_lam": self.objective.lam,
                 "trace": self.trace}

@@ -81,7 +81,7 @@ def fool(model: nn.Module | str | os.PathLike, *, fooling: str, explainer: str,
          arch_kwargs: Mapping[str, Any] | None = None, weights: str | os.PathLike | None = None,
          device: str | torch.device | None = None, command: str | None = None,
          max_drop: float | None = None, val_size: int = 1000,
-         budget: Mapping[str, Any] | None = None) -> nn.Module:
+         budget: Mapping[str, Any] | None = None, keep: str | None = None) -> nn.Module:
     """Fine-tune a copy of ``model`` with CE + λ·L_F (Heo et al. Eq. 2) and return it.
 
     - ``model``: an ``nn.Module`` (then pass ``architecture=`` for saving) or a registry name /
@@ -101,11 +101,15 @@ def fool(model: nn.Module | str | os.PathLike, *, fooling: str, explainer: str,
       penalties (:func:`xred.metrics.fooling.training_heatmap`; None: the exact ReLU).
     - ``max_drop`` (points of top-1 accuracy): fool within an accuracy budget. ``val_size``
       inputs are held out from ``data`` as a validation split (never the test set), λ starts at
-      ``lam`` and is adapted by dual ascent on the validation accuracy drop, the weights with
+      ``lam`` and is raised while the validation accuracy drop leaves room and lowered fast over
+      it (the controller's rule is in its docstring), the weights with
       the best validation FSR within the budget are returned and training stops early when that
       no longer improves (:class:`~xred.attacks.manipulate.budget.AccuracyBudget`; ``budget``:
-      its options every, target, step_size, patience, min_delta, lam_min, lam_max). None: a
-      fixed λ on all of ``data``.
+      its options every, target, step_size, step_down, margin, patience, min_delta, lam_min,
+      lam_max). None: a fixed λ on all of ``data``.
+    - ``keep``: the term that keeps the predictions (:data:`~xred.attacks.manipulate.objectives.
+      KEEPS`): ``"ce"`` (Heo et al.'s CE on the labels, the default for a fixed λ) or ``"kl"``
+      (distillation to the original's softmax, the default under ``max_drop``) or ``"ce+kl"``.
 
     Writes ``out/model.safetensors`` + sidecar via :func:`xred.models.save` (the original's
     architecture; the sidecar's ``fooling`` block records fooling, explainer, λ, lr, steps, seed
@@ -148,10 +152,12 @@ def fool(model: nn.Module | str | os.PathLike, *, fooling: str, explainer: str,
             composites = two_class_composites(data, int(classes[0]), int(classes[1]),
                                               ACTIVE_COMPOSITES, seed=config.seed)
 
+    if keep is None:
+        keep = "ce" if max_drop is None else "kl"
     objective = fooling_objective(fooling, original, explainer, explainer_options, lam,
                                   layer=layer, mask=mask, k=k, composites=composites,
                                   classes=classes, fool_batch_size=fool_batch_size,
-                                  smooth_beta=smooth_beta)
+                                  smooth_beta=smooth_beta, keep=keep)
     fooled = copy.deepcopy(original)
     fooled.requires_grad_(True)
     dev = torch.device(device) if device is not None else next(original.parameters()).device
@@ -180,7 +186,7 @@ def fool(model: nn.Module | str | os.PathLike, *, fooling: str, explainer: str,
     block = {"fooling": fooling, "explainer": explainer, "explainer_name": name,
              "explainer_options": options, "lam": float(lam), "lr": config.lr,
              "steps": result.steps, "epochs": config.epochs, "batch_size": config.batch_size,
-             "schedule": config.schedule, "smooth_beta": smooth_beta,
+             "schedule": config.schedule, "smooth_beta": smooth_beta, "keep": keep,
              "seed": config.seed, "k": k if fooling == "topk" else None,
              "classes": list(classes) if classes is not None else None,
              "mask": ("frame" if mask is None else "custom") if fooling == "location" else None,

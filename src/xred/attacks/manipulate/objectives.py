@@ -4,15 +4,23 @@ Each is an engine objective ``objective(model, (x, y)) -> (loss, logs)`` computi
 
     L(w) = L_C(D; w) + λ · L_F^I(D_fool; w, w₀),
 
-with L_C the cross-entropy, h = h^I_y(w) the normalised map of the model being fine-tuned
-(differentiable in its parameters, ``create_graph=True``) and h₀ = h^I_y(w₀) the map of a frozen
-copy of the original model (no gradient). The penalties L_F (per batch, means over samples):
+with L_C the cross-entropy (``keep="ce"``, the paper's), h = h^I_y(w) the normalised map of the
+model being fine-tuned (differentiable in its parameters, ``create_graph=True``) and
+h₀ = h^I_y(w₀) the map of a frozen copy of the original model (no gradient). The penalties
+L_F (per batch, means over samples):
 
 - Location (Eq. 3):     (1/n) Σ_i (1/d) ‖h_i − m‖²,  m = 1 on a frame of width ⌊size/7⌋, 0 inside;
 - Top-k (Eq. 4):        (1/n) Σ_i mean_{j ∈ P_{i,k}(w₀)} |h_{i,j}|, P the top k % pixels of h₀;
 - Center-mass (Eq. 5):  −(1/n) Σ_i ‖C(h_i) − C(h₀_i)‖₁, C the centre of mass in pixel units;
 - Active (§3.2.2):      (1/2n) Σ_i (1/d)(‖h_c₁(w) − h_c₂(w₀)‖² + ‖h_c₂(w) − h_c₁(w₀)‖²) on
   two-class composites, while L_C is computed on the ordinary training batch.
+
+``keep="kl"`` replaces L_C by the distillation term KL(p₀ ‖ p) = Σ_c p₀_c (log p₀_c − log p_c),
+p₀ = softmax(f(x; w₀)) the frozen original's and p = softmax(f(x; w)) the fine-tuned model's
+class probabilities on the batch (Hinton et al. 2015 at temperature 1): it pins the predictions
+of the original rather than the labels, so fine-tuning loses much less accuracy for the same
+penalty (what :class:`~xred.attacks.manipulate.budget.AccuracyBudget` uses by default);
+``keep="ce+kl"`` adds both.
 
 The objectives never change the model they were built from: the reference is a frozen deep copy.
 Randomness (Active fooling's composite batch, SmoothGrad's noise) is drawn from torch's global
@@ -42,10 +50,12 @@ from xred.metrics.fooling import (
     training_heatmap,
 )
 
-__all__ = ["FoolingObjective", "LocationFooling", "TopKFooling", "CenterMassFooling",
+__all__ = ["KEEPS", "FoolingObjective", "LocationFooling", "TopKFooling", "CenterMassFooling",
            "ActiveFooling", "fooling_objective"]
 
 Logs = dict[str, float]
+#: the terms that keep the predictions: Heo et al.'s CE on the labels, distillation, both
+KEEPS = ("ce", "kl", "ce+kl")
 
 
 def _frozen_copy(model: nn.Module) -> nn.Module:
@@ -72,7 +82,8 @@ class FoolingObjective:
 
     def __init__(self, reference: nn.Module, explainer: str,
                  explainer_options: Mapping[str, Any] | None = None, lam: float = 1.0, *,
-                 layer: str | None = None, smooth_beta: float | None = 10.0) -> None:
+                 layer: str | None = None, smooth_beta: float | None = 10.0,
+                 keep: str = "ce") -> None:
         if not isinstance(reference, nn.Module):
             raise XredError(f"fooling needs the original model (nn.Module), got "
                             f"{type(reference).__name__}")
@@ -85,6 +96,9 @@ class FoolingObjective:
             raise XredError(f"smooth_beta must be > 0 (or None for the exact ReLU), got "
                             f"{smooth_beta!r}")
         self.smooth_beta = smooth_beta
+        if keep not in KEEPS:
+            raise XredError(f"unknown keep term {keep!r}; valid: {', '.join(KEEPS)}")
+        self.keep = keep
         self.reference = _frozen_copy(reference)
         self.reference_explainer = explain.get(self.name, self.reference, **self.options)
         if not self.reference_explainer.differentiable:
@@ -138,6 +152,19 @@ class FoolingObjective:
 
     # -- the objective ---------------------------------------------------------------------
 
+    def keep_loss(self, logits: Tensor, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        """(the term that keeps the predictions, the CE for the logs): CE on the labels
+        (``keep="ce"``, Heo et al.'s L_C), KL(p₀ ‖ p) to the original's softmax on ``x``
+        (``"kl"``) or their sum (``"ce+kl"``)."""
+        ce = F.cross_entropy(logits, y)
+        if self.keep == "ce":
+            return ce, ce
+        self._to(x.device)
+        with torch.no_grad():
+            log_p0 = F.log_softmax(self.reference(x), 1)
+        kl = F.kl_div(F.log_softmax(logits, 1), log_p0, reduction="batchmean", log_target=True)
+        return (kl if self.keep == "kl" else ce + kl), ce
+
     def penalty(self, h: Tensor, x: Tensor, y: Tensor) -> Tensor:
         """L_F for the batch (a scalar), given the fine-tuned model's maps h."""
         raise NotImplementedError
@@ -148,8 +175,8 @@ class FoolingObjective:
         pen = self.penalty(h, x, y)
         if logits is None:
             logits = model(x)
-        ce = F.cross_entropy(logits, y)
-        return ce + self.lam * pen, _logs(ce, pen, logits, y)
+        kept, ce = self.keep_loss(logits, x, y)
+        return kept + self.lam * pen, _logs(ce, pen, logits, y, kept, self.keep)
 
     def check(self, model: nn.Module, x: Tensor, y: Tensor) -> tuple[int, ...]:
         """Compute the maps on a small batch once: the explainer applies to ``model``, its map
@@ -169,9 +196,13 @@ class FoolingObjective:
         return f"{type(self).__name__}({self.label}, lam={self.lam})"
 
 
-def _logs(ce: Tensor, pen: Tensor, logits: Tensor, y: Tensor) -> Logs:
-    return {"ce": ce.item(), "penalty": pen.item(),
+def _logs(ce: Tensor, pen: Tensor, logits: Tensor, y: Tensor, kept: Tensor | None = None,
+          keep: str = "ce") -> Logs:
+    logs = {"ce": ce.item(), "penalty": pen.item(),
             "acc": (logits.argmax(1) == y).float().mean().item()}
+    if keep != "ce" and kept is not None:
+        logs["keep"] = kept.item()
+    return logs
 
 
 def _logits_module(ex: Explainer, model: nn.Module) -> tuple[nn.Module, bool]:
@@ -198,9 +229,9 @@ class LocationFooling(FoolingObjective):
     def __init__(self, reference: nn.Module, explainer: str,
                  explainer_options: Mapping[str, Any] | None = None, lam: float = 1.0, *,
                  layer: str | None = None, mask: Tensor | None = None,
-                 smooth_beta: float | None = 10.0) -> None:
+                 smooth_beta: float | None = 10.0, keep: str = "ce") -> None:
         super().__init__(reference, explainer, explainer_options, lam, layer=layer,
-                         smooth_beta=smooth_beta)
+                         smooth_beta=smooth_beta, keep=keep)
         if mask is not None and not isinstance(mask, Tensor):
             raise XredError(f"mask must be a tensor of the map's shape, got {type(mask).__name__}")
         self.mask = mask
@@ -233,9 +264,9 @@ class TopKFooling(FoolingObjective):
     def __init__(self, reference: nn.Module, explainer: str,
                  explainer_options: Mapping[str, Any] | None = None, lam: float = 1.0, *,
                  layer: str | None = None, k: float = 10.0,
-                 smooth_beta: float | None = 10.0) -> None:
+                 smooth_beta: float | None = 10.0, keep: str = "ce") -> None:
         super().__init__(reference, explainer, explainer_options, lam, layer=layer,
-                         smooth_beta=smooth_beta)
+                         smooth_beta=smooth_beta, keep=keep)
         if not 0 < k <= 100:
             raise XredError(f"k is a percentage in (0, 100], got {k!r}")
         self.k = float(k)
@@ -272,9 +303,9 @@ class ActiveFooling(FoolingObjective):
                  explainer_options: Mapping[str, Any] | None = None, lam: float = 1.0, *,
                  layer: str | None = None, composites: Any, classes: tuple[int, int],
                  fool_batch_size: int | None = None, batch_size: int = 64,
-                 smooth_beta: float | None = 10.0) -> None:
+                 smooth_beta: float | None = 10.0, keep: str = "ce") -> None:
         super().__init__(reference, explainer, explainer_options, lam, layer=layer,
-                         smooth_beta=smooth_beta)
+                         smooth_beta=smooth_beta, keep=keep)
         if classes is None or len(classes) != 2 or classes[0] == classes[1]:
             raise XredError(f"active fooling needs two different classes (c1, c2), got "
                             f"{classes!r}")
@@ -313,8 +344,8 @@ class ActiveFooling(FoolingObjective):
         idx = torch.randint(len(self.composites), (b,))  # global RNG, seeded by fit per step
         pen = self.penalty_on(model, idx, x.device)
         logits = model(x)
-        ce = F.cross_entropy(logits, y)
-        return ce + self.lam * pen, _logs(ce, pen, logits, y)
+        kept, ce = self.keep_loss(logits, x, y)
+        return kept + self.lam * pen, _logs(ce, pen, logits, y, kept, self.keep)
 
     def check(self, model: nn.Module, x: Tensor, y: Tensor) -> tuple[int, ...]:
         return super().check(model, self.composites[:2].to(x.device),
@@ -331,9 +362,10 @@ def fooling_objective(fooling: str, reference: nn.Module, explainer: str,
                       explainer_options: Mapping[str, Any] | None = None, lam: float = 1.0,
                       *, layer: str | None = None, mask: Tensor | None = None, k: float = 10.0,
                       composites: Any = None, classes: tuple[int, int] | None = None,
-                      fool_batch_size: int | None = None, smooth_beta: float | None = 10.0
-                      ) -> FoolingObjective:
-    """The objective of ``fooling`` (one of :data:`~xred.metrics.fooling.FOOLINGS`)."""
+                      fool_batch_size: int | None = None, smooth_beta: float | None = 10.0,
+                      keep: str = "ce") -> FoolingObjective:
+    """The objective of ``fooling`` (one of :data:`~xred.metrics.fooling.FOOLINGS`); ``keep``
+    the term that keeps the predictions (:data:`KEEPS`)."""
     if fooling not in _KINDS:
         raise XredError(f"unknown fooling {fooling!r}; valid: {', '.join(FOOLINGS)}")
     extra: dict[str, Any] = {}
@@ -344,4 +376,4 @@ def fooling_objective(fooling: str, reference: nn.Module, explainer: str,
     elif fooling == "active":
         extra.update(composites=composites, classes=classes, fool_batch_size=fool_batch_size)
     return _KINDS[fooling](reference, explainer, explainer_options, lam, layer=layer,
-                           smooth_beta=smooth_beta, **extra)
+                           smooth_beta=smooth_beta, keep=keep, **extra)
