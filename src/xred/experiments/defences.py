@@ -32,10 +32,10 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
 from xred.experiments import harness
 from xred.experiments.harness import CellStore
+from xred.experiments.harness import say as _say
 from xred.report.text import pct, relative
 
 __all__ = ["run_defences"]
@@ -88,11 +88,6 @@ def run_defences(config: dict[str, Any], out: str | os.PathLike, *, command: str
     """Every part of the module docstring; writes the report and returns every number."""
     return harness.run(EXPERIMENT, config, out, command=command, progress=progress,
                        render_only=render_only)
-
-
-def _say(progress: bool, text: str) -> None:
-    if progress:
-        tqdm.write(f"[{time.strftime('%H:%M:%S')}] {text}")
 
 
 def _train_settings(cfg: dict[str, Any], spec: dict[str, Any]) -> dict[str, Any]:

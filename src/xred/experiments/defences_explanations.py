@@ -29,25 +29,15 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
 from xred.experiments.harness import CellStore
+from xred.experiments.harness import nan_mean as _mean
+from xred.experiments.harness import say as _say
 from xred.report.text import pct
 
 __all__ = ["countermeasures", "render_countermeasures", "render_smoothing", "smoothing"]
 
 GROUP = "explanations"
-
-
-def _mean(t: Tensor) -> float:
-    t = t.double()
-    t = t[~t.isnan()]
-    return float(t.mean()) if t.numel() else float("nan")
-
-
-def _say(progress: bool, text: str) -> None:
-    if progress:
-        tqdm.write(text)
 
 
 def _targets(model: nn.Module, x: Tensor, seed: int) -> tuple[Tensor, Tensor]:

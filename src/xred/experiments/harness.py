@@ -32,6 +32,19 @@ from xred.report.text import merge_config
 __all__ = ["CellStore", "Experiment", "display_name", "run", "settings_key"]
 
 
+def say(progress: bool, text: str) -> None:
+    """A time-stamped progress line above the progress bars (nothing when ``progress`` is off)."""
+    if progress:
+        tqdm.write(f"[{time.strftime('%H:%M:%S')}] {text}")
+
+
+def nan_mean(t: Tensor) -> float:
+    """The mean of ``t``'s non-NaN entries (NaN if there are none), as a float."""
+    t = t.double()
+    t = t[~t.isnan()]
+    return float(t.mean()) if t.numel() else float("nan")
+
+
 def display_name(name: str, paper_names: dict[str, str] | None = None) -> str:
     """How a report names explainer ``name``: the paper's own name where it has one
     (``paper_names``, e.g. Heo et al.'s LRP_T), else the explainer's ``display_name``, else

@@ -41,6 +41,7 @@ from tqdm.auto import tqdm
 from xred.attacks.input.base import random_targets
 from xred.experiments import harness
 from xred.experiments.harness import CellStore
+from xred.experiments.harness import nan_mean as _mean
 from xred.report.text import pct, relative
 
 __all__ = ["run_input_attacks"]
@@ -79,12 +80,6 @@ DEFAULTS: dict[str, Any] = {
     "aai_curve": {"eps": [0.005, 0.01, 0.02, 0.031, 0.05], "options": {}},
     "report": "docs/input_attacks.md", "figures": "docs/figures",
 }
-
-
-def _mean(t: Tensor) -> float:
-    t = t.double()
-    t = t[~t.isnan()]
-    return float(t.mean()) if t.numel() else float("nan")
 
 
 def _random_targets(prediction: Tensor, num_classes: int, seed: int) -> Tensor:
