@@ -286,6 +286,26 @@ def test_seed_is_recorded_and_reproduces(vgg, batch):
     assert summary["max_linf"] <= 0.03 * (1 + 1e-5)
 
 
+def test_last_iterate_is_the_unscored_output_of_the_same_run(vgg, batch):
+    """Adversarial training's entry point: the same iterate as attack() with keep_best=False,
+    one forward pass fewer (counted by a forward hook)."""
+    x, y = batch[0][:32], batch[1][:32]
+    options = {"eps": 0.03, "steps": 3, "random_start": True, "keep_best": False, "seed": 5}
+    calls = []
+    handle = vgg.register_forward_hook(lambda *_: calls.append(1))
+    try:
+        scored = ai.get("pgd", vgg, **options)(x, y)
+        n_scored = len(calls)
+        calls.clear()
+        last = ai.get("pgd", vgg, **options).last_iterate(x, y)
+    finally:
+        handle.remove()
+    assert torch.equal(last, scored.x_adv)
+    assert (n_scored, len(calls)) == (4, 3)
+    with pytest.raises(XredError, match="restarts=1 and keep_best=False"):
+        ai.get("pgd", vgg, eps=0.03, restarts=2, keep_best=False).last_iterate(x, y)
+
+
 def test_restarts_keep_the_best_run(vgg, batch):
     x, y = batch[0][:128], batch[1][:128]
     one = ai.get("pgd", vgg, eps=0.02, steps=3, seed=3)(x, y)

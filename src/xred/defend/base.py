@@ -153,11 +153,12 @@ class Defence:
                    random_start=True, keep_best=False, seed=attack_seed())
 
     def perturb(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
-        """x′ ≈ argmax over the ε_t-ball of the inner objective (x itself while ε_t = 0)."""
+        """x′ ≈ argmax over the ε_t-ball of the inner objective (x itself while ε_t = 0): the
+        last iterate, left for the training step's own forward pass to score."""
         eps = self.current_eps
         if eps <= 0:
             return x
-        return self.inner_attack(unwrap(model), eps)(x, y).x_adv.detach()
+        return self.inner_attack(unwrap(model), eps).last_iterate(x, y).detach()
 
     # ---------------------------------------------------------------- the objective
 
