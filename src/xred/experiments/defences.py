@@ -584,8 +584,7 @@ def _budgets(rows: dict[str, Any], normal: dict[str, Any] | None) -> list[str]:
     if still:
         out.append("- " + ", ".join(still) + ": clean accuracy within 1 point and AAI τ at "
                    "ε = 0.1 within 0.02 of Normal's: at this λ and budget the fine-tuning "
-                   "barely moved the model, so these rows say little about the method; the "
-                   "λ = 1 and adversarial variants moved it.")
+                   "barely moved the model, so these rows say little about the method.")
     return out
 
 
