@@ -156,6 +156,32 @@ def test_controller_keeps_the_validation_drop_within_the_budget(tmp_path):
     assert result.steps == rows[-1]["step"]
 
 
+def test_drop_on_the_whole_split_and_fsr_on_its_head():
+    """The drop is measured on every validation input (the original's accuracy once), the FSR
+    on the first fsr_size only."""
+    from xred.metrics.fooling import evaluate_fooling
+
+    model, data = trained_tiny()
+    _, val = split_validation(data, 200, seed=0)
+    other = copy.deepcopy(model)
+    with torch.no_grad():
+        for p in other.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    objective = fooling_objective("location", model, "gradcam", lam=1.0, layer=LAYER)
+    budget = AccuracyBudget(objective, model, val, fooling="location", explainer="gradcam",
+                            layer=LAYER, max_drop=3.0, fsr_size=50)
+    acc0, acc, fsr = budget.measure(other)
+    full = evaluate_fooling(model, other, val, "location", ["gradcam"], layer=LAYER)
+    head = evaluate_fooling(model, other, (val.x[:50], val.y[:50]), "location", ["gradcam"],
+                            layer=LAYER)
+    assert (acc0, acc) == (full["accuracy_before"], full["accuracy_after"])
+    assert fsr == head["fsr"]["gradcam"] and len(budget.fsr_split) == 50
+    assert budget.summary()["fsr_size"] == 50 and budget.summary()["validation_size"] == 200
+    with pytest.raises(XredError, match="fsr_size must be a positive integer"):
+        AccuracyBudget(objective, model, val, fooling="location", explainer="gradcam",
+                       layer=LAYER, max_drop=3.0, fsr_size=0)
+
+
 def test_resume_with_the_controller_is_bit_identical(tmp_path):
     model, data = trained_tiny()
     train, val = split_validation(data, 100, seed=0)

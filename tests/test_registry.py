@@ -129,3 +129,23 @@ def test_resolve_names_checkpoints_and_modules(tmp_path):
     described = models.resolve(named.module, architecture="fmnist-vgg")
     assert described.spec == {"architecture": "fmnist-vgg", "arch_kwargs": {}}
     assert described.info["classes"][0] == "T-shirt/top"
+
+
+def test_eval_mode_restores_each_modules_mode_and_grads():
+    """xred.models.eval_mode: eval inside; afterwards every module's own flag (a submodule the
+    user left in eval mode stays so) and, with frozen, every parameter's requires_grad."""
+    net = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Dropout(), torch.nn.Linear(2, 1))
+    net.train()
+    net[1].eval()
+    net[2].weight.requires_grad_(False)
+    with models.eval_mode(net, frozen=True):
+        assert not any(m.training for m in net.modules())
+        assert not any(p.requires_grad for p in net.parameters())
+    assert [m.training for m in net.modules()] == [True, True, False, True]
+    assert [p.requires_grad for p in net.parameters()] == [True, True, False, True]
+    try:
+        with models.eval_mode(net):
+            raise RuntimeError("inside")
+    except RuntimeError:
+        pass
+    assert [m.training for m in net.modules()] == [True, True, False, True]

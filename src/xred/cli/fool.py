@@ -57,7 +57,7 @@ def add_arguments(sp: argparse.ArgumentParser) -> None:
                     "best validation FSR whose drop is at most POINTS minus a margin are kept; "
                     "stops early when that no longer improves")
     sp.add_argument("--val-size", type=int, help="with --max-drop: inputs held out from the "
-                    "training data as the validation split (default 1000)")
+                    "training data as the validation split (default 5000)")
     sp.add_argument("--eval-every", type=int, help="with --max-drop: steps between validation "
                     "measurements and λ updates (default 25)")
     sp.add_argument("--patience", type=int, help="with --max-drop: stop after this many "

@@ -15,6 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from xred.errors import XredError
+from xred.models.modes import eval_mode
 
 #: activation modules whose outputs are Bluff's "neurons" by default
 ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.SiLU, nn.Hardswish, nn.GELU, nn.LeakyReLU, nn.ELU, nn.Mish)
@@ -51,7 +52,6 @@ def recording(model: nn.Module, names: list[str], *, inputs_of: list[str] | None
     continues with a clone. The model's modes are restored on exit; hooks always removed."""
     store: dict[str, Tensor] = {}
     handles = []
-    modes = [(m, m.training) for m in model.modules()]
 
     def out_hook(name: str) -> Any:
         def hook(module: nn.Module, args: Any, output: Any) -> Any:
@@ -80,13 +80,11 @@ def recording(model: nn.Module, names: list[str], *, inputs_of: list[str] | None
         for name, module in zip(inputs_of or [], modules_by_name(model, inputs_of or []),
                                 strict=True):
             handles.append(module.register_forward_pre_hook(in_hook(name)))
-        model.eval()
-        yield store
+        with eval_mode(model):
+            yield store
     finally:
         for handle in handles:
             handle.remove()
-        for module, training in modes:
-            module.training = training
 
 
 def layer_maxima(model: nn.Module, x: Tensor, names: list[str], *, batch_size: int = 500

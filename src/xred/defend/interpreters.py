@@ -34,6 +34,7 @@ from xred.engine import TrainConfig
 from xred.engine.loop import Objective
 from xred.errors import XredError
 from xred.explain.learned import SaliencyNet, train_rts
+from xred.models.modes import eval_mode
 
 __all__ = ["ADVERSARIAL_ATTACKS", "AdversarialRTS", "adversarial_rts", "train_rts_adversarial"]
 
@@ -84,18 +85,10 @@ class AdversarialRTS:
             return get_attack("pgd", f, random_start=True, **options)(
                 x, None, target=targets).x_adv.detach(), targets
         options.setdefault("alpha", 2.5 * self.eps / self.steps)  # not ADV²'s 1/255: few steps
-        modes = [(m, m.training) for m in net.modules()]
-        grads = [(p, p.requires_grad) for p in net.parameters()]
-        net.eval().requires_grad_(False)  # the attack differentiates the input only
-        try:
+        with eval_mode(net, frozen=True):  # the attack differentiates the input only
             adv2 = get_attack("adv2", f, explainer="rts",
                               explainer_options={"interpreter": net}, **options)
             return adv2(x, None, target=targets).x_adv.detach(), targets
-        finally:
-            for m, training in modes:
-                m.training = training
-            for p, g in grads:
-                p.requires_grad_(g)
 
     def __call__(self, net: nn.Module, batch: tuple[Tensor, Tensor]
                  ) -> tuple[Tensor, dict[str, float]]:

@@ -401,9 +401,9 @@ def render(cfg: dict[str, Any], results: dict[str, Any], provenance: dict[str, A
         "# Defences: Boopathy et al.'s Tables 1 and 3 and Fig. 3 on Fashion-MNIST", "",
         f"Made by `{provenance.get('command')}` (commit {provenance.get('git_commit')}, "
         f"{provenance.get('threads')} thread(s); this run took {minutes:.0f} min of wall time "
-        f"and {results.get('cpu_seconds', 0) / 60:.0f} min of CPU time on a machine shared with "
-        "other jobs, with the cells it found cached under `<out>/cells` not recomputed). Every "
-        "number below is in `results.json` next to the cells.", "",
+        f"and {results.get('cpu_seconds', 0) / 60:.0f} min of CPU time; cells found cached "
+        "under `<out>/cells` are not recomputed, so a rerun takes less). Every number below is "
+        "in `results.json` next to the cells.", "",
         "## Scale (reduced to fit ≤ 90 min on 2 CPU cores)", "",
         f"- Model: `{cfg['base_model']}`, Boopathy et al.'s *Small* with a CAM head (conv 16 "
         "4×4/2 → conv 32 4×4/2 → conv 100 7×7 → global average pooling → linear); *Normal* is "

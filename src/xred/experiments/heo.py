@@ -29,7 +29,7 @@ merged from the least to the most specific key: ``default``, ``<model>``, ``<foo
 ``<fooling>/<interpreter>``, ``<model>/<fooling>``, ``<model>/<fooling>/<interpreter>``.
 A ``max_drop`` setting (points) fools within that accuracy budget
 (:class:`xred.attacks.manipulate.AccuracyBudget`): ``lam`` is then only the starting λ, λ is
-adapted on a validation split held out from the training data (``val_size``, default 1,000;
+adapted on a validation split held out from the training data (``val_size``, default 5,000;
 ``budget``: the controller's options), and ``steps`` is the most the run may take (it stops
 early); the report shows the final λ and the kept step.
 """

@@ -278,7 +278,7 @@ def evaluate_fooling(original: nn.Module, fooled: nn.Module, data: Any, fooling:
                      classes: tuple[int, int] | None = None, composites: Any = None,
                      k: float = 10.0, intervals: Mapping[str, tuple[float, float]] | None = None,
                      batch_size: int = 100, device: str | torch.device | None = None,
-                     top5: bool = False) -> dict[str, Any]:
+                     top5: bool = False, with_accuracy: bool = True) -> dict[str, Any]:
     """Accuracy of both models on ``data`` (an ArrayDataset or an (x, y) pair) and, per
     explainer label (a registry name or ``lrp_t`` / ``simplegrad_t``; ``layer`` fills in their
     layer), the per-sample test losses and the FSR of ``fooling``.
@@ -292,7 +292,9 @@ def evaluate_fooling(original: nn.Module, fooled: nn.Module, data: Any, fooling:
     "size"}.
     ``intervals`` overrides the paper's R_f per fooling name; ``mask`` is Location's target
     (default: the frame of the map's size); ``k`` Top-k's percentage; ``top5`` adds
-    ``accuracy_before_top5`` / ``accuracy_after_top5`` (ImageNet models).
+    ``accuracy_before_top5`` / ``accuracy_after_top5`` (ImageNet models); without
+    ``with_accuracy`` the accuracies are left out (None), for callers that measure them
+    elsewhere.
     """
     from xred import explain
     from xred.metrics.classification import accuracy
@@ -309,11 +311,11 @@ def evaluate_fooling(original: nn.Module, fooled: nn.Module, data: Any, fooling:
     try:
         data = _as_dataset(data)
         ks = (1, 5) if top5 else (1,)
-        before = accuracy(original, data, batch_size, device, ks)
-        after = accuracy(fooled, data, batch_size, device, ks)
-        result: dict[str, Any] = {"fooling": fooling, "accuracy_before": before["top1"],
-                                  "accuracy_after": after["top1"]}
-        if top5:
+        before = accuracy(original, data, batch_size, device, ks) if with_accuracy else {}
+        after = accuracy(fooled, data, batch_size, device, ks) if with_accuracy else {}
+        result: dict[str, Any] = {"fooling": fooling, "accuracy_before": before.get("top1"),
+                                  "accuracy_after": after.get("top1")}
+        if top5 and with_accuracy:
             result.update(accuracy_before_top5=before["top5"], accuracy_after_top5=after["top5"])
         if fooling == "active":
             if classes is None or composites is None:

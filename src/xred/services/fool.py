@@ -24,7 +24,7 @@ HEO_INTERPRETERS = ["gradcam", "lrp_t", "simplegrad_t"]  # the columns of the pa
 FIGURE_IMAGES = 6
 EVAL_COMPOSITES = 200  # the paper's hold-out composites for Active FSR
 #: the accuracy-budget controller's options and their defaults (only used with ``max_drop``)
-BUDGET_DEFAULTS = {"val_size": 1000, "eval_every": 25, "patience": 12}
+BUDGET_DEFAULTS = {"val_size": 5000, "eval_every": 25, "patience": 12}
 #: the starting λ under an accuracy budget (the controller raises it while there is room)
 BUDGET_START_LAM = 0.01
 

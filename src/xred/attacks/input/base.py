@@ -42,6 +42,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from xred.errors import XredError
+from xred.models.modes import eval_mode
 
 NORMS = ("linf", "l2")
 LOSSES = ("ce", "margin")
@@ -417,11 +418,9 @@ class Attack:
         seed = self.seed if self.seed is not None else \
             int(torch.randint(0, 2**62, (1,)).item())
         generator = torch.Generator().manual_seed(seed)
-        modes = [(m, m.training) for m in self.model.modules()]
-        self.model.eval()
         self._num_classes = None
         self.targeted = targets is not None
-        try:
+        with eval_mode(self.model):
             queries = torch.zeros(n, dtype=torch.long, device=x.device)
             if labels is None:
                 with torch.no_grad():
@@ -432,9 +431,6 @@ class Attack:
             if targets is not None:
                 targets = targets.to(x.device)
             return self._run(x, labels, targets, generator, seed, queries, score_last)
-        finally:
-            for m, training in modes:
-                m.training = training
 
     def _run(self, x: Tensor, labels: Tensor, targets: Tensor | None,
              generator: torch.Generator, seed: int, queries: Tensor,

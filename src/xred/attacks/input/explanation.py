@@ -29,7 +29,6 @@ A subclass says which class's map it attacks and with which per-sample state
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
 from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar
 
@@ -52,6 +51,7 @@ from xred.explain.perturbation import Mask
 from xred.explain.postprocess import heatmap, upsample
 from xred.explain.smooth import smooth_relu
 from xred.metrics.maps import kendall, l1_distance, spearman
+from xred.models.modes import eval_mode
 
 __all__ = ["JOINT", "SMOOTHED", "ExplanationAttack", "ExplanationResult", "JointExplainer",
            "check_target_map",
@@ -196,17 +196,6 @@ def uniform_noise(x: Tensor, eps: float, norm: str, generator: torch.Generator) 
         direction /= direction.flatten(1).norm(dim=1).clamp_min(1e-12).view(_bshape(x))
         noise = direction * torch.rand(x.shape[0], generator=generator).mul(eps).view(_bshape(x))
     return noise.to(device=x.device, dtype=x.dtype)
-
-
-@contextlib.contextmanager
-def _eval_mode(model: nn.Module) -> Iterator[None]:
-    modes = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        yield
-    finally:
-        for m, training in modes:
-            m.training = training
 
 
 def _mean(t: Tensor) -> float | None:
@@ -504,7 +493,7 @@ class ExplanationAttack(Attack):
         if self.keeps_label and target is not None:
             raise XredError(f"{self.name} keeps the predicted label and takes no target class; "
                             "drop target= (--target-class)")
-        with _eval_mode(self.model), torch.no_grad():
+        with eval_mode(self.model), torch.no_grad():
             self._num_classes = None
             logits = self._forward(x)
             labels = logits.argmax(1) if y is None else _class_indices(y, n, "y").to(x.device)
@@ -523,7 +512,7 @@ class ExplanationAttack(Attack):
                            "benign_rank": benign_rank, **carry}
         try:
             result = Attack.attack(self, x, labels, target=targets)
-            with _eval_mode(self.model):
+            with eval_mode(self.model):
                 adv_maps, metrics = self.evaluate(result.x_adv)
             x_random, noise_maps, random = random_baseline(self, x, seed=result.seed)
         finally:
@@ -560,7 +549,7 @@ class ExplanationAttack(Attack):
                             f"{tuple(result.x_adv.shape)}; pass one perturbed copy per input")
         self._carry = result.state
         try:
-            with _eval_mode(self.model):
+            with eval_mode(self.model):
                 return self.evaluate(x_other)[1]
         finally:
             self._carry = {}
@@ -588,7 +577,7 @@ def random_baseline(attack: ExplanationAttack, x: Tensor, *, seed: int = 0,
     bounds = attack._bounds(x)
     best_x, best_maps, best = None, None, None
     try:
-        with _eval_mode(attack.model):
+        with eval_mode(attack.model):
             for _ in range(draws):  # a handful of draws, each batched
                 x_noise = attack._project(
                     x + uniform_noise(x, attack.eps, attack.norm, generator), {"x": x, **bounds})

@@ -80,7 +80,7 @@ def fool(model: nn.Module | str | os.PathLike, *, fooling: str, explainer: str,
          architecture: str | None = None,
          arch_kwargs: Mapping[str, Any] | None = None, weights: str | os.PathLike | None = None,
          device: str | torch.device | None = None, command: str | None = None,
-         max_drop: float | None = None, val_size: int = 1000,
+         max_drop: float | None = None, val_size: int = 5000,
          budget: Mapping[str, Any] | None = None, keep: str | None = None) -> nn.Module:
     """Fine-tune a copy of ``model`` with CE + λ·L_F (Heo et al. Eq. 2) and return it.
 
@@ -106,7 +106,7 @@ def fool(model: nn.Module | str | os.PathLike, *, fooling: str, explainer: str,
       the best validation FSR within the budget are returned and training stops early when that
       no longer improves (:class:`~xred.attacks.manipulate.budget.AccuracyBudget`; ``budget``:
       its options every, target, step_size, step_down, margin, patience, min_delta, lam_min,
-      lam_max). None: a fixed λ on all of ``data``.
+      lam_max, fsr_size). None: a fixed λ on all of ``data``.
     - ``keep``: the term that keeps the predictions (:data:`~xred.attacks.manipulate.objectives.
       KEEPS`): ``"ce"`` (Heo et al.'s CE on the labels, the default for a fixed λ) or ``"kl"``
       (distillation to the original's softmax, the default under ``max_drop``) or ``"ce+kl"``.
