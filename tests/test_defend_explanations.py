@@ -186,15 +186,21 @@ def test_adversarial_rts_bad_input():
         AdversarialRTS(_small(), lambda n, b: None, eps=-1)
 
 
+def _tiny_rts_training(n: int, lr: float) -> tuple[ArrayDataset, TrainConfig]:
+    """n random 28×28 images with random labels, and one epoch of Adam in batches of 8."""
+    g = torch.Generator().manual_seed(0)
+    data = ArrayDataset(torch.rand(n, 1, 28, 28, generator=g),
+                        torch.randint(0, 10, (n,), generator=g),
+                        classes=[str(i) for i in range(10)], name="tiny")
+    cfg = TrainConfig(epochs=1, batch_size=8, lr=lr, optimizer="adam", weight_decay=0.0,
+                      progress=False)
+    return data, cfg
+
+
 def test_train_rts_adversarial_saves_a_loadable_interpreter_with_its_record(tmp_path):
     from xred.defend.interpreters import train_rts_adversarial
 
-    g = torch.Generator().manual_seed(0)
-    data = ArrayDataset(torch.rand(16, 1, 28, 28, generator=g),
-                        torch.randint(0, 10, (16,), generator=g),
-                        classes=[str(i) for i in range(10)], name="tiny")
-    cfg = TrainConfig(epochs=1, batch_size=8, lr=1e-3, optimizer="adam", weight_decay=0.0,
-                      progress=False)
+    data, cfg = _tiny_rts_training(16, lr=1e-3)
     net = train_rts_adversarial(_small(), data, cfg, tmp_path, eps=0.1, steps=2, width=4,
                                 perturbation="baseline")
     loaded = models.load(tmp_path)
@@ -208,12 +214,7 @@ def test_train_rts_adversarial_saves_a_loadable_interpreter_with_its_record(tmp_
 def test_train_rts_init_starts_from_the_given_weights(tmp_path):
     from xred.explain.learned import train_rts
 
-    g = torch.Generator().manual_seed(0)
-    data = ArrayDataset(torch.rand(8, 1, 28, 28, generator=g),
-                        torch.randint(0, 10, (8,), generator=g),
-                        classes=[str(i) for i in range(10)], name="tiny")
-    cfg = TrainConfig(epochs=1, batch_size=8, lr=1e-12, optimizer="adam", weight_decay=0.0,
-                      progress=False)
+    data, cfg = _tiny_rts_training(8, lr=1e-12)
     start = _net()
     before = {k: v.clone() for k, v in start.state_dict().items()}
     tuned = train_rts(_small(), data, cfg, width=4, init=start, perturbation="baseline")
