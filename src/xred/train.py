@@ -15,6 +15,7 @@ import torch
 
 from xred import models
 from xred.data import load_dataset
+from xred.data.base import held_out_indices
 from xred.engine import TrainConfig, classification, fit, flip_and_shift
 from xred.errors import XredError
 from xred.metrics import accuracy
@@ -48,15 +49,26 @@ def train_model(architecture: str, out: str | os.PathLike, config: TrainConfig, 
                 dataset: str | None = None, data_dir: str | os.PathLike | None = None,
                 download: bool = False,
                 limit: int | None = None, augment: bool = True, command: str | None = None,
-                device: str | None = None) -> dict[str, Any]:
+                device: str | None = None, hold_out: int | None = None) -> dict[str, Any]:
     """Train ``architecture`` from scratch (resuming from ``out`` if interrupted), evaluate it
-    on the whole test split, save ``out/model.safetensors`` + sidecar; return the metrics."""
+    on the whole test split, save ``out/model.safetensors`` + sidecar; return the metrics.
+
+    ``hold_out``: leave this many training inputs out (drawn with the seed,
+    :func:`xred.data.base.held_out_indices`) and record them in the sidecar's ``held_out``
+    block, so that fine-tuning the model later (``xred fool --max-drop``) can measure its
+    accuracy on inputs the model never saw rather than on memorised ones."""
     arch = models.get_architecture(architecture)
     dataset = dataset or arch.dataset
     if arch.pretrained is not None and arch.dataset != dataset:
         raise XredError(f"{architecture} is built for {arch.dataset}, not {dataset}")
     train = load_dataset(dataset, "train", data_dir, download)
     test = load_dataset(dataset, "test", data_dir, download)
+    held_out = None
+    if hold_out:
+        rest, held = held_out_indices(len(train), int(hold_out), config.seed)
+        held_out = {"dataset": dataset, "split": "train", "of": len(train), "size": len(held),
+                    "seed": config.seed, "indices": held.tolist()}
+        train = train.subset(rest)
     if limit:
         gen = torch.Generator().manual_seed(config.seed)
         train = train.subset(torch.randperm(len(train), generator=gen)[:limit])
@@ -68,6 +80,7 @@ def train_model(architecture: str, out: str | os.PathLike, config: TrainConfig, 
     aug = AUGMENT[dataset]() if augment and dataset in AUGMENT else None
     result = fit(model, classification(aug), train, config, out, device=device)
     provenance = record(command, {**asdict(config), "dataset": dataset, "limit": limit,
+                                  "hold_out": hold_out,
                                   "augment": aug is not None}, config.seed)
     metrics = {"architecture": architecture, "dataset": dataset,
                "test_accuracy": accuracy(model, test)["top1"], "test_size": len(test),
@@ -76,5 +89,6 @@ def train_model(architecture: str, out: str | os.PathLike, config: TrainConfig, 
     if int(os.environ.get("RANK", "0")) == 0:
         models.save(model, Path(out), architecture=architecture, classes=train.classes,
                     metrics={"test_accuracy": metrics["test_accuracy"],
-                             "test_size": len(test)}, provenance=provenance)
+                             "test_size": len(test)}, provenance=provenance,
+                    **({"held_out": held_out} if held_out else {}))
     return {**metrics, "provenance": provenance}

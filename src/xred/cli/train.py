@@ -27,6 +27,9 @@ def add_arguments(sp: argparse.ArgumentParser) -> None:
                     help="random flips and shifts (default: the model's recipe)")
     sp.add_argument("--limit", type=positive_int, help="train on a random subset of this many "
                     "inputs")
+    sp.add_argument("--hold-out", type=positive_int, help="leave this many training inputs "
+                    "out and record them in the model's sidecar: `xred fool --max-drop` then "
+                    "validates on inputs the model never saw")
     sp.add_argument("--max-steps", type=positive_int, help="stop after this many steps")
     sp.add_argument("--checkpoint-every", type=positive_int, help="steps between checkpoints")
 
@@ -43,7 +46,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
                              progress=not args.quiet)
     metrics = train_model(args.model, args.out, config, dataset=args.dataset,
                           data_dir=args.data_dir, download=args.download, limit=args.limit,
-                          augment=augment,
+                          augment=augment, hold_out=args.hold_out,
                           command=command_line(argv), device=args.device)
     print(f"{args.model}: test accuracy {100 * metrics['test_accuracy']:.2f} % on "
           f"{metrics['test_size']} test inputs after {metrics['steps']} steps -> {args.out}")

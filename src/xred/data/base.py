@@ -74,3 +74,32 @@ def in_memory(data: Dataset, idx: Tensor | None = None, batch_size: int = 256) -
         raise ValueError("no rows to hold in memory")
     return ArrayDataset(torch.cat(xs), torch.cat(ys), list(getattr(data, "classes", []) or []),
                         type(data).__name__)
+
+
+def held_out_indices(n: int, size: int, seed: int = 0) -> tuple[Tensor, Tensor]:
+    """(rest, held out): ``size`` of the row indices ``0..n-1`` drawn at random (``seed``), both
+    sorted. The one rule behind a training run's ``--hold-out`` and a fooling run's validation
+    split, so a split recorded as (n, size, seed) can be re-derived."""
+    from xred.errors import XredError
+
+    if not 0 < size < n:
+        raise XredError(f"a validation split of {size} cannot be held out from {n} training "
+                        f"inputs; give a validation size between 1 and {n - 1} (--val-size)")
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed + 7919))
+    return perm[size:].sort().values, perm[:size].sort().values
+
+
+def subset(data: Dataset, idx: Tensor) -> Dataset:
+    """The rows ``idx`` of ``data`` (an ArrayDataset's own subset, else a torch Subset)."""
+    if hasattr(data, "subset"):
+        return data.subset(idx)
+    from torch.utils.data import Subset
+
+    return Subset(data, idx.tolist())
+
+
+def split_validation(data: Dataset, size: int, seed: int = 0) -> tuple[Dataset, Dataset]:
+    """(training rest, validation split): ``size`` rows of the training data ``data`` drawn at
+    random (``seed``, :func:`held_out_indices`)."""
+    rest, held = held_out_indices(len(data), size, seed)  # type: ignore[arg-type]
+    return subset(data, rest), subset(data, held)

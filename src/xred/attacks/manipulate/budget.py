@@ -53,33 +53,13 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from xred.data.base import split_validation, subset
 from xred.errors import XredError
 
 __all__ = ["CONTROLLER", "AccuracyBudget", "split_validation", "subset"]
 
 #: the version of the controller's rule (cached fine-tunings of another rule are redone)
 CONTROLLER = "ramp-3"
-
-
-def split_validation(data: Any, size: int, seed: int = 0) -> tuple[Any, Any]:
-    """(training rest, validation split): ``size`` rows drawn at random (``seed``) from the
-    training data ``data`` (an ArrayDataset or any map-style dataset)."""
-    n = len(data)
-    if not 0 < size < n:
-        raise XredError(f"a validation split of {size} cannot be held out from {n} training "
-                        f"inputs; give a validation size between 1 and {n - 1} (--val-size)")
-    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed + 7919))
-    val_idx, train_idx = perm[:size].sort().values, perm[size:].sort().values
-    return subset(data, train_idx), subset(data, val_idx)
-
-
-def subset(data: Any, idx: Tensor) -> Any:
-    """The rows ``idx`` of ``data`` (an ArrayDataset's own subset, else a torch Subset)."""
-    if hasattr(data, "subset"):
-        return data.subset(idx)
-    from torch.utils.data import Subset
-
-    return Subset(data, idx.tolist())
 
 
 class AccuracyBudget:
