@@ -39,6 +39,7 @@ from xred.metrics.fooling import (
     topk_indicator,
     topk_overlap,
     topk_penalty,
+    topk_rank_penalty,
     training_heatmap,
 )
 
@@ -102,6 +103,25 @@ def test_location_and_topk_losses_by_hand():
     h1[0, 3, 4] = -1  # 19 leaves the top 2, 18 stays: overlap 1/2
     assert topk_overlap(h1, h0).item() == pytest.approx(0.5)
     assert topk_overlap(h0, h0).item() == 1.0
+
+
+def test_topk_rank_penalty_by_hand():
+    """mean over P_k of max(0, h_j − t + δ): P_k the original's top 10 % (pixels 19 and 18 of
+    h0), t the fooled map's 2nd-largest value; the gradient lowers P_k and raises t."""
+    h0 = torch.arange(20.0).reshape(1, 4, 5)
+    h = torch.zeros(1, 4, 5)
+    h[0, 3, 4], h[0, 0, 0], h[0, 0, 1] = 0.75, 1.0, 0.8  # t = 0.8 (pixel 1); h_18 = 0
+    h.requires_grad_(True)
+    value = topk_rank_penalty(h, h0, margin=0.1)
+    assert value.item() == pytest.approx((0.75 - 0.8 + 0.1) / 2)  # h_18 is 0.8 below t: 0
+    value.sum().backward()
+    g = h.grad[0]
+    assert g[3, 4].item() == pytest.approx(0.5)  # lowering the original's top pixel helps
+    assert g[0, 1].item() == pytest.approx(-0.5)  # raising the threshold pixel helps
+    assert g[3, 3].item() == 0.0 and g[0, 0].item() == 0.0
+    far = torch.zeros(1, 4, 5)
+    far[0, 0, :3] = 1.0  # both original top pixels 1.0 below the top 10 %
+    assert topk_rank_penalty(far, h0).item() == 0.0
     # Zeros are not relevance: an empty fooled map keeps none of the original's top pixels,
     # whatever order torch.topk gives tied zeros; an empty original has no top pixels (NaN).
     assert topk_overlap(torch.zeros(1, 4, 5), h0).item() == 0.0

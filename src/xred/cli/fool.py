@@ -62,6 +62,10 @@ def add_arguments(sp: argparse.ArgumentParser) -> None:
                     "measurements and λ updates (default 25)")
     sp.add_argument("--patience", type=int, help="with --max-drop: stop after this many "
                     "measurements without a better validation FSR (default 12)")
+    sp.add_argument("--topk-loss", choices=["heo", "rank"], default="heo", help="Top-k "
+                    "fooling's penalty: heo (Heo et al.'s Eq. 4, the mean relevance on the "
+                    "original's top-k pixels; default) or rank (a hinge pushing those pixels "
+                    "below the map's top-k threshold; fools more within the same budget)")
     sp.add_argument("--smooth-beta", type=float, default=10.0, help="β of the smooth positive "
                     "part replacing Grad-CAM's ReLU in the penalty (0: the exact ReLU; default 10)")
     sp.add_argument("--lr", type=float, help="learning rate (default 1e-4)")
@@ -94,7 +98,8 @@ def run(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
         args.model, fooling=args.fooling, explainer=args.explainer, out=args.out, lam=args.lam,
         max_drop=args.max_drop, val_size=args.val_size, eval_every=args.eval_every,
         patience=args.patience, keep=args.keep, classes=args.classes, layer=args.layer, k=args.k,
-        smooth_beta=args.smooth_beta, lr=args.lr, optimizer=args.optimizer,
+        topk_loss=args.topk_loss, smooth_beta=args.smooth_beta, lr=args.lr,
+        optimizer=args.optimizer,
         schedule=args.schedule, epochs=args.epochs, steps=args.steps,
         batch_size=args.batch_size, limit=args.limit, checkpoint_every=args.checkpoint_every,
         eval_explainers=args.eval_explainers, eval_limit=args.eval_limit, seed=args.seed,

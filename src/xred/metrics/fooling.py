@@ -34,7 +34,8 @@ __all__ = [
     "FOOLINGS", "INTERVALS", "HEO_EXPLAINERS", "fooling_heatmap", "training_heatmap",
     "resolve_explainer",
     "frame_mask", "center_of_mass", "topk_indicator", "spearman", "location_loss",
-    "topk_penalty", "topk_overlap", "center_mass_shift", "center_mass_test_loss",
+    "topk_penalty", "topk_rank_penalty", "topk_overlap", "center_mass_shift",
+    "center_mass_test_loss",
     "active_losses", "fsr",
     "fooling_maps", "evaluate_fooling", "deletion_curve", "aopc",
 ]
@@ -193,6 +194,25 @@ def topk_penalty(h: Tensor, h0: Tensor, k: float = 10.0) -> Tensor:
     Eq. 4 per data point, averaged instead of summed over P_k); shape (N,)."""
     ind = topk_indicator(h0.detach(), k)
     return (h.abs().flatten(1) * ind).sum(1) / ind.sum(1)
+
+
+#: δ of :func:`topk_rank_penalty`, in units of the max-normalised map
+TOPK_RANK_MARGIN = 0.1
+
+
+def topk_rank_penalty(h: Tensor, h0: Tensor, k: float = 10.0,
+                      margin: float = TOPK_RANK_MARGIN) -> Tensor:
+    """Mean over j ∈ P_k(w₀) of max(0, h_j − t + δ), t the k-th largest value of h (the current
+    top-k threshold, differentiable) and δ = ``margin``; shape (N,). Zero exactly when every
+    pixel of the original top k % sits δ below the fooled map's top k %, i.e. it drives the Top-k
+    test loss (:func:`topk_overlap`) rather than the mass on P_k: Eq. 4's mean |h| on P_k also
+    falls when one spike elsewhere raises the map's maximum, without changing the ranking.
+    On fmnist-vgg Top-k LRP_T within a 1-point budget (2,000 test images): FSR 57 % against
+    Eq. 4's 35 % (xred's Heo reproduction, docs/heo.md)."""
+    ind = topk_indicator(h0.detach(), k)
+    flat = h.flatten(1)
+    t = flat.topk(_topk_count(flat.shape[1], k), dim=1).values[:, -1:]
+    return ((flat - t + margin).clamp(min=0) * ind).sum(1) / ind.sum(1)
 
 
 def topk_overlap(h: Tensor, h0: Tensor, k: float = 10.0) -> Tensor:

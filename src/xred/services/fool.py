@@ -214,8 +214,9 @@ def fool(model: str | os.PathLike, *, fooling: str, explainer: str, out: str | o
          lam: float | None = None, max_drop: float | None = None, val_size: int | None = None,
          eval_every: int | None = None, patience: int | None = None, keep: str | None = None,
          classes: str | tuple[int | str, int | str] | None = None, layer: str | None = None,
-         k: float = 10.0, smooth_beta: float | None = 10.0, lr: float | None = None,
-         optimizer: str | None = None, schedule: str | None = None, epochs: int | None = None,
+         k: float = 10.0, topk_loss: str = "heo", smooth_beta: float | None = 10.0,
+         lr: float | None = None, optimizer: str | None = None, schedule: str | None = None,
+         epochs: int | None = None,
          steps: int | None = None, batch_size: int | None = None, limit: int | None = None,
          checkpoint_every: int | None = None, eval_explainers: list[str] | None = None,
          eval_limit: int | None = None, seed: int = 0,
@@ -237,7 +238,8 @@ def fool(model: str | os.PathLike, *, fooling: str, explainer: str, out: str | o
     ``val_size`` held-out training inputs, measured every ``eval_every`` steps, and the weights
     with the best validation FSR within the budget are kept (stop after ``patience``
     measurements without improvement); the controller's trace goes to
-    ``out/fooling_controller.png``. ``smooth_beta``: β of the smooth ReLU in the penalty (0 or
+    ``out/fooling_controller.png``. ``topk_loss``: Top-k's penalty, "rank" (the rank hinge) or
+    "heo" (Heo et al.'s Eq. 4). ``smooth_beta``: β of the smooth ReLU in the penalty (0 or
     None: the exact ReLU). ``steps`` alone runs as many epochs as the steps need.
     Under torchrun only the first process evaluates; the others return None."""
     from xred import models
@@ -286,7 +288,8 @@ def fool(model: str | os.PathLike, *, fooling: str, explainer: str, out: str | o
                        smooth_beta=smooth_beta or None, weights=weights, device=device,
                        command=command, max_drop=max_drop, val_size=budget_opts["val_size"],
                        budget={"every": budget_opts["eval_every"],
-                               "patience": budget_opts["patience"]}, keep=keep)
+                               "patience": budget_opts["patience"]}, keep=keep,
+                       topk_loss=topk_loss)
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun the first process evaluates
         return None
     say(0.8, "evaluating")
