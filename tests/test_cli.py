@@ -148,3 +148,16 @@ def test_demo_prints_the_table(run_xred, tmp_path):
     assert fooling["size"] == 10_000 and fooling["fsr"]["gradcam"] >= 0.9
     assert fooling["accuracy_before"] - fooling["accuracy_after"] <= 0.01
     assert (tmp_path / "fooling.png").is_file() and "Location fooling" in proc.stdout
+
+
+def test_train_hold_out_is_recorded_and_validates_fooling(run_xred, tmp_path):
+    """--hold-out N leaves N training inputs out and records them in the sidecar, where
+    `fool --max-drop` finds them (models.describe) as its validation split."""
+    from xred.data.base import held_out_indices
+
+    proc = run_xred("train", "--model", "fmnist-vgg", "--hold-out", "1000", "--max-steps", "2",
+                    "--out", str(tmp_path / "m"), "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    block = describe(str(tmp_path / "m"))["held_out"]
+    assert (block["of"], block["size"], block["seed"]) == (60000, 1000, 0)
+    assert block["indices"] == held_out_indices(60000, 1000, 0)[1].tolist()

@@ -17,9 +17,8 @@ from xred.attacks.manipulate import (
     fool,
     fooling_config,
     fooling_objective,
-    split_validation,
 )
-from xred.data.base import ArrayDataset
+from xred.data.base import ArrayDataset, split_validation
 from xred.engine import fit
 from xred.errors import XredError
 
@@ -251,3 +250,25 @@ def test_distillation_keep_term_by_hand():
     assert losses["ce+kl"] == pytest.approx(ce.item() + kl.item(), rel=1e-5)
     with pytest.raises(XredError, match="unknown keep term"):
         fooling_objective("location", model, "gradcam", layer=LAYER, keep="mse")
+
+
+def test_validation_is_the_originals_held_out_inputs_when_recorded():
+    """A sidecar's held_out block (xred train --hold-out) names the validation split when the
+    fine-tuning data is the split it was drawn from; otherwise a random split, said so; the
+    rule is the same seeded draw as training's, so (of, size, seed) re-derives the indices."""
+    from xred.attacks.manipulate import validation_split
+    from xred.data.base import held_out_indices
+
+    data = tiny_data(300)
+    _, held = held_out_indices(300, 40, seed=3)
+    block = {"dataset": data.name, "split": "train", "of": 300, "size": 40, "seed": 3,
+             "indices": held.tolist()}
+    rest, val, source = validation_split(data, block, 100, seed=0)
+    assert len(val) == 40 and len(rest) == 260 and "trained without" in source
+    assert torch.equal(val.x, data.x[held])
+    assert not set(map(tuple, rest.x.flatten(1).tolist())) & set(map(tuple, val.x.flatten(1)
+                                                                    .tolist()))
+    rest, val, source = validation_split(data.subset(torch.arange(200)), block, 50, seed=0)
+    assert len(val) == 50 and "--hold-out" in source  # other data: a random split
+    with pytest.raises(XredError, match="--val-size"):
+        validation_split(data, None, 300, seed=0)

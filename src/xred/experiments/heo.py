@@ -29,8 +29,9 @@ merged from the least to the most specific key: ``default``, ``<model>``, ``<foo
 ``<fooling>/<interpreter>``, ``<model>/<fooling>``, ``<model>/<fooling>/<interpreter>``.
 A ``max_drop`` setting (points) fools within that accuracy budget
 (:class:`xred.attacks.manipulate.AccuracyBudget`): ``lam`` is then only the starting λ, λ is
-adapted on a validation split held out from the training data (``val_size``, default 5,000;
-``budget``: the controller's options), and ``steps`` is the most the run may take (it stops
+adapted on a validation split (the inputs the original was trained without when its sidecar
+records them, else ``val_size`` training inputs, default 5,000; ``budget``: the controller's
+options), and ``steps`` is the most the run may take (it stops
 early); the report shows the final λ and the kept step.
 """
 
@@ -541,21 +542,24 @@ def _passive_report(cfg: dict[str, Any], results: dict[str, Any], report: Path) 
               "", "Settings per run (Adam, model in eval mode, batch of the training set; "
               "λ weighs the fooling penalty; with an accuracy budget λ is the controller's "
               "start → final value and steps are kept / run):", "",
-              "| model | fooling | fooled with | λ | lr | schedule | steps | batch |",
-              "|---|---|---|---|---|---|---|---|"]
+              "| model | fooling | fooled with | λ | lr | schedule | steps | batch | penalty |",
+              "|---|---|---|---|---|---|---|---|---|"]
     for r in runs.values():
         s = r["setting"]
+        penalty = {"location": "Eq. 3", "center-mass": "Eq. 5"}.get(
+            r["fooling"], "rank hinge" if s.get("topk_loss") == "rank" else "Eq. 4")
         lines.append(f"| {r['model']} | {r['fooling']} | {paper_label(r['explainer'])} | "
                      f"{lam_text(r)} | {s['lr']} | {s.get('schedule', 'constant')} | "
-                     f"{steps_text(r)} | {s['batch_size']} |")
+                     f"{steps_text(r)} | {s['batch_size']} | {penalty} |")
     lines.append("")
     budgets = {k: r["budget"] for k, r in runs.items() if r.get("budget")}
     if budgets:
         b0 = next(iter(budgets.values()))
         lines += ["### The accuracy budget", "",
                   f"Every run is fooled within a budget of {b0['max_drop']:g} points of top-1 "
-                  f"accuracy (`max_drop`): {b0['validation_size']} training images are held out "
-                  "as a validation split, λ is adapted every "
+                  f"accuracy (`max_drop`): the validation split is "
+                  f"{b0.get('validation') or str(b0['validation_size']) + ' training inputs'}; "
+                  "λ is adapted every "
                   f"{b0['every']} steps on the validation accuracy drop d "
                   f"({controller_text(b0)}), the "
                   "weights with the best validation FSR with d ≤ B − m are kept and a run "
@@ -917,8 +921,10 @@ def render_heo(cfg: dict[str, Any], results: dict[str, Any], provenance: dict[st
         "less). Do not edit by hand.", "",
         "The model is fine-tuned with L = CE + λ·L_F (`xred.attacks.manipulate`, `xred fool`): "
         "Location pushes the normalised map toward a frame, Top-k suppresses the original's "
-        "top 10 % pixels, Center-mass moves the map's centre of mass, Active swaps two classes' "
-        "maps. The Fooling Success Rate (FSR) is the fraction of test inputs whose per-sample "
+        "top 10 % pixels (Eq. 4, or where the settings say so a rank hinge pushing them below "
+        "the map's top-10 % threshold, `topk_loss: rank`), Center-mass moves the map's "
+        "centre of mass, Active swaps two classes' maps. The Fooling Success Rate (FSR) is "
+        "the fraction of test inputs whose per-sample "
         "test loss falls in the paper's interval (Location [0, 0.2], Top-k [0, 0.3], "
         "Center-mass [0.1, 1], Active [0.5, 2]). Interpreters as in the paper: Grad-CAM and "
         "LRP_T (LRP with ε = 0.01 on dense and α1β0 on conv layers, relevance at the Grad-CAM "

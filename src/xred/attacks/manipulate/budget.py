@@ -53,10 +53,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from xred.data.base import split_validation, subset
+from xred.data.base import subset
 from xred.errors import XredError
 
-__all__ = ["CONTROLLER", "AccuracyBudget", "split_validation", "subset"]
+__all__ = ["CONTROLLER", "AccuracyBudget"]
 
 #: the version of the controller's rule (cached fine-tunings of another rule are redone)
 CONTROLLER = "ramp-3"
