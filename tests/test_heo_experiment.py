@@ -201,3 +201,24 @@ def test_part_re_renders_from_its_results_alone(kind, tmp_path, capsys):
     assert not (out / "cells").exists() and not (out.parent / "models").exists()
     with pytest.raises(XredError, match="another config"):
         run({**config, "seed": 1}, out, progress=False, render_only=True)
+
+
+def test_table1_parts_are_reported_as_one_table():
+    """Consecutive heo_passive parts (Table 1 split by family) merge into one: runs, figures
+    and times together; other parts stay as they are, in order."""
+    from xred.experiments.heo import merged_parts
+
+    def passive(model, grid):
+        return {"config": {"kind": "heo_passive"}, "runs": {f"{model}/location/gradcam": {}},
+                "budget_figures": {model: f"{model}.png"}, "grid": grid, "aopc": None,
+                "noise": None, "smoothgrad": None, "train_seconds": 10.0, "seconds": 60.0}
+
+    parts = {"a.json": passive("vgg", "grid.png"), "b.json": passive("resnet", None),
+             "c.json": {"config": {"kind": "heo_active"}, "runs": {"x": {}}, "seconds": 5.0}}
+    merged = merged_parts(parts)
+    assert [m["config"]["kind"] for m in merged] == ["heo_passive", "heo_active"]
+    table1 = merged[0]
+    assert list(table1["runs"]) == ["vgg/location/gradcam", "resnet/location/gradcam"]
+    assert table1["budget_figures"] == {"vgg": "vgg.png", "resnet": "resnet.png"}
+    assert table1["grid"] == "grid.png" and table1["seconds"] == 120.0
+    assert parts["a.json"]["seconds"] == 60.0  # the parts themselves are not changed

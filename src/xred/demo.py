@@ -19,7 +19,7 @@ from xred.metrics import accuracy
 ZOO = ("fmnist-vgg", "fmnist-resnet", "fmnist-densenet", "adult-conv")
 
 #: The demo's fooling: Location fooling of fmnist-vgg's Grad-CAM, with the setting of the Heo
-#: reproduction (experiments/heo/table1_passive.json).
+#: reproduction (experiments/heo/table1_vgg.json).
 FOOLING = {"model": "fmnist-vgg", "fooling": "location", "explainer": "gradcam",
            "setting": {"lam": 2.0, "lr": 1e-4, "steps": 1875, "batch_size": 32,
                        "schedule": "cosine"}, "seed": 0, "images": 8}

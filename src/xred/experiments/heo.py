@@ -876,7 +876,7 @@ def run_heo(config: dict[str, Any], out: str | os.PathLike, *, command: str | No
     parts = config.get("parts")
     if not isinstance(parts, list) or not parts:
         raise XredError("the heo config needs \"parts\": a list of part configs, e.g. "
-                        "[\"experiments/heo/table1_passive.json\"]")
+                        "[\"experiments/heo/table1_vgg.json\"]")
     expanded = {**config, "parts": [_read_part(p) for p in parts]}
     return harness.run(HEO, expanded, out, command=command, progress=progress,
                        render_only=render_only)
@@ -903,10 +903,33 @@ def compute_heo(cfg: dict[str, Any], cells: CellStore, progress: bool,
         experiment, _ = PARTS[part["config"]["kind"]]
         part_cfg = merge_config(experiment.defaults, {**part["config"], "cache": cache},
                                 experiment.kind)
+        start = time.perf_counter()
         results = experiment.compute(part_cfg, CellStore(cells.root / Path(part["path"]).stem),
                                      progress, command)
-        parts[part["path"]] = {"config": part_cfg, **results}
+        parts[part["path"]] = {"config": part_cfg, **results,
+                               "seconds": time.perf_counter() - start}
     return {"parts": parts}
+
+
+def merged_parts(parts: dict[str, Any]) -> list[dict[str, Any]]:
+    """The parts in order, consecutive ``heo_passive`` parts merged into one (Table 1 is split
+    by model family so that each part can be rerun on its own in well under an hour, and is
+    reported as one table): their runs, controller figures and passive figures together."""
+    merged: list[dict[str, Any]] = []
+    for part in parts.values():
+        prev = merged[-1] if merged else None
+        if prev is None or part["config"]["kind"] != "heo_passive" or \
+                prev["config"]["kind"] != "heo_passive":
+            merged.append(dict(part))
+            continue
+        prev["runs"] = {**prev["runs"], **part["runs"]}
+        prev["budget_figures"] = {**(prev.get("budget_figures") or {}),
+                                  **(part.get("budget_figures") or {})}
+        for key in ("grid", "aopc", "noise", "smoothgrad"):
+            prev[key] = prev.get(key) or part.get(key)
+        for key in ("train_seconds", "seconds"):
+            prev[key] = prev.get(key, 0.0) + part.get(key, 0.0)
+    return merged
 
 
 def render_heo(cfg: dict[str, Any], results: dict[str, Any], provenance: dict[str, Any]) -> str:
@@ -919,6 +942,10 @@ def render_heo(cfg: dict[str, Any], results: dict[str, Any], provenance: dict[st
         f"which took {provenance['seconds'] / 60:.1f} min on this machine "
         f"({provenance['threads']} threads; cached fine-tunings are reused, so a rerun takes "
         "less). Do not edit by hand.", "",
+        *(["Time per part (min): " + ", ".join(
+            f"{Path(path).stem} {part['seconds'] / 60:.1f}"
+            for path, part in results["parts"].items()) + ".", ""]
+          if all("seconds" in p for p in results["parts"].values()) else []),
         "The model is fine-tuned with L = CE + λ·L_F (`xred.attacks.manipulate`, `xred fool`): "
         "Location pushes the normalised map toward a frame, Top-k suppresses the original's "
         "top 10 % pixels (Eq. 4, or where the settings say so a rank hinge pushing them below "
@@ -930,7 +957,7 @@ def render_heo(cfg: dict[str, Any], results: dict[str, Any], provenance: dict[st
         "LRP_T (LRP with ε = 0.01 on dense and α1β0 on conv layers, relevance at the Grad-CAM "
         "layer) and SimpleGrad_T at the same layer; LRP is the full input-level map.", "",
     ]
-    for part in results["parts"].values():
+    for part in merged_parts(results["parts"]):
         lines += PARTS[part["config"]["kind"]][1](part["config"], part, report)
     lines += _table3(results["parts"])
     return "\n".join(lines) + "\n"
