@@ -68,7 +68,7 @@ class ADV2(ExplanationAttack):
                  steps: int = 300, warmup: int | None = None, alpha: float | None = 1 / 255,
                  c: float | tuple[float, float] = (10.0, 1000.0),
                  label_smoothing: float | None = None, map_loss: str = "mse",
-                 kappa: float | None = None, optimizer: str = "sign",
+                 optimizer: str = "sign",
                  restarts: int = 1, random_start: bool = False, smooth: bool | None = None,
                  beta: float | tuple[float, float] | None = None, tau: float | None = None,
                  mask_inner_steps: int = 5, mask_reset: int = 10, baseline_draws: int = 1,
@@ -97,12 +97,8 @@ class ADV2(ExplanationAttack):
         if map_loss not in MAP_LOSSES:
             raise XredError(f"unknown map_loss {map_loss!r}; valid: {', '.join(MAP_LOSSES)}")
         self.map_loss = map_loss
-        if kappa is not None:
-            _positive(kappa, "kappa", "pass the logit margin of the target class, e.g. kappa=2",
-                      zero=True)
-        self.kappa = None if kappa is None else float(kappa)
         self.options.update(warmup=self.warmup, c=self.c, label_smoothing=self.label_smoothing,
-                            map_loss=map_loss, kappa=self.kappa)
+                            map_loss=map_loss)
 
     def _default_targets(self, labels: Tensor, generator: torch.Generator) -> Tensor:
         assert self._num_classes is not None
@@ -127,19 +123,10 @@ class ADV2(ExplanationAttack):
         return start * (end / start) ** min((self._iteration - self.warmup) / span, 1.0)
 
     def _objective(self, logits: Tensor, x_adv: Tensor, s: dict[str, Any]) -> Tensor:
-        """−(ℓ_prd + c·MSE(map, m_t)), to ascend. ℓ_prd is the CE of c_t (with label smoothing),
-        or in stage 2 with ``kappa`` the hinge max(0, max_{j≠t} z_j − z_t + κ) (Carlini & Wagner's
-        margin), which stops pushing the class once it leads by κ and leaves the budget to
-        the map."""
+        """−(CE(f(x), c_t) + c·MSE(map, m_t)), to ascend (CE with label smoothing)."""
+        ce = F.cross_entropy(logits, s["labels"], reduction="none",
+                             label_smoothing=self.label_smoothing)
         c = self.weight()
-        if self.kappa is not None and c > 0:
-            t = s["labels"]
-            z_t = logits.gather(1, t[:, None]).squeeze(1)
-            others = logits.scatter(1, t[:, None], float("-inf")).amax(1)
-            ce = (others - z_t + self.kappa).clamp(min=0)
-        else:
-            ce = F.cross_entropy(logits, s["labels"], reduction="none",
-                                 label_smoothing=self.label_smoothing)
         if c == 0:
             return -ce
         if self.bilevel and self._iteration == self.warmup and x_adv.requires_grad:
