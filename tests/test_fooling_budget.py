@@ -119,6 +119,10 @@ def test_early_stop_after_patience_without_improvement():
     budget, _ = scripted([0.0, -0.1, -0.2, -0.3, -0.4, -0.5], [0.0] * 6, max_drop=1.0,
                          patience=2)
     assert budget.best_step == 50 and not budget.should_stop and len(budget.trace) == 6
+    # a higher FSR over the budget restarts the patience (it is not kept)
+    budget, _ = scripted([0.0, 0.1, 0.1, 0.1, 3.0, 0.1, 0.1, 0.1],
+                         [0.0, 0.5, 0.5, 0.5, 1.0, 0.5, 0.5, 0.5], max_drop=1.0, patience=3)
+    assert budget.best_step == 10 and budget.should_stop and len(budget.trace) == 8  # not 5
 
 
 def test_controller_keeps_the_validation_drop_within_the_budget(tmp_path):
