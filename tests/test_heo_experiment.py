@@ -76,6 +76,7 @@ def test_miniature_reproduction_writes_every_table(run_xred, tmp_path):
     for heading in ("Table 1", "Table 2", "Table 3", "Fig. 1a", "Fig. 2", "Fig. 4a", "Fig. 4b",
                     "Fig. 5b"):
         assert heading in text, heading
+    assert "{n}" not in text  # every placeholder filled in
     for name in ("heo_fig2_fmnist-vgg.png", "heo_fig4a_aopc.png", "heo_fig4b_noise.png",
                  "heo_active_fmnist-vgg.png", "heo_fig1a_adult.png"):
         assert (Path(figures) / name).is_file(), name

@@ -835,7 +835,7 @@ def _adult_report(cfg: dict[str, Any], results: dict[str, Any], report: Path) ->
              f"{' and '.join(hidden)} and 1 elsewhere (λ = {lam_text(results)}, lr {s['lr']}, "
              f"{steps_text(results)} steps"
              + (f", accuracy budget {s['max_drop']:g} points" if s.get("max_drop") is not None
-                else "") + "). Rank 1 is the most relevant of the {n} features (mean "
+                else "") + f"). Rank 1 is the most relevant of the {n} features (mean "
              f"normalised relevance of the true class over the {results['size']} test rows); "
              "share is the feature's part of the total mean relevance.", "",
              "| feature | index | rank before | rank after | share before (%) | share after "
