@@ -72,6 +72,8 @@ def test_eval_classifies_photo_files(run_xred, tmp_path):
       "fashion-mnist"], []),
     (["eval", "--model", "vgg19"], ["needs ImageNet weights", "--weights"]),
     (["train", "--model", "fmnist-vgg", "--optimizer", "sgd", "--lr", "-1"], ["positive"]),
+    (["train", "--model", "fmnist-vgg", "--hold-out", "60000"], ["between 1 and 59999",
+                                                                  "--hold-out"]),
 ])
 def test_bad_input_is_one_line(run_xred, tmp_path, args, fragments):
     proc = run_xred(*args, "--out", str(tmp_path),

@@ -65,7 +65,7 @@ def train_model(architecture: str, out: str | os.PathLike, config: TrainConfig, 
     test = load_dataset(dataset, "test", data_dir, download)
     held_out = None
     if hold_out:
-        rest, held = held_out_indices(len(train), int(hold_out), config.seed)
+        rest, held = held_out_indices(len(train), int(hold_out), config.seed, "--hold-out")
         held_out = {"dataset": dataset, "split": "train", "of": len(train), "size": len(held),
                     "seed": config.seed, "indices": held.tolist()}
         train = train.subset(rest)

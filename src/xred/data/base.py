@@ -76,15 +76,17 @@ def in_memory(data: Dataset, idx: Tensor | None = None, batch_size: int = 256) -
                         type(data).__name__)
 
 
-def held_out_indices(n: int, size: int, seed: int = 0) -> tuple[Tensor, Tensor]:
+def held_out_indices(n: int, size: int, seed: int = 0, option: str = "--val-size"
+                     ) -> tuple[Tensor, Tensor]:
     """(rest, held out): ``size`` of the row indices ``0..n-1`` drawn at random (``seed``), both
     sorted. The one rule behind a training run's ``--hold-out`` and a fooling run's validation
-    split, so a split recorded as (n, size, seed) can be re-derived."""
+    split, so a split recorded as (n, size, seed) can be re-derived. ``option``: the flag the
+    error names."""
     from xred.errors import XredError
 
     if not 0 < size < n:
         raise XredError(f"a validation split of {size} cannot be held out from {n} training "
-                        f"inputs; give a validation size between 1 and {n - 1} (--val-size)")
+                        f"inputs; give a validation size between 1 and {n - 1} ({option})")
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed + 7919))
     return perm[size:].sort().values, perm[:size].sort().values
 

@@ -144,10 +144,9 @@ def _data(info: dict[str, Any], split: str, folder: str | os.PathLike | None,
 
 def _first(data: Any, n: int) -> Any:
     """The first ``n`` rows of a dataset (an ArrayDataset subset or a torch Subset)."""
-    from torch.utils.data import Subset
+    from xred.data.base import subset
 
-    idx = torch.arange(min(n, len(data)))
-    return data.subset(idx) if hasattr(data, "subset") else Subset(data, idx.tolist())
+    return subset(data, torch.arange(min(n, len(data))))
 
 
 def _figure_maps(original: nn.Module, fooled: nn.Module, x: Tensor, y: Tensor,
@@ -270,11 +269,10 @@ def fool(model: str | os.PathLike, *, fooling: str, explainer: str, out: str | o
     layer = layer or info["cam_layer"]
     train = _data(info, "train", train_folder, image_size, data_dir, download)
     if limit:
-        from torch.utils.data import Subset
+        from xred.data.base import subset
 
         gen = torch.Generator().manual_seed(seed)
-        idx = torch.randperm(len(train), generator=gen)[:limit]
-        train = train.subset(idx) if hasattr(train, "subset") else Subset(train, idx.tolist())
+        train = subset(train, torch.randperm(len(train), generator=gen)[:limit])
     if steps and not epochs:  # steps alone: as many epochs as the steps need
         per_epoch = math.ceil(len(train) / (batch_size or FOOLING_DEFAULTS["batch_size"]))
         epochs = math.ceil(steps / per_epoch)
