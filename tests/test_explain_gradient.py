@@ -414,6 +414,51 @@ def test_smooth_relu_surrogate_has_second_derivatives():
     assert gradgradcheck(lambda v: SurrogateReLU.apply(v, 6.0, None, 0.1), (x,))
 
 
+def test_straight_through_keeps_the_true_map_and_gives_it_the_surrogates_curvature():
+    # two hidden ReLU layers, float64: the gradient map must be exactly the true one, and its
+    # own derivative must be the surrogate's dσ(βz)/dz chain, worked out by hand below
+    torch.manual_seed(0)
+    w1, w2, w3 = (torch.randn(7, 5, dtype=torch.float64), torch.randn(6, 7, dtype=torch.float64),
+                  torch.randn(1, 6, dtype=torch.float64))
+    x = torch.randn(5, dtype=torch.float64, requires_grad=True)
+
+    def net(v):
+        return w3 @ F.relu(w2 @ F.relu(w1 @ v))
+
+    (true,) = torch.autograd.grad(net(x).sum(), x)
+    with smooth_relu(beta=3.0, straight_through=True):
+        (st,) = torch.autograd.grad(net(x).sum(), x, create_graph=True)
+    assert torch.equal(st.detach(), true)
+    with smooth_relu(beta=3.0):
+        (smoothed,) = torch.autograd.grad(net(x).sum(), x)
+    assert not torch.allclose(smoothed, true)  # the plain surrogate changes the map itself
+    u = torch.randn(5, dtype=torch.float64)
+    (hvp,) = torch.autograd.grad(st @ u, x)
+    # by hand: g = w1ᵀ D1 w2ᵀ D2 w3ᵀ with D = diag(1[z > 0]); dD/dz → β σ'(βz) (straight through)
+    z1 = w1 @ x.detach()
+    z2 = w2 @ F.relu(z1)
+    d1, d2 = (z1 > 0).double(), (z2 > 0).double()
+
+    def dsig(z):
+        return 3.0 * torch.sigmoid(3.0 * z) * (1 - torch.sigmoid(3.0 * z))
+
+    a = w3[0] * d2  # ∂y/∂(relu z1) = w2ᵀ a
+    b = w2.T @ a
+    # u·g = Σ_i (w1 u)_i d1_i b_i; differentiate d1 (via z1) and d2 (via z2 = w2 relu(z1))
+    w1u = w1 @ u
+    part1 = w1.T @ (w1u * b * dsig(z1))
+    c = w2 @ (w1u * d1)  # ∂(u·g)/∂d2_j = w3_j c_j
+    part2 = w1.T @ (d1 * (w2.T @ (w3[0] * c * dsig(z2))))
+    assert torch.allclose(hvp, part1 + part2)
+    with pytest.raises(XredError, match="not both"), \
+            smooth_relu(beta=1.0, smooth_forward=True, straight_through=True):
+        pass
+    # by design not the true second derivative (that is 0 almost everywhere): gradgradcheck fails
+    v = torch.randn(6, dtype=torch.float64, requires_grad=True)
+    assert not gradgradcheck(lambda t: SurrogateReLU.apply(t, 6.0, 2.0, None, True), (v,),
+                             raise_exception=False)
+
+
 def test_smooth_relu_leaves_the_model_unchanged_and_is_removed_on_exception(models):
     model, x, t = models["resnet18"]
     x = x[:1, :, :32, :32]

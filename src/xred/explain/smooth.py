@@ -15,7 +15,11 @@ path between the input and a later ReLU; a map's derivative with respect to the 
 ReLU lies between the input and the ReLUs whose derivatives the map contains (e.g. one hidden ReLU
 layer). ``smooth_forward=True`` replaces the forward value by the smooth function as well
 (Dombrowski et al.'s softplus network): every derivative is then exact, at the price of slightly
-different logits. Re-score any result on the unmodified model.
+different logits. ``straight_through=True`` instead keeps ReLU's derivative at its exact value (a
+step) and gives only the step's own derivative the surrogate's, dσ(βx)/dx (a straight-through
+estimator): a gradient map computed in the block is then the true map, and its derivative with
+respect to the input follows the surrogate's curvature. Re-score any result on the unmodified
+model.
 """
 
 from __future__ import annotations
@@ -50,37 +54,48 @@ def smooth_relu_value(x: Tensor, beta: float | None, tau: float | None) -> Tenso
     return 0.5 * (x + torch.sqrt(x * x + tau))
 
 
+def _derivative(x: Tensor, beta: float | None, tau: float | None, straight_through: bool
+                ) -> Tensor:
+    """The surrogate derivative d(x), or (``straight_through``) the exact step 1[x > 0] with d's
+    derivative."""
+    d = surrogate_derivative(x, beta, tau)
+    if not straight_through:
+        return d
+    return (x > 0).to(d.dtype) + (d - d.detach())
+
+
 class SurrogateReLU(torch.autograd.Function):
     """Forward: exactly ``clamp(x, 0, upper)``; backward: ``g · (d(x) − d(x − upper))`` with d the
-    surrogate derivative (``upper=None``: ``g · d(x)``). The backward is written in differentiable
+    surrogate derivative (``upper=None``: ``g · d(x)``; ``straight_through``: d's value is the
+    exact step, only its derivative the surrogate's). The backward is written in differentiable
     operations, so second derivatives exist (``gradgradcheck`` passes)."""
 
     @staticmethod
     def forward(ctx: Any, x: Tensor, upper: float | None, beta: float | None,
-                tau: float | None) -> Tensor:
+                tau: float | None, straight_through: bool = False) -> Tensor:
         ctx.save_for_backward(x)
-        ctx.params = (upper, beta, tau)
+        ctx.params = (upper, beta, tau, straight_through)
         return x.clamp(min=0) if upper is None else x.clamp(0, upper)
 
     @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, None, None, None]:
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, None, None, None, None]:
         (x,) = ctx.saved_tensors
-        upper, beta, tau = ctx.params
-        d = surrogate_derivative(x, beta, tau)
+        upper, beta, tau, straight = ctx.params
+        d = _derivative(x, beta, tau, straight)
         if upper is not None:
-            d = d - surrogate_derivative(x - upper, beta, tau)
-        return grad * d, None, None, None
+            d = d - _derivative(x - upper, beta, tau, straight)
+        return grad * d, None, None, None, None
 
 
 def _apply(x: Tensor, upper: float | None, beta: float | None, tau: float | None,
-           smooth_forward: bool, inplace: bool) -> Tensor:
+           smooth_forward: bool, inplace: bool, straight_through: bool = False) -> Tensor:
     src = x.clone() if inplace else x
     if smooth_forward:
         y = smooth_relu_value(src, beta, tau)
         if upper is not None:
             y = y - smooth_relu_value(src - upper, beta, tau)
     else:
-        y = SurrogateReLU.apply(src, upper, beta, tau)
+        y = SurrogateReLU.apply(src, upper, beta, tau, straight_through)
     if inplace:  # keep in-place semantics: the caller's tensor holds the result
         return x.copy_(y)
     return y
@@ -111,9 +126,11 @@ def _parse(func: Callable[..., Any], args: tuple[Any, ...],
 
 
 class _SmoothReLUMode(TorchFunctionMode):
-    def __init__(self, beta: float | None, tau: float | None, smooth_forward: bool) -> None:
+    def __init__(self, beta: float | None, tau: float | None, smooth_forward: bool,
+                 straight_through: bool) -> None:
         super().__init__()
         self.beta, self.tau, self.smooth_forward = beta, tau, smooth_forward
+        self.straight_through = straight_through
 
     def __torch_function__(self, func: Callable[..., Any], types: Any, args: tuple[Any, ...] = (),
                            kwargs: dict[str, Any] | None = None) -> Any:
@@ -123,7 +140,8 @@ class _SmoothReLUMode(TorchFunctionMode):
             x, upper, inplace = parsed
             if isinstance(x, Tensor) and x.is_floating_point() and (self.smooth_forward or (
                     torch.is_grad_enabled() and x.requires_grad)):
-                return _apply(x, upper, self.beta, self.tau, self.smooth_forward, inplace)
+                return _apply(x, upper, self.beta, self.tau, self.smooth_forward, inplace,
+                              self.straight_through)
         return func(*args, **kwargs)
 
 
@@ -133,11 +151,12 @@ _FUNCS = {F.relu, torch.relu, Tensor.relu, torch.relu_, Tensor.relu_, F.relu6, t
 
 @contextlib.contextmanager
 def smooth_relu(beta: float | None = None, tau: float | None = None, *,
-                smooth_forward: bool = False) -> Iterator[None]:
+                smooth_forward: bool = False, straight_through: bool = False) -> Iterator[None]:
     """Within the block, ReLU and ReLU6 (``nn.ReLU``/``nn.ReLU6`` modules, in place or not, and
     ``F.relu``, ``torch.relu``, ``Tensor.relu``, ``F.relu6`` calls) differentiate with a smooth
     surrogate: softplus-β's σ(βx) (``beta``) or ½(1 + x/√(x² + τ)) (``tau``); β = 10 if neither is
-    given. The forward value stays exactly ReLU's unless ``smooth_forward=True``.
+    given. The forward value stays exactly ReLU's unless ``smooth_forward=True``;
+    ``straight_through=True`` keeps the first derivative exact too (module docstring).
 
     Implemented as a :class:`~torch.overrides.TorchFunctionMode`: nothing is attached to any model,
     and the mode is popped on exit whatever happens. TorchScript-compiled modules and ReLUs written
@@ -150,5 +169,7 @@ def smooth_relu(beta: float | None = None, tau: float | None = None, *,
         beta = 10.0
     if (beta is not None and not beta > 0) or (tau is not None and not tau > 0):
         raise XredError(f"smooth_relu needs beta > 0 or tau > 0, got beta={beta}, tau={tau}")
-    with _SmoothReLUMode(beta, tau, smooth_forward):
+    if smooth_forward and straight_through:
+        raise XredError("smooth_relu takes smooth_forward or straight_through, not both")
+    with _SmoothReLUMode(beta, tau, smooth_forward, straight_through):
         yield

@@ -264,6 +264,8 @@ class ExplanationAttack(Attack):
     ``smooth`` (None: a smooth ReLU surrogate for the gradient-type explainers of
     :data:`SMOOTHED`), ``beta`` (the softplus β of the surrogate, or (β_start, β_end) grown
     geometrically over the steps), ``tau`` (use ADV²'s √(x² + τ) surrogate instead),
+    ``straight_through`` (attack the true map: ReLU's derivative keeps its exact value, only its
+    own derivative is the surrogate's; :func:`~xred.explain.smooth.smooth_relu`),
     ``baseline_draws`` (noise draws of :func:`random_baseline`; the best one per sample counts)
     and ``seed``.
     """
@@ -281,7 +283,7 @@ class ExplanationAttack(Attack):
                  restarts: int, random_start: bool, smooth: bool | None,
                  beta: float | tuple[float, float] | None, tau: float | None,
                  baseline_draws: int, seed: int | None, mask_inner_steps: int = 5,
-                 mask_reset: int = 10) -> None:
+                 mask_reset: int = 10, straight_through: bool = False) -> None:
         super().__init__(model, norm=norm, eps=eps, steps=steps, restarts=restarts,
                          random_start=random_start, early_stop=False, keep_best=True, seed=seed)
         assert self.eps is not None
@@ -319,6 +321,9 @@ class ExplanationAttack(Attack):
             beta = (float(pair[0]), float(pair[1]))
         self.beta: tuple[float, float] | None = beta
         self.tau = None if tau is None else float(tau)
+        if not isinstance(straight_through, bool):
+            raise XredError(f"straight_through must be true or false, got {straight_through!r}")
+        self.straight_through = straight_through
         self._iteration = 0
         self._carry: dict[str, Tensor] = {}
         shown = {k: v if isinstance(v, (int, float, str, bool, list, tuple, type(None)))
@@ -326,6 +331,8 @@ class ExplanationAttack(Attack):
         self.options.update(explainer=explainer, explainer_options=shown, alpha=self.alpha,
                             optimizer=optimizer, smooth=self.smooth, beta=self.beta,
                             tau=self.tau, baseline_draws=self.baseline_draws)
+        if straight_through:  # only when set, so the keys of cached results stay as they were
+            self.options.update(straight_through=True)
         if self.bilevel:
             self.options.update(mask_inner_steps=self.mask_inner_steps,
                                 mask_reset=self.mask_reset)
@@ -365,12 +372,13 @@ class ExplanationAttack(Attack):
         """The smooth-ReLU context of the current step (β grown geometrically over the steps)."""
         if not self.smooth:
             return contextlib.nullcontext()
+        st = {"straight_through": True} if self.straight_through else {}
         if self.tau is not None:
-            return smooth_relu(tau=self.tau)
+            return smooth_relu(tau=self.tau, **st)
         assert self.beta is not None
         start, end = self.beta
         frac = min(self._iteration / max(self.steps - 1, 1), 1.0)
-        return smooth_relu(beta=start * (end / start) ** frac)
+        return smooth_relu(beta=start * (end / start) ** frac, **st)
 
     def true_map(self, x: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
         """(normalised map, rank map) of ``x`` for ``target`` with the unmodified model and
