@@ -18,7 +18,7 @@ def tiny(tmp_path):
         "eps_grid": [0.031, 0.2], "pgd": {"steps": 10},
         "adv2": {"explainers": ["gradient", "cam"],
                  "options": {"gradient": {"steps": 12}, "cam": {"steps": 12}},
-                 "explainer_options": {},
+                 "explainer_options": {}, "map_only": {"gradient": {"count": 4}},
                  "bars": {"success": 0.95, "mask_success": 0.9, "distance_ratio": 0.5}},
         "photos": None,
         "versus_noise": [{"attack": "ghorbani", "options": {"mode": "topk", "steps": 5},
@@ -38,7 +38,10 @@ def test_every_part_runs_reports_and_a_rerun_reuses_the_cells(tmp_path):
     assert all(r < 0.98 for r in list(rates.values())[:-1])
     assert eps["reached"] == (rates[f"{eps['chosen']:g}"] >= 0.98)
     rows = first["adv2"]["fmnist-vgg"]
-    assert set(rows) == {"gradient", "cam"} and rows["cam"]["n"] == 6
+    assert set(rows) == {"gradient", "gradient map-only", "cam"} and rows["cam"]["n"] == 6
+    # the map-term-alone reference: on its first inputs, shown as a reference row
+    reference = rows["gradient map-only"]
+    assert reference["n"] == 4 and reference["map_only"]
     # the PGD cell's success rate is what a direct call of the attack gives
     import torch
 
@@ -63,6 +66,8 @@ def test_every_part_runs_reports_and_a_rerun_reuses_the_cells(tmp_path):
     assert f"| {100 * rates['0.031']:.1f} |" in pgd_row
     cam = rows["cam"]
     assert f"{cam['adv2']['map_l1_to_target']:.3f}" in text
+    row = next(line for line in lines if "map term alone" in line and line.startswith("|"))
+    assert f"{reference['adv2']['map_l1_to_target']:.3f}" in row and row.endswith("reference |")
     assert (tmp_path / "figures" / "input_attacks_aai_kendall.png").is_file()
 
     from xred.io import read_json

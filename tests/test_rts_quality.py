@@ -79,3 +79,20 @@ def test_an_interpreter_not_attacked_is_reported_so():
     row = next(r for r in text.splitlines() if r.startswith("| fmnist-resnet | 0.400"))
     assert row.endswith("| **no** |") and "perturbation baseline" in text
     assert "Kendall" not in text and "random noise of the same budget" not in text
+
+
+def test_mask_is_held_to_its_success_bar_only_and_a_map_only_row_is_a_reference():
+    bars = {"success": 0.95, "mask_success": 0.9, "distance_ratio": 0.5}
+    summary = {"map_l1_to_target": 0.1, "iou_with_target": 0.5}
+    row = {"n": 10, "success": 0.96, "pgd_success": 0.98, "adv2": summary,
+           "pgd": {**summary, "map_l1_to_target": 0.12}, "random": summary,
+           "distance_ratio": 0.1 / 0.12}
+    assert _adv2_line("m", "mask", 0.1, {**row, "explainer": "mask"}, bars).endswith("| met |")
+    assert _adv2_line("m", "gradient", 0.1, {**row, "explainer": "gradient"},
+                      bars).endswith("| not met |")  # ratio 0.83 > 0.5
+    failed = {**row, "explainer": "mask", "success": 0.8}
+    assert _adv2_line("m", "mask", 0.1, failed, bars).endswith("| not met |")
+    line = _adv2_line("m", "gradient map-only", 0.1,
+                      {**row, "explainer": "gradient", "map_only": True}, bars)
+    assert "GRAD, map term alone" in line and line.endswith("| reference |")
+    assert line.count("|") == 14

@@ -59,8 +59,9 @@ DEFAULTS: dict[str, Any] = {
     "models": ["fmnist-vgg", "fmnist-resnet", "fmnist-densenet"], "count": 1000, "seed": 0,
     "batch_size": 250, "eps_grid": [0.031, 0.05, 0.075, 0.1, 0.15, 0.2], "pgd_bar": 0.98,
     "pgd": {"steps": 100},
-    # per interpreter, "options" may also hold "batch_size" and "count" (fewer inputs)
-    "adv2": {"explainers": ["gradient", "cam", "mask", "rts"], "options": {},
+    # per interpreter, "options" may also hold "batch_size" and "count" (fewer inputs);
+    # "map_only": {interpreter: {"count": N}} adds the map-term-alone reference row (MAP_ONLY)
+    "adv2": {"explainers": ["gradient", "cam", "mask", "rts"], "options": {}, "map_only": {},
              "explainer_options": {}, "bars": {"success": 0.95, "mask_success": 0.9,
                                                "distance_ratio": 0.5}},
     # training settings of the RTS interpreters; other keys are rts_objective's loss options.
@@ -122,7 +123,7 @@ def _adv2_cell(model: nn.Module, name: str, explainer: str, explainer_options: d
              for k, v in explainer_options.items()}
     folder = cells.folder(name, f"adv2-{explainer}-eps{eps:g}",
                           {**settings, "explainer": explainer, "explainer_options": shown,
-                           "n": len(x), "pgd": float(pgd["x_adv"].sum())})
+                           "n": len(x), "pgd_steps": int(cfg["pgd"]["steps"])})
 
     def run(sl: slice) -> dict[str, Tensor]:
         result = attack(x[sl], None, target=targets[sl])
@@ -134,6 +135,11 @@ def _adv2_cell(model: nn.Module, name: str, explainer: str, explainer_options: d
 
     return cells.batched(folder, len(x), batch_size, run, f"{name} adv2 {explainer}", progress)
 
+
+#: ADV² with the map term alone (no warm-up, c = 10⁴ from the first step, so the cross-entropy
+#: is negligible): the map distance the optimiser reaches when the class is free, a reference for
+#: how far the attacked interpreter's map can be pushed inside the ε-ball at all
+MAP_ONLY = {"warmup": 0, "c": [10000.0, 10000.0]}
 
 RTS_TRAINING = ("epochs", "batch_size", "lr", "width")
 
@@ -270,11 +276,21 @@ def compute(cfg: dict[str, Any], cells: CellStore, progress: bool,
                               {k: v[:n] for k, v in pgd.items()}, eps, options, cfg, cells,
                               progress, batch)
             rows[wanted] = {**_adv2_row(cell), "explainer": explainer}
+            reference = cfg["adv2"].get("map_only", {}).get(wanted)
+            if reference is not None:  # the map term alone: how far can the map be pushed?
+                m = min(int(reference.get("count", n)), n)
+                cell = _adv2_cell(model, name, explainer, ex_options, x[:m], targets[:m],
+                                  {k: v[:m] for k, v in pgd.items()}, eps,
+                                  {**options, **MAP_ONLY}, cfg, cells, progress, batch)
+                rows[f"{wanted} map-only"] = {**_adv2_row(cell), "explainer": explainer,
+                                              "map_only": True}
             if progress:
-                r = rows[wanted]
-                tqdm.write(f"{name} adv2 {explainer}: success {pct(r['success'])} %, L1 to target "
-                           f"{r['adv2']['map_l1_to_target']:.3f} (PGD "
-                           f"{r['pgd']['map_l1_to_target']:.3f})")
+                for key in (wanted, f"{wanted} map-only"):
+                    if key in rows:
+                        r = rows[key]
+                        tqdm.write(f"{name} adv2 {key}: success {pct(r['success'])} %, L1 to "
+                                   f"target {r['adv2']['map_l1_to_target']:.3f} (PGD "
+                                   f"{r['pgd']['map_l1_to_target']:.3f})")
         results["adv2"][name] = rows
         results["versus_noise"][name] = _versus_noise(model, name, test, cfg, cells, progress)
         results["aai_curve"][name] = _aai_curve(model, name, x, cfg, cells, progress)
@@ -503,7 +519,11 @@ def render(cfg: dict[str, Any], results: dict[str, Any], provenance: dict[str, A
         "Success: the target class is predicted. L1: mean per-pixel distance of the example's "
         "map (for the target class) to the target map, the benign input's map. Bars (the issue): "
         f"ADV² success ≥ {pct(bars['success'], 0)} % (MASK ≥ {pct(bars['mask_success'], 0)} %), "
-        f"ADV²'s L1 ≤ {bars['distance_ratio']:g} × PGD's.", "",
+        f"ADV²'s L1 ≤ {bars['distance_ratio']:g} × PGD's (for MASK the ratio is reported, "
+        "not barred). A \"map term alone\" row is a reference, not an attack: ADV² with the "
+        "class term dropped (no warm-up, c = 10⁴ throughout), so its L1 is about the least the "
+        "optimiser reaches on that map inside the ε-ball when the class is free; ADV² cannot be "
+        "expected to go below it.", "",
         ADV2_HEADER, ADV2_RULE]
     for name, rows in results["adv2"].items():
         eps = results["eps"][name]["chosen"]
@@ -601,18 +621,24 @@ def _adv2_line(name: str, explainer: str, eps: float, r: dict[str, Any],
     if "skipped" in r:
         return (f"| {name} | {paper_label(explainer)} | – | {eps:g} | "
                 + "– | " * 8 + f"not attacked: {r['skipped']} |")
-    bar = bars["mask_success"] if explainer == "mask" else bars["success"]
-    ok = r["success"] >= bar and r["distance_ratio"] <= bars["distance_ratio"]
+    explainer, _, variant = explainer.partition(" ")  # "gradient map-only": the reference row
+    if r.get("map_only"):  # a reference for the ratio, not an attack held to the bars
+        verdict = "reference"
+    elif explainer == "mask":  # the issue asks MASK's ratio to be reported, not barred
+        verdict = "met" if r["success"] >= bars["mask_success"] else "not met"
+    else:
+        ok = r["success"] >= bars["success"] and r["distance_ratio"] <= bars["distance_ratio"]
+        verdict = "met" if ok else "not met"
     a, p, noise = r["adv2"], r["pgd"], r["random"]
     ratio = r["distance_ratio"]
     used = r.get("explainer", explainer)
     shown = paper_label(explainer) + (
-        f" (as {paper_label(used)}: no CAM head)" if used != explainer else "")
+        f" (as {paper_label(used)}: no CAM head)" if used != explainer else "") + (
+        ", map term alone (no class term)" if variant else "")
     return (f"| {name} | {shown} | {r['n']} | {eps:g} | {pct(r['pgd_success'])} | "
             f"{pct(r['success'])} | {p['map_l1_to_target']:.3f} | {a['map_l1_to_target']:.3f} | "
             f"{'–' if math.isnan(ratio) else f'{ratio:.2f}'} | {noise['map_l1_to_target']:.3f} | "
-            f"{a['iou_with_target']:.2f} | {p['iou_with_target']:.2f} | "
-            f"{'met' if ok else 'not met'} |")
+            f"{a['iou_with_target']:.2f} | {p['iou_with_target']:.2f} | {verdict} |")
 
 
 EXPERIMENT = harness.Experiment("input_attacks", DEFAULTS, compute, render)
