@@ -164,6 +164,12 @@ def test_adv2_reaches_the_target_and_beats_pgd_and_noise_on_the_map(vgg, batch):
     assert result.to_dict()["beats_random"]
     # the target map defaults to the benign input's map for its own class
     torch.testing.assert_close(result.maps["target"], result.maps["benign"])
+    # straight through: the attacked map is the true one; the attack is still scored the same way
+    straight = ai.get("adv2", vgg, eps=EPS, steps=60, warmup=20, seed=0, straight_through=True)
+    assert straight.options["straight_through"] and "straight_through" not in attack.options
+    other = straight(x, target=target)
+    assert other.success.double().mean() >= 0.5
+    assert other.metrics["map_l1_to_target"].mean() < theirs["map_l1_to_target"].mean()
 
 
 def test_adv2_on_cam_beats_pgd_and_noise(resnet, batch):
@@ -356,6 +362,7 @@ def test_bad_input_gives_one_line_errors(vgg, batch):
         (lambda: ai.get("adv2", vgg, explainer="rts"), "bad options for explainer 'rts'"),
         (lambda: ai.get("ghorbani", vgg, mode="corner"), "unknown ghorbani mode"),
         (lambda: ai.get("aai", vgg, k=10_000, steps=1, **GRADCAM)(x), "k = 10000 pixels"),
+        (lambda: ai.get("adv2", vgg, straight_through="yes"), "straight_through must be true"),
     ]
     for make, expected in cases:
         with pytest.raises(XredError) as info:
