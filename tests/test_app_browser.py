@@ -10,7 +10,6 @@ import io
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -20,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT
+from process_helpers import free_port
 
 pytest.importorskip("fastapi")
 webdriver = pytest.importorskip("selenium.webdriver")
@@ -32,12 +32,6 @@ pytestmark = pytest.mark.skipif(
 
 SHOTS = ROOT / "runs" / "app-screenshots"
 WAIT = 120  # seconds for one page action on a busy 2-core machine
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +50,7 @@ def fooled(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def server(fooled):
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
     proc = subprocess.Popen([sys.executable, "-m", "xred", "app", "--port", str(port),
                              "--models", str(fooled)], stdout=subprocess.PIPE,

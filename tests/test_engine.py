@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
@@ -15,6 +14,7 @@ import pytest
 import torch
 from torch import nn
 
+from process_helpers import torchrun
 from xred.data.base import ArrayDataset
 from xred.engine import TrainConfig, classification, epoch_batches, fit, flip_and_shift
 from xred.errors import XredError
@@ -154,35 +154,13 @@ DDP_SCRIPT = textwrap.dedent("""
 """)
 
 
-def _free_port() -> int:
-    """A TCP port nothing listens on now (the OS picks it), so two torchrun tests or a leftover
-    rendezvous never share one."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _torchrun(args: list[str], **kwargs) -> subprocess.CompletedProcess:
-    """``torchrun --nproc-per-node 2 ARGS`` on a free port. Run once more only if a worker was
-    killed by a signal (a rank died with SIGABRT once in a full-suite run on 2026-12-05, not again
-    in 15 standalone runs);
-    a worker that exits with an error fails at once."""
-    for _ in range(2):
-        run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node",
-                              "2", "--master-port", str(_free_port()), *args],
-                             capture_output=True, text=True, **kwargs)
-        if run.returncode == 0 or "Signal" not in run.stderr:
-            return run
-    return run
-
-
 def test_torchrun_two_processes_equal_one_process_with_double_batch(tmp_path):
     script = tmp_path / "ddp_train.py"
     script.write_text(DDP_SCRIPT)
     (tmp_path / "ddp").mkdir()
     (tmp_path / "single").mkdir()
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    ddp = _torchrun([str(script), "8", str(tmp_path / "ddp")], env=env, timeout=300)
+    ddp = torchrun([str(script), "8", str(tmp_path / "ddp")], env=env, timeout=300)
     assert ddp.returncode == 0, ddp.stderr[-2000:]
     single = subprocess.run([sys.executable, str(script), "16", str(tmp_path / "single")],
                             env=env, capture_output=True, text=True, timeout=300)
@@ -197,9 +175,9 @@ def test_torchrun_two_processes_equal_one_process_with_double_batch(tmp_path):
     assert not torch.allclose(one["0.weight"], init[0].weight, atol=1e-3)
 
 
-def test_cli_train_under_torchrun(tmp_path):
+def test_cli_train_undertorchrun(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    run = _torchrun(["-m", "xred", "train", "--model", "fmnist-vgg", "--limit", "512", "--epochs",
+    run = torchrun(["-m", "xred", "train", "--model", "fmnist-vgg", "--limit", "512", "--epochs",
                      "1", "--quiet", "--out", str(tmp_path)], env=env, timeout=600, cwd=ROOT)
     assert run.returncode == 0, run.stderr[-2000:]
     assert (tmp_path / "model.safetensors").is_file() and (tmp_path / "metrics.json").is_file()

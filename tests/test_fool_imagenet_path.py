@@ -15,6 +15,7 @@ import torch
 import torchvision
 from PIL import Image
 
+from process_helpers import torchrun
 from xred import models
 from xred.io import read_json
 
@@ -34,15 +35,15 @@ def _image_folder(root: Path, per_class: int = 4) -> Path:
 def _fool(tmp_path: Path, out: str, weights: Path, folder: Path, batch: int,
           processes: int) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    launcher = ([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node",
-                 str(processes), "--master-port", "29531", "-m", "xred"] if processes > 1
-                else [sys.executable, "-m", "xred"])
-    return subprocess.run(
-        [*launcher, "fool", "--model", "resnet18", "--weights", str(weights), "--train-folder",
-         str(folder), "--test-folder", str(folder), "--image-size", "32", "--fooling",
-         "location", "--explainer", "gradcam", "--steps", "2", "--batch-size", str(batch),
-         "--optimizer", "sgd", "--lr", "0.01", "--quiet", "--out", str(tmp_path / out)],
-        env=env, capture_output=True, text=True, timeout=600, cwd=ROOT)
+    command = ["-m", "xred", "fool", "--model", "resnet18", "--weights", str(weights),
+               "--train-folder", str(folder), "--test-folder", str(folder), "--image-size", "32",
+               "--fooling", "location", "--explainer", "gradcam", "--steps", "2", "--batch-size",
+               str(batch), "--optimizer", "sgd", "--lr", "0.01", "--quiet", "--out",
+               str(tmp_path / out)]
+    if processes > 1:
+        return torchrun(command, processes, env=env, timeout=600, cwd=ROOT)
+    return subprocess.run([sys.executable, *command], env=env, capture_output=True, text=True,
+                          timeout=600, cwd=ROOT)
 
 
 @pytest.mark.slow
