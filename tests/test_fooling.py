@@ -32,9 +32,11 @@ from xred.metrics.fooling import (
     deletion_curve,
     evaluate_fooling,
     fooling_heatmap,
+    fooling_maps,
     frame_mask,
     fsr,
     location_loss,
+    resolve_explainer,
     spearman,
     topk_indicator,
     topk_overlap,
@@ -442,6 +444,40 @@ def test_evaluate_fooling_of_a_model_against_itself(fmnist_test):
     assert act["losses"]["gradcam"].shape == (12,)  # t(c1) and t(c2) of 6 composites
     assert (act["losses"]["gradcam"] <= 0).all()  # s(c, c) = 1 is the largest
     assert act["fsr"]["gradcam"] == 0.0 and act["size"] == 6
+
+
+def test_evaluate_fooling_reference_keeps_the_original_maps_and_changes_nothing(fmnist_test):
+    """The ``reference`` store: the original's maps are computed once per batch and explainer,
+    reused by later calls (other fooled models, other foolings with the same maps), and every
+    loss is bit-identical to an evaluation without the store; a store spied on with a
+    sentinel proves the second call reads it instead of recomputing."""
+    original = models.load("fmnist-vgg")
+    fooled = models.load("fmnist-vgg")
+    with torch.no_grad():
+        for p in fooled.parameters():
+            p.add_(0.02 * torch.randn(p.shape, generator=torch.Generator().manual_seed(0)))
+    test = fmnist_test.subset(torch.arange(30))
+    layer = models.cam_layer("fmnist-vgg")
+    store: dict = {}
+    for fooling in ("topk", "center-mass"):
+        plain = evaluate_fooling(original, fooled, test, fooling, ["gradcam", "lrp_t"],
+                                 layer=layer, batch_size=8)
+        kept = evaluate_fooling(original, fooled, test, fooling, ["gradcam", "lrp_t"],
+                                layer=layer, batch_size=8, reference=store)
+        for label in ("gradcam", "lrp_t"):
+            assert torch.equal(plain["losses"][label], kept["losses"][label])
+    assert len(store) == 2 * 4  # 2 explainers × 4 batches, shared by both foolings
+    # the second call reads the store: replace the maps by the fooled model's own, and the
+    # original "is" the fooled model (Top-k overlap 1, the loss of a model against itself)
+    own = {k: None for k in store}
+    for key in own:
+        label, i = key[2], key[5]
+        x, y = test[torch.arange(30)[i * 8:(i + 1) * 8]]
+        name, opts = resolve_explainer(label, {}, layer)
+        store[key] = fooling_maps(fooled, x, y, name, opts).detach()
+    spied = evaluate_fooling(original, fooled, test, "topk", ["gradcam", "lrp_t"], layer=layer,
+                             batch_size=8, reference=store)
+    assert torch.equal(spied["losses"]["gradcam"], torch.ones(30, dtype=torch.float64))
 
 
 def test_deletion_curve_and_aopc(fmnist_test):

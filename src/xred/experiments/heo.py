@@ -300,6 +300,7 @@ def compute_passive(cfg: dict[str, Any], cells: CellStore, progress: bool,
         train = load_dataset(info["dataset"], "train")
         test = _test_subset(load_dataset(info["dataset"], "test"), cfg["count"])
         original = models.load(name)
+        reference: dict[Any, Any] = {}  # the original's test maps, shared by its fooled models
         for fooling in cfg["foolings"]:
             for explainer in cfg["explainers"]:
                 setting = settings_for(cfg["settings"], name, fooling, explainer)
@@ -311,7 +312,8 @@ def compute_passive(cfg: dict[str, Any], cells: CellStore, progress: bool,
                 train_seconds += seconds
                 result = _evaluation_cell(cells, name, f"{fooling}-{explainer}", folder,
                                           original, fooled, test, fooling, cfg["transfer"],
-                                          layer=info["cam_layer"], key={"setting": setting})
+                                          layer=info["cam_layer"], key={"setting": setting},
+                                          reference=reference)
                 runs[f"{name}/{fooling}/{explainer}"] = {
                     "model": name, "fooling": fooling, "explainer": explainer,
                     "setting": setting, "folder": str(folder), "budget": budget_of(folder),
@@ -444,11 +446,12 @@ def _weight_noise(cfg: dict[str, Any], runs: dict[str, Any], figures: Path,
                 original = models.load(name)
                 fooled = models.load(run["folder"])
                 gen = torch.Generator().manual_seed(int(cfg["seed"]))
+                reference: dict[Any, Any] = {}  # the original's maps, the same at every σ
                 rows = []
                 for sigma in sigmas:
                     r = evaluate_fooling(original, _noisy_copy(fooled, sigma, gen), test,
                                          run["fooling"], [run["explainer"]],
-                                         layer=info["cam_layer"])
+                                         layer=info["cam_layer"], reference=reference)
                     rows.append({"sigma": sigma, "accuracy": r["accuracy_after"],
                                  "fsr": r["fsr"][run["explainer"]]})
                 return {"rows": rows}

@@ -292,13 +292,25 @@ def _batches(data: Any, batch_size: int):
     return batches(data, list(torch.arange(len(data)).split(batch_size)))
 
 
+def _original_maps(store: dict[Any, Tensor] | None, key: Any, original: nn.Module, x: Tensor,
+                   target: Tensor, name: str, explainer: Any) -> Tensor:
+    """:func:`fooling_maps` of ``original``, kept in ``store`` under ``key`` when a store is
+    given (:func:`evaluate_fooling`'s ``reference``)."""
+    if store is None:
+        return fooling_maps(original, x, target, name, explainer=explainer)
+    if key not in store:
+        store[key] = fooling_maps(original, x, target, name, explainer=explainer).detach()
+    return store[key]
+
+
 def evaluate_fooling(original: nn.Module, fooled: nn.Module, data: Any, fooling: str,
                      explainers: Sequence[str] | Mapping[str, Mapping[str, Any]], *,
                      layer: str | None = None, mask: Tensor | None = None,
                      classes: tuple[int, int] | None = None, composites: Any = None,
                      k: float = 10.0, intervals: Mapping[str, tuple[float, float]] | None = None,
                      batch_size: int = 100, device: str | torch.device | None = None,
-                     top5: bool = False, with_accuracy: bool = True) -> dict[str, Any]:
+                     top5: bool = False, with_accuracy: bool = True,
+                     reference: dict[Any, Tensor] | None = None) -> dict[str, Any]:
     """Accuracy of both models on ``data`` (an ArrayDataset or an (x, y) pair) and, per
     explainer label (a registry name or ``lrp_t`` / ``simplegrad_t``; ``layer`` fills in their
     layer), the per-sample test losses and the FSR of ``fooling``.
@@ -314,7 +326,12 @@ def evaluate_fooling(original: nn.Module, fooled: nn.Module, data: Any, fooling:
     (default: the frame of the map's size); ``k`` Top-k's percentage; ``top5`` adds
     ``accuracy_before_top5`` / ``accuracy_after_top5`` (ImageNet models); without
     ``with_accuracy`` the accuracies are left out (None), for callers that measure them
-    elsewhere.
+    elsewhere. ``reference``: a dict (empty at first) that keeps the original's maps between
+    calls, since they do not change: pass the same one to evaluate several fooled models of one
+    original on the same data (Heo's Table 1), or one model at every validation of a fine-tuning
+    (:class:`~xred.attacks.manipulate.budget.AccuracyBudget`). Its entries are keyed by the
+    original, the data, the explainer and the batch, and the maps are those of the same batches,
+    so the result is the same as without it.
     """
     from xred import explain
     from xred.metrics.classification import accuracy
@@ -354,13 +371,15 @@ def evaluate_fooling(original: nn.Module, fooled: nn.Module, data: Any, fooling:
             parts: list[Tensor] = []
             parts2: list[Tensor] = []
             empties: list[Tensor] = []
-            for x, y in _batches(source, batch_size):
+            for i, (x, y) in enumerate(_batches(source, batch_size)):
                 x, y = x.to(device), y.to(device)
                 if fooling == "active":
                     assert classes is not None
                     c = torch.tensor(classes, device=device).repeat_interleave(len(x))
                     xx = torch.cat([x, x])
-                    h0 = fooling_maps(original, xx, c, name, explainer=ex0)
+                    h0 = _original_maps(reference, (id(original), id(source), label,
+                                                    repr(opts), batch_size, i),
+                                        original, xx, c, name, ex0)
                     h1 = fooling_maps(fooled, xx, c, name, explainer=ex1)
                     n = len(x)
                     t1, t2 = active_losses(h1[:n], h1[n:], h0[:n], h0[n:])
@@ -369,8 +388,9 @@ def evaluate_fooling(original: nn.Module, fooled: nn.Module, data: Any, fooling:
                     continue
                 h1 = fooling_maps(fooled, x, y, name, explainer=ex1)
                 empties.append((h1.flatten(1).amax(1) <= 0).cpu())
-                h0 = None if fooling == "location" else fooling_maps(original, x, y, name,
-                                                                     explainer=ex0)
+                h0 = None if fooling == "location" else _original_maps(
+                    reference, (id(original), id(source), label, repr(opts), batch_size, i),
+                    original, x, y, name, ex0)
                 if fooling == "location":
                     m = frame_mask(h1.shape[1:], device=device) if mask is None else mask
                     parts.append(location_loss(h1, m.to(device)).cpu())

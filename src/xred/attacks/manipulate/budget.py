@@ -108,6 +108,7 @@ class AccuracyBudget:
         self.fsr_split = validation if fsr_size is None or fsr_size >= n else \
             subset(validation, torch.arange(fsr_size))
         self._original_accuracy: float | None = None
+        self._reference: dict[Any, Tensor] = {}  # the original's validation maps, kept
         self.fooling, self.explainer = fooling, explainer
         self.explainer_options = dict(explainer_options or {})
         self.layer, self.mask, self.k = layer, mask, k
@@ -142,7 +143,8 @@ class AccuracyBudget:
                                  {self.explainer: self.explainer_options}, layer=self.layer,
                                  mask=self.mask, k=self.k, classes=self.classes,
                                  composites=self.composites, batch_size=self.batch_size,
-                                 device=self.device, with_accuracy=False)
+                                 device=self.device, with_accuracy=False,
+                                 reference=self._reference)
         return self._original_accuracy, acc, r["fsr"][self.explainer]
 
     def next_lam(self, lam: float, drop: float) -> float:
