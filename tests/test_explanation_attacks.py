@@ -10,6 +10,7 @@ two slow cores; the numbers quoted in comments were measured with these settings
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import torch
@@ -170,6 +171,41 @@ def test_adv2_reaches_the_target_and_beats_pgd_and_noise_on_the_map(vgg, batch):
     other = straight(x, target=target)
     assert other.success.double().mean() >= 0.5
     assert other.metrics["map_l1_to_target"].mean() < theirs["map_l1_to_target"].mean()
+
+
+def test_adv2_adaptive_c_moves_each_samples_weight_with_its_class(vgg, batch):
+    """c_rule="adaptive": per sample, log c rises by ln(c1/c0)/((steps − warmup)/2) after a step
+    at which the target class is predicted and falls by as much otherwise, within [c0, c1];
+    the scoring of a finished iterate (no gradient) leaves it alone. A whole run still reaches
+    the targets and beats PGD on the map."""
+    x, _ = batch
+    target = runner_up(vgg, x)
+    attack = ai.get("adv2", vgg, eps=EPS, steps=60, warmup=20, seed=0, c=(10, 1000),
+                    c_rule="adaptive")
+    assert attack.options["c_rule"] == "adaptive"
+    rate = math.log(100) / 20
+    attack._iteration = 20
+    n = 4
+    log_c = torch.tensor([math.log(10), math.log(10), math.log(1000) - rate / 2, 3.0])
+    s = {"labels": target[:n], "map_class": target[:n], "target_map": torch.zeros(n, 28, 28),
+         "log_c": log_c.clone()}
+    logits = torch.zeros(n, 10)
+    reached = torch.tensor([True, False, True, False])
+    logits[torch.arange(n), torch.where(reached, target[:n], (target[:n] + 1) % 10)] = 5.0
+    attack._objective(logits, x[:n].clone().requires_grad_(True), s)
+    expected = torch.tensor([math.log(10) + rate, math.log(10), math.log(1000), 3.0 - rate])
+    torch.testing.assert_close(s["log_c"], expected)
+    before = s["log_c"].clone()
+    attack._objective(logits, x[:n], s)  # scoring, not a step
+    assert torch.equal(s["log_c"], before)
+    with pytest.raises(XredError, match="c_rule"):
+        ai.get("adv2", vgg, c_rule="dual")
+    result = attack(x, target=target)
+    pgd = ai.get("pgd", vgg, eps=EPS, steps=60, alpha=1 / 255, random_start=False)(
+        x, target=target)
+    assert result.success.double().mean() >= pgd.success.double().mean() - 1 / 16
+    assert result.metrics["map_l1_to_target"].mean() < \
+        attack.compare(result, pgd.x_adv)["map_l1_to_target"].mean() - 0.01
 
 
 def test_adv2_on_cam_beats_pgd_and_noise(resnet, batch):
