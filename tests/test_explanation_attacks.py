@@ -208,6 +208,43 @@ def test_adv2_adaptive_c_moves_each_samples_weight_with_its_class(vgg, batch):
         attack.compare(result, pgd.x_adv)["map_l1_to_target"].mean() - 0.01
 
 
+def test_pool_map_averages_blocks_and_the_maps_pool_before_normalising():
+    m = torch.arange(1.0, 26.0).reshape(1, 5, 5)
+    pooled = expl.pool_map(m, 2)
+    # blocks by hand: full 2×2 blocks average 4 pixels, the edge blocks the pixels they have
+    expected = torch.tensor([[[(1 + 2 + 6 + 7) / 4, (3 + 4 + 8 + 9) / 4, (5 + 10) / 2],
+                              [(11 + 12 + 16 + 17) / 4, (13 + 14 + 18 + 19) / 4, (15 + 20) / 2],
+                              [(21 + 22) / 2, (23 + 24) / 2, 25.0]]])
+    torch.testing.assert_close(pooled, expected)
+    assert expl.pool_map(m, 1) is m
+    attr = torch.randn(3, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    full = explanation_map(attr, "gradient")
+    torch.testing.assert_close(full, attr.abs()[:, 0] / attr.abs().flatten(1).amax(1)[:, None,
+                                                                                     None])
+    two = explanation_map(attr, "gradient", 2)
+    block = attr.abs()[:, 0].reshape(3, 14, 2, 14, 2).mean((2, 4))
+    torch.testing.assert_close(two, block / block.flatten(1).amax(1)[:, None, None])
+    torch.testing.assert_close(expl.rank_map(attr, "gradient", 2), block)
+
+
+def test_adv2_on_pooled_maps(vgg, batch):
+    """map_pool: every map of the attack (benign, target, adversarial, noise) is the pooled one,
+    and the attack is scored on it."""
+    x, _ = batch
+    x = x[:6]
+    target = runner_up(vgg, x)
+    attack = ai.get("adv2", vgg, eps=EPS, steps=20, warmup=8, seed=0, map_pool=2)
+    assert attack.options["map_pool"] == 2
+    assert "map_pool" not in ai.get("adv2", vgg).options  # the default keeps cached keys
+    result = attack(x, target=target)
+    for m in result.maps.values():
+        assert m.shape == (6, 14, 14)
+    grad = explain.get("gradient", vgg).attribute(result.x_adv, target)
+    torch.testing.assert_close(result.maps["adversarial"], explanation_map(grad, "gradient", 2))
+    with pytest.raises(XredError, match="map_pool"):
+        ai.get("adv2", vgg, map_pool=0)
+
+
 def test_adv2_on_cam_beats_pgd_and_noise(resnet, batch):
     x, _ = batch
     target = runner_up(resnet, x)

@@ -17,8 +17,10 @@ def tiny(tmp_path):
         "kind": "input_attacks", "models": ["fmnist-vgg"], "count": 6, "batch_size": 4,
         "eps_grid": [0.031, 0.2], "pgd": {"steps": 10},
         "adv2": {"explainers": ["gradient", "cam"],
-                 "options": {"gradient": {"steps": 12}, "cam": {"steps": 12}},
+                 "options": {"gradient": {"steps": 12, "map_pool": 2}, "cam": {"steps": 12}},
                  "explainer_options": {}, "map_only": {"gradient": {"count": 4}},
+                 "references": {"gradient": [{"label": "pixel-level map", "count": 3,
+                                              "options": {"map_pool": 1}}]},
                  "bars": {"success": 0.95, "mask_success": 0.9, "distance_ratio": 0.5}},
         "photos": None,
         "versus_noise": [{"attack": "ghorbani", "options": {"mode": "topk", "steps": 5},
@@ -38,10 +40,15 @@ def test_every_part_runs_reports_and_a_rerun_reuses_the_cells(tmp_path):
     assert all(r < 0.98 for r in list(rates.values())[:-1])
     assert eps["reached"] == (rates[f"{eps['chosen']:g}"] >= 0.98)
     rows = first["adv2"]["fmnist-vgg"]
-    assert set(rows) == {"gradient", "gradient map-only", "cam"} and rows["cam"]["n"] == 6
+    assert set(rows) == {"gradient", "gradient map-only", "gradient pixel-level map", "cam"}
+    assert rows["cam"]["n"] == 6
     # the map-term-alone reference: on its first inputs, shown as a reference row
     reference = rows["gradient map-only"]
     assert reference["n"] == 4 and reference["map_only"]
+    # GRAD on 2×2-pooled maps; the reference with other options (the pixel-level map)
+    assert rows["gradient"]["map_pool"] == 2 and reference["map_pool"] == 2
+    pixel = rows["gradient pixel-level map"]
+    assert pixel["n"] == 3 and pixel["map_pool"] == 1 and pixel["reference"]
     # the PGD cell's success rate is what a direct call of the attack gives
     import torch
 
@@ -68,6 +75,12 @@ def test_every_part_runs_reports_and_a_rerun_reuses_the_cells(tmp_path):
     assert f"{cam['adv2']['map_l1_to_target']:.3f}" in text
     row = next(line for line in lines if "map term alone" in line and line.startswith("|"))
     assert f"{reference['adv2']['map_l1_to_target']:.3f}" in row and row.endswith("reference |")
+    assert "| GRAD, 2×2-pooled map, map term alone" in row
+    row = next(line for line in lines if "| GRAD, pixel-level map |" in line)
+    assert f"{pixel['adv2']['map_l1_to_target']:.3f}" in row and row.endswith("reference |")
+    row = next(line for line in lines if "| GRAD, 2×2-pooled map |" in line)
+    assert f"{rows['gradient']['adv2']['map_l1_to_target']:.3f}" in row
+    assert not row.endswith("reference |")
     assert (tmp_path / "figures" / "input_attacks_aai_kendall.png").is_file()
 
     from xred.io import read_json

@@ -81,14 +81,14 @@ class ADV2(ExplanationAttack):
                  restarts: int = 1, random_start: bool = False, smooth: bool | None = None,
                  beta: float | tuple[float, float] | None = None, tau: float | None = None,
                  straight_through: bool = False, mask_inner_steps: int = 5,
-                 mask_reset: int = 10, baseline_draws: int = 1,
+                 mask_reset: int = 10, baseline_draws: int = 1, map_pool: int = 1,
                  seed: int | None = None) -> None:
         super().__init__(model, explainer=explainer, explainer_options=explainer_options,
                          eps=eps, norm=norm, steps=steps, alpha=alpha, optimizer=optimizer,
                          restarts=restarts, random_start=random_start, smooth=smooth, beta=beta,
                          tau=tau, baseline_draws=baseline_draws, seed=seed,
                          mask_inner_steps=mask_inner_steps, mask_reset=mask_reset,
-                         straight_through=straight_through)
+                         straight_through=straight_through, map_pool=map_pool)
         if warmup is None:
             warmup = self.steps // 3
         self.warmup = int(_positive(warmup, "warmup", "pass the PGD warm-up steps, e.g. "

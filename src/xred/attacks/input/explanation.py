@@ -33,6 +33,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from xred.attacks.input.base import (
@@ -54,9 +55,8 @@ from xred.metrics.maps import kendall, l1_distance, spearman
 from xred.models.modes import eval_mode
 
 __all__ = ["JOINT", "SMOOTHED", "ExplanationAttack", "ExplanationResult", "JointExplainer",
-           "check_target_map",
-           "explanation_map", "mass_fractions", "random_baseline", "rank_map", "rank_metrics",
-           "topk_mass", "uniform_noise"]
+           "check_target_map", "explanation_map", "mass_fractions", "pool_map", "random_baseline",
+           "rank_map", "rank_metrics", "topk_mass", "uniform_noise"]
 
 #: Explainers whose map is a derivative through the ReLUs: attacked under a smooth surrogate by
 #: default (ReLU's second derivative is zero, DESIGN.md §2). Forward-only maps (cam, rts) and the
@@ -77,23 +77,34 @@ def _absolute(explainer: str) -> bool:
     return explainer != JOINT and behaviour(explainer).map_sign == "absolute"
 
 
-def explanation_map(attr: Tensor, explainer: str) -> Tensor:
+def pool_map(maps: Tensor, pool: int) -> Tensor:
+    """(N, H, W) maps averaged over ``pool`` × ``pool`` blocks, (N, ⌈H/pool⌉, ⌈W/pool⌉) (a block
+    cut by the edge averages the pixels it has); the identity for ``pool`` 1. ADV²'s code
+    compares GRAD maps pooled so: 2 × 2 on 32-pixel CIFAR-10, 4 × 4 on ImageNet."""
+    if pool == 1:
+        return maps
+    return F.avg_pool2d(maps.unsqueeze(1), pool, ceil_mode=True).squeeze(1)
+
+
+def explanation_map(attr: Tensor, explainer: str, pool: int = 1) -> Tensor:
     """Raw attributions -> one non-negative map per sample with maximum 1 (0 for an empty map):
     |·| summed over channels for gradient-type maps (ADV²'s GRAD, m = |∂f_c/∂x|; Ghorbani et
     al.'s saliency), else the channel sum's positive part (CAM, Grad-CAM, MASK, RTS, LRP);
-    divided by its maximum, per sample. Differentiable. (For :data:`JOINT` the identity on the
-    side-by-side maps of :class:`JointExplainer`, each of which already peaks at 1 or is 0.)"""
+    averaged over ``pool`` × ``pool`` blocks (:func:`pool_map`) and divided by its maximum, per
+    sample. Differentiable. (For :data:`JOINT` the identity on the side-by-side maps of
+    :class:`JointExplainer`, each of which already peaks at 1 or is 0, up to the pooling.)"""
     absolute = _absolute(explainer)
-    return heatmap(attr, reduce="abs_sum" if absolute else "sum", relu=not absolute,
-                   normalize="max")
+    h = heatmap(attr, reduce="abs_sum" if absolute else "sum", relu=not absolute,
+                normalize=None)
+    return heatmap(pool_map(h, pool), normalize="max")
 
 
-def rank_map(attr: Tensor, explainer: str) -> Tensor:
+def rank_map(attr: Tensor, explainer: str, pool: int = 1) -> Tensor:
     """The map whose pixel order rank correlations compare (Kendall τ, Spearman ρ): as
     :func:`explanation_map` but signed for non-gradient maps (no ReLU, so pixels of negative
     evidence keep their order instead of tying at 0) and not normalised."""
     absolute = _absolute(explainer)
-    return heatmap(attr, reduce="abs_sum" if absolute else "sum", normalize=None)
+    return pool_map(heatmap(attr, reduce="abs_sum" if absolute else "sum", normalize=None), pool)
 
 
 def mass_fractions(maps: Tensor, eps: float = 1e-12) -> Tensor:
@@ -265,7 +276,9 @@ class ExplanationAttack(Attack):
     :data:`SMOOTHED`), ``beta`` (the softplus β of the surrogate, or (β_start, β_end) grown
     geometrically over the steps), ``tau`` (use ADV²'s √(x² + τ) surrogate instead),
     ``straight_through`` (attack the true map: ReLU's derivative keeps its exact value, only its
-    own derivative is the surrogate's; :func:`~xred.explain.smooth.smooth_relu`),
+    own derivative is the surrogate's; :func:`~xred.explain.smooth.smooth_relu`), ``map_pool``
+    (every map — attacked, true, benign, target — averaged over blocks of this many pixels a
+    side before it is normalised, :func:`pool_map`; ADV²'s code compares GRAD maps so),
     ``baseline_draws`` (noise draws of :func:`random_baseline`; the best one per sample counts)
     and ``seed``.
     """
@@ -283,7 +296,8 @@ class ExplanationAttack(Attack):
                  restarts: int, random_start: bool, smooth: bool | None,
                  beta: float | tuple[float, float] | None, tau: float | None,
                  baseline_draws: int, seed: int | None, mask_inner_steps: int = 5,
-                 mask_reset: int = 10, straight_through: bool = False) -> None:
+                 mask_reset: int = 10, straight_through: bool = False,
+                 map_pool: int = 1) -> None:
         super().__init__(model, norm=norm, eps=eps, steps=steps, restarts=restarts,
                          random_start=random_start, early_stop=False, keep_best=True, seed=seed)
         assert self.eps is not None
@@ -324,6 +338,9 @@ class ExplanationAttack(Attack):
         if not isinstance(straight_through, bool):
             raise XredError(f"straight_through must be true or false, got {straight_through!r}")
         self.straight_through = straight_through
+        self.map_pool = int(_positive(map_pool, "map_pool", "pass the block size the maps are "
+                                      "averaged over, e.g. map_pool=2 (1: pixel maps)",
+                                      integer=True))
         self._iteration = 0
         self._carry: dict[str, Tensor] = {}
         shown = {k: v if isinstance(v, (int, float, str, bool, list, tuple, type(None)))
@@ -333,6 +350,8 @@ class ExplanationAttack(Attack):
                             tau=self.tau, baseline_draws=self.baseline_draws)
         if straight_through:  # only when set, so the keys of cached results stay as they were
             self.options.update(straight_through=True)
+        if self.map_pool != 1:
+            self.options.update(map_pool=self.map_pool)
         if self.bilevel:
             self.options.update(mask_inner_steps=self.mask_inner_steps,
                                 mask_reset=self.mask_reset)
@@ -384,7 +403,8 @@ class ExplanationAttack(Attack):
         """(normalised map, rank map) of ``x`` for ``target`` with the unmodified model and
         explainer (no surrogate, no graph)."""
         attr = self.explainer.attribute(x.detach(), target).detach()
-        return explanation_map(attr, self.explainer_name), rank_map(attr, self.explainer_name)
+        return (explanation_map(attr, self.explainer_name, self.map_pool),
+                rank_map(attr, self.explainer_name, self.map_pool))
 
     def attacked_map(self, x_adv: Tensor, s: dict[str, Any]) -> Tensor:
         """The normalised map of ``x_adv`` for ``s["map_class"]``, differentiable in ``x_adv``
@@ -396,14 +416,15 @@ class ExplanationAttack(Attack):
         if not self.bilevel:
             with self._surrogate():
                 attr = self.attacked.attribute(x_adv, target, create_graph=create_graph)
-            return explanation_map(attr, self.explainer_name)
+            return explanation_map(attr, self.explainer_name, self.map_pool)
         assert isinstance(self.attacked, Mask) and isinstance(self.explainer, Mask)
         if self._iteration > 0 and self._iteration % self.mask_reset == 0 and create_graph:
             s["mask"] = self._fresh_mask(x_adv, target)
         with torch.enable_grad():
             m = self.attacked.optimise(x_adv, target, init=s["mask"], create_graph=create_graph)
         s["mask"] = m.detach()
-        return explanation_map(self.attacked.upsample(m, x_adv), self.explainer_name)
+        return explanation_map(self.attacked.upsample(m, x_adv), self.explainer_name,
+                               self.map_pool)
 
     def _fresh_mask(self, x: Tensor, target: Tensor) -> Tensor:
         """The true explainer's low-resolution mask of ``x`` (optimised from scratch)."""
@@ -418,7 +439,7 @@ class ExplanationAttack(Attack):
         if self.bilevel:
             assert isinstance(self.attacked, Mask)
             return explanation_map(self.attacked.upsample(s["mask"], x_adv),
-                                   self.explainer_name)
+                                   self.explainer_name, self.map_pool)
         return self.true_map(x_adv, s["map_class"])[0]
 
     # -------------------------------------------------------------- hooks for subclasses
