@@ -639,7 +639,9 @@ def _adv2_line(name: str, explainer: str, eps: float, r: dict[str, Any],
         return (f"| {name} | {paper_label(explainer)} | – | {eps:g} | "
                 + "– | " * 8 + f"not attacked: {r['skipped']} |")
     explainer = explainer.partition(" ")[0]  # "gradient map-only": a reference row
-    if r.get("reference"):  # a reference for the ratio, not an attack held to the bars
+    # (results saved before references had labels mark the map-only row by map_only alone)
+    reference = r.get("reference") or (MAP_ONLY_LABEL if r.get("map_only") else None)
+    if reference:  # a reference for the ratio, not an attack held to the bars
         verdict = "reference"
     elif explainer == "mask":  # the issue asks MASK's ratio to be reported, not barred
         verdict = "met" if r["success"] >= bars["mask_success"] else "not met"
@@ -653,7 +655,7 @@ def _adv2_line(name: str, explainer: str, eps: float, r: dict[str, Any],
     shown = paper_label(explainer) + (
         f" (as {paper_label(used)}: no CAM head)" if used != explainer else "") + (
         f", {pool}×{pool}-pooled map" if pool > 1 else "") + (
-        f", {r['reference']}" if r.get("reference") else "")
+        f", {reference}" if reference else "")
     return (f"| {name} | {shown} | {r['n']} | {eps:g} | {pct(r['pgd_success'])} | "
             f"{pct(r['success'])} | {p['map_l1_to_target']:.3f} | {a['map_l1_to_target']:.3f} | "
             f"{'–' if math.isnan(ratio) else f'{ratio:.2f}'} | {noise['map_l1_to_target']:.3f} | "
