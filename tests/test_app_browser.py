@@ -184,9 +184,12 @@ def test_explain_drop_uploads_the_file(server, browser):
                                                   cancelable: true}));
     """, base64.b64encode(buf.getvalue()).decode())
     select = "document.querySelector('.image-picker[data-page=explain] .sample-select')"
-    _wait(browser, lambda d: d.execute_script(f"return {select}.value.startsWith('upload:')"))
-    assert browser.execute_script(
-        f"return {select}.selectedOptions[0].textContent") == "upload: red.png"
+    # wait for this upload by its name: an earlier test's upload (chelsea.png) may already be
+    # selected, so "some upload is selected" can hold before this one has arrived
+    shown = f"return {select}.selectedOptions[0]?.textContent"
+    _wait(browser, lambda d: d.execute_script(shown) == "upload: red.png")
+    assert browser.execute_script(shown) == "upload: red.png"
+    assert browser.execute_script(f"return {select}.value").startswith("upload:")
     _wait(browser, lambda d: d.execute_script(
         "const i = document.getElementById('explain-view');"
         "return i.complete && i.naturalWidth === 224 && i.src.startsWith('data:image/png');"))
