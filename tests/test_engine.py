@@ -175,7 +175,7 @@ def test_torchrun_two_processes_equal_one_process_with_double_batch(tmp_path):
     assert not torch.allclose(one["0.weight"], init[0].weight, atol=1e-3)
 
 
-def test_cli_train_undertorchrun(tmp_path):
+def test_cli_train_under_torchrun(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     run = torchrun(["-m", "xred", "train", "--model", "fmnist-vgg", "--limit", "512", "--epochs",
                      "1", "--quiet", "--out", str(tmp_path)], env=env, timeout=600, cwd=ROOT)

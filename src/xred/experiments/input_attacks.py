@@ -279,27 +279,26 @@ def compute(cfg: dict[str, Any], cells: CellStore, progress: bool,
             cell = _adv2_cell(model, name, explainer, ex_options, x[:n], targets[:n],
                               {k: v[:n] for k, v in pgd.items()}, eps, options, cfg, cells,
                               progress, batch)
-            rows[wanted] = {**_adv2_row(cell), "explainer": explainer}
-            reference = cfg["adv2"].get("map_only", {}).get(wanted)
-            if reference is not None:  # the map term alone: how far can the map be pushed?
-                m = min(int(reference.get("count", n)), n)
-                cell = _adv2_cell(model, name, explainer, ex_options, x[:m], targets[:m],
-                                  {k: v[:m] for k, v in pgd.items()}, eps,
-                                  {**options, **MAP_ONLY}, cfg, cells, progress, batch)
-                rows[f"{wanted} map-only"] = {**_adv2_row(cell), "explainer": explainer,
-                                              "map_only": True, "reference": MAP_ONLY_LABEL,
-                                              "map_pool": options.get("map_pool", 1)}
-            for ref in cfg["adv2"].get("references", {}).get(wanted, []):
-                # the same attack with other options (e.g. on the pixel-level map): reported
-                m = min(int(ref.get("count", n)), n)
-                ref_options = {**options, **ref["options"]}
+            rows[wanted] = {**_adv2_row(cell), "explainer": explainer,
+                            "map_pool": options.get("map_pool", 1)}
+            # reference rows, (row key, label, count, options, extra fields): the map term alone
+            # (how far can the map be pushed?) and the same attack with other options (e.g. on
+            # the pixel-level map); reported, not barred
+            references = [(f"{wanted} {r['label']}", r["label"], r.get("count", n),
+                           r["options"], {})
+                          for r in cfg["adv2"].get("references", {}).get(wanted, [])]
+            alone = cfg["adv2"].get("map_only", {}).get(wanted)
+            if alone is not None:
+                references.insert(0, (f"{wanted} map-only", MAP_ONLY_LABEL,
+                                      alone.get("count", n), MAP_ONLY, {"map_only": True}))
+            for key, label, count, extra, fields in references:
+                m = min(int(count), n)
+                ref_options = {**options, **extra}
                 cell = _adv2_cell(model, name, explainer, ex_options, x[:m], targets[:m],
                                   {k: v[:m] for k, v in pgd.items()}, eps, ref_options, cfg,
                                   cells, progress, batch)
-                rows[f"{wanted} {ref['label']}"] = {
-                    **_adv2_row(cell), "explainer": explainer, "reference": ref["label"],
-                    "map_pool": ref_options.get("map_pool", 1)}
-            rows[wanted]["map_pool"] = options.get("map_pool", 1)
+                rows[key] = {**_adv2_row(cell), "explainer": explainer, "reference": label,
+                             "map_pool": ref_options.get("map_pool", 1), **fields}
             if progress:
                 for key in [k for k in rows if k == wanted or k.startswith(f"{wanted} ")]:
                     r = rows[key]

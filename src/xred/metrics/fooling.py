@@ -371,15 +371,15 @@ def evaluate_fooling(original: nn.Module, fooled: nn.Module, data: Any, fooling:
             parts: list[Tensor] = []
             parts2: list[Tensor] = []
             empties: list[Tensor] = []
+            # the original's maps of batch i are kept in `reference` under (*kept, i)
+            kept = (id(original), id(source), label, repr(opts), batch_size)
             for i, (x, y) in enumerate(_batches(source, batch_size)):
                 x, y = x.to(device), y.to(device)
                 if fooling == "active":
                     assert classes is not None
                     c = torch.tensor(classes, device=device).repeat_interleave(len(x))
                     xx = torch.cat([x, x])
-                    h0 = _original_maps(reference, (id(original), id(source), label,
-                                                    repr(opts), batch_size, i),
-                                        original, xx, c, name, ex0)
+                    h0 = _original_maps(reference, (*kept, i), original, xx, c, name, ex0)
                     h1 = fooling_maps(fooled, xx, c, name, explainer=ex1)
                     n = len(x)
                     t1, t2 = active_losses(h1[:n], h1[n:], h0[:n], h0[n:])
@@ -389,8 +389,7 @@ def evaluate_fooling(original: nn.Module, fooled: nn.Module, data: Any, fooling:
                 h1 = fooling_maps(fooled, x, y, name, explainer=ex1)
                 empties.append((h1.flatten(1).amax(1) <= 0).cpu())
                 h0 = None if fooling == "location" else _original_maps(
-                    reference, (id(original), id(source), label, repr(opts), batch_size, i),
-                    original, x, y, name, ex0)
+                    reference, (*kept, i), original, x, y, name, ex0)
                 if fooling == "location":
                     m = frame_mask(h1.shape[1:], device=device) if mask is None else mask
                     parts.append(location_loss(h1, m.to(device)).cpu())
