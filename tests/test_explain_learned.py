@@ -116,33 +116,6 @@ def test_rts_gradients_reach_input_and_interpreter_only(trained):
     torch.testing.assert_close(plain, m.detach())
 
 
-def test_rts_temperature_keeps_the_mask_and_tempers_its_derivative(trained):
-    """With T ≠ 1 the mask's value is σ(z) exactly and its derivative that of σ(z/T), re-derived
-    here from the net's logits; T = 1 is the plain mask, derivative included."""
-    classifier, _, _, net, test, _ = trained
-    x, t = test.x[:4], test.y[:4]
-    w = torch.randn(4, SIZE, SIZE, generator=torch.Generator().manual_seed(0))
-
-    def value_and_grad(fn):
-        xi = x.clone().requires_grad_(True)
-        m = fn(xi)
-        return m.detach(), torch.autograd.grad((m * w).sum(), xi)[0]
-
-    def rts(**options):
-        expl = get("rts", classifier, interpreter=net, **options)
-        return lambda xi: expl.attribute(xi, t, create_graph=True)
-
-    plain_m, plain_g = value_and_grad(rts())
-    one_m, one_g = value_and_grad(rts(temperature=1))
-    assert torch.equal(one_m, plain_m) and torch.equal(one_g, plain_g)
-    hot_m, hot_g = value_and_grad(rts(temperature=10))
-    _, by_hand = value_and_grad(lambda xi: torch.sigmoid(net.mask_logits(xi, t) / 10))
-    torch.testing.assert_close(hot_m, plain_m, rtol=0, atol=1e-6)
-    torch.testing.assert_close(hot_g, by_hand)
-    assert not torch.allclose(hot_g, plain_g, rtol=0.1)
-    torch.testing.assert_close(net(x, t), torch.sigmoid(net.mask_logits(x, t)))
-
-
 def test_rts_batch_equals_single(trained):
     classifier, _, _, net, test, _ = trained
     expl = get("rts", classifier, interpreter=net)
@@ -172,17 +145,6 @@ def test_train_rts_names_fashion_mnist_nets_and_resumes(tmp_path):
         assert torch.equal(a, b)
 
 
-class MasksOnly(nn.Module):
-    """An interpreter without mask_logits."""
-
-    def __init__(self, net: nn.Module) -> None:
-        super().__init__()
-        self.net = net
-
-    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        return self.net(x, t)
-
-
 def test_rts_errors_are_one_line(trained, tmp_path):
     classifier, _, _, net, test, _ = trained
     cases = [
@@ -194,10 +156,6 @@ def test_rts_errors_are_one_line(trained, tmp_path):
         (lambda: get("rts", classifier, interpreter=net).attribute(torch.rand(1, 3, 16, 16), 0),
          "interpreter failed"),
         (lambda: get("rts", classifier, interpreter=net).attribute(test.x[:1], 9), "outside"),
-        (lambda: get("rts", classifier, interpreter=net, temperature=0), "temperature"),
-        (lambda: get("rts", classifier, interpreter=net, temperature=True), "temperature"),
-        (lambda: get("rts", classifier, interpreter=MasksOnly(net), temperature=5),
-         "mask_logits"),
         (lambda: rts_objective(classifier, perturbation="noise"), "perturbation"),
         (lambda: rts_objective(classifier, target="truth"), "target"),
         (lambda: rts_objective(classifier, area=-1.0), "weights"),

@@ -162,14 +162,6 @@ class RTS(Explainer):
     Differentiable: with ``create_graph=True`` the mask is a differentiable function of the input
     and of the interpreter's parameters. The classifier's parameters do not enter the map at
     inference (its gradient with respect to them is zero); they shaped it only through training.
-
-    ``temperature`` T (default 1, the plain mask): the mask keeps its exact value σ(z) but is
-    differentiated as σ(z/T), a straight-through estimator (needs an interpreter with
-    ``mask_logits``, as :class:`SaliencyNet`). A trained mask is mostly saturated (on
-    fmnist-resnet's interpreter 81 % of pixels lie below 0.01 or above 0.99, median |z| 12, where
-    σ' ≈ 6·10⁻⁶), so an input attack's gradient hardly reaches those pixels; T > 1 gives them one,
-    as ADV²'s smooth ReLU gives GRAD a second derivative (:mod:`xred.explain.smooth`). Maps and
-    scores are unchanged; only derivatives are.
     """
 
     name = "rts"
@@ -178,15 +170,8 @@ class RTS(Explainer):
     differentiable = True
     layer_map = True  # the map is (N, H, W): input resolution, no channels
 
-    def __init__(self, model: nn.Module, *, interpreter: str | os.PathLike | nn.Module,
-                 temperature: float = 1.0) -> None:
-        if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) \
-                or not temperature > 0:
-            raise XredError(f"rts temperature must be a number > 0 (1 = the plain mask), got "
-                            f"{temperature!r}")
-        options = {"temperature": float(temperature)} if temperature != 1 else {}
-        super().__init__(model, interpreter=interpreter, **options)
-        self.temperature = float(temperature)
+    def __init__(self, model: nn.Module, *, interpreter: str | os.PathLike | nn.Module) -> None:
+        super().__init__(model, interpreter=interpreter)
         if isinstance(interpreter, nn.Module):
             self.interpreter = interpreter
             self._owned = False
@@ -196,9 +181,6 @@ class RTS(Explainer):
         else:
             raise XredError("rts needs interpreter= a trained SaliencyNet or the folder written "
                             f"by train_rts, got {type(interpreter).__name__}")
-        if self.temperature != 1 and not callable(getattr(self.interpreter, "mask_logits", None)):
-            raise XredError("rts temperature needs an interpreter with mask_logits(x, target) "
-                            "(a SaliencyNet from train_rts); use temperature=1 for this one")
 
     def _attribute(self, x: Tensor, target: int | Tensor | None, create_graph: bool) -> Tensor:
         if x.dim() != 4:
@@ -218,7 +200,7 @@ class RTS(Explainer):
         t = resolve_target(target, logits)
         with torch.set_grad_enabled(create_graph):
             try:
-                m = self._mask(net, x if create_graph else x.detach(), t)
+                m = net(x if create_graph else x.detach(), t)
             except (RuntimeError, ValueError, TypeError) as e:
                 first = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
                 raise XredError(f"the rts interpreter failed on inputs of shape "
@@ -228,11 +210,3 @@ class RTS(Explainer):
             raise XredError(f"the rts interpreter must return masks (N, H, W) = "
                             f"{(x.shape[0], *x.shape[-2:])}, got {shape}")
         return m
-
-    def _mask(self, net: nn.Module, x: Tensor, t: Tensor) -> Tensor:
-        """σ(z); with a temperature T ≠ 1, valued σ(z) but differentiated as σ(z/T)."""
-        if self.temperature == 1:
-            return net(x, t)
-        z = net.mask_logits(x, t)
-        soft = torch.sigmoid(z / self.temperature)
-        return soft + (torch.sigmoid(z) - soft).detach()

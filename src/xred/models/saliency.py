@@ -17,8 +17,7 @@ class SaliencyNet(nn.Module):
     class selector at the bottleneck (an embedding e_c gating the features by σ(⟨features, e_c⟩),
     as in the authors' code), and a U-Net decoder with skip connections to a mask in [0, 1] of
     the input's resolution. ``forward(x, target)`` takes images (N, C, H, W) in [0, 1] and class
-    indices (N,) and returns masks (N, H, W), 1 = salient (keep); :meth:`mask_logits` returns the
-    pre-sigmoid logits z (mask = σ(z))."""
+    indices (N,) and returns masks (N, H, W), 1 = salient (keep)."""
 
     def __init__(self, in_channels: int = 1, num_classes: int = 10, width: int = 16) -> None:
         super().__init__()
@@ -35,10 +34,6 @@ class SaliencyNet(nn.Module):
         self.head = nn.Conv2d(w, 1, 1)
 
     def forward(self, x: Tensor, target: Tensor) -> Tensor:
-        return torch.sigmoid(self.mask_logits(x, target))
-
-    def mask_logits(self, x: Tensor, target: Tensor) -> Tensor:
-        """The mask's logits z (N, H, W): ``forward`` is σ(z)."""
         e1 = self.enc1(x)
         e2 = self.enc2(e1)
         e3 = self.enc3(e2)
@@ -48,4 +43,4 @@ class SaliencyNet(nn.Module):
         d2 = self.dec2(torch.cat([up, e2], 1))
         up = F.interpolate(d2, size=e1.shape[-2:], mode="bilinear", align_corners=False)
         d1 = self.dec1(torch.cat([up, e1], 1))
-        return self.head(d1)[:, 0]
+        return torch.sigmoid(self.head(d1))[:, 0]
