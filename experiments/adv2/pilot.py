@@ -2,10 +2,12 @@
 
     python experiments/adv2/pilot.py MODEL EXPLAINER EPS N VARIANTS [--interpreter DIR]
 
-VARIANTS is a JSON object {label: ADV² options}; each variant is scored as the experiment scores
-it (xred.experiments.input_attacks): the same random targets (seed 0), 50-step PGD at the same ε,
-and the ADV²/PGD ratio of the map's L1 distance to the benign map. ``--interpreter`` is a trained
-RTS net (a folder written by ``train_rts``) when EXPLAINER is ``rts``. Example:
+VARIANTS is a JSON object {label: ADV² options} (``explainer_options`` in a variant are added to
+the interpreter's, e.g. ``{"explainer_options": {"temperature": 10}}`` for RTS); each variant
+is scored as the experiment scores it (xred.experiments.input_attacks): the same random targets
+(seed 0), 50-step PGD at the same ε, and the ADV²/PGD ratio of the map's L1 distance to the
+benign map. ``--interpreter`` is a trained RTS net (a folder written by ``train_rts``) when
+EXPLAINER is ``rts``. Example:
 
     python experiments/adv2/pilot.py fmnist-vgg gradient 0.1 100 \
         '{"base": {"steps": 300, "optimizer": "adam", "alpha": 0.005, "map_loss": "l1",
@@ -49,7 +51,9 @@ def main() -> None:
         x, None, target=targets).x_adv
     for label, settings in args.variants.items():
         start = time.time()
-        attack = get("adv2", model, explainer=explainer, explainer_options=options,
+        settings = dict(settings)
+        ex_options = {**options, **settings.pop("explainer_options", {})}
+        attack = get("adv2", model, explainer=explainer, explainer_options=ex_options,
                      eps=args.eps, seed=0, **settings)
         result = attack(x, None, target=targets)
         ours = result.metrics["map_l1_to_target"].mean().item()
