@@ -20,7 +20,8 @@ def tiny(tmp_path):
                  "options": {"gradient": {"steps": 12, "map_pool": 2}, "cam": {"steps": 12}},
                  "explainer_options": {}, "map_only": {"gradient": {"count": 4}},
                  "references": {"gradient": [{"label": "pixel-level map", "count": 3,
-                                              "options": {"map_pool": 1}}]},
+                                              "options": {"map_pool": 1}}],
+                                "cam": [{"label": "at another ε", "count": 3, "eps": 0.1}]},
                  "bars": {"success": 0.95, "mask_success": 0.9, "distance_ratio": 0.5}},
         "photos": None,
         "versus_noise": [{"attack": "ghorbani", "options": {"mode": "topk", "steps": 5},
@@ -40,7 +41,8 @@ def test_every_part_runs_reports_and_a_rerun_reuses_the_cells(tmp_path):
     assert all(r < 0.98 for r in list(rates.values())[:-1])
     assert eps["reached"] == (rates[f"{eps['chosen']:g}"] >= 0.98)
     rows = first["adv2"]["fmnist-vgg"]
-    assert set(rows) == {"gradient", "gradient map-only", "gradient pixel-level map", "cam"}
+    assert set(rows) == {"gradient", "gradient map-only", "gradient pixel-level map", "cam",
+                         "cam at another ε"}
     assert rows["cam"]["n"] == 6
     # the map-term-alone reference: on its first inputs, shown as a reference row
     reference = rows["gradient map-only"]
@@ -62,6 +64,11 @@ def test_every_part_runs_reports_and_a_rerun_reuses_the_cells(tmp_path):
         targets = random_targets(model(x).argmax(1), 10, torch.Generator().manual_seed(0))
     direct = get("pgd", model, eps=0.031, steps=10, seed=0)(x, None, target=targets)
     assert rates["0.031"] == pytest.approx(direct.success.double().mean().item())
+    # the reference at another ε: ADV² and PGD both at that radius, on its first inputs
+    other = rows["cam at another ε"]
+    assert other["eps"] == 0.1 and other["n"] == 3 and eps["chosen"] != 0.1
+    at_other = get("pgd", model, eps=0.1, steps=10, seed=0)(x[:3], None, target=targets[:3])
+    assert other["pgd_success"] == pytest.approx(at_other.success.double().mean().item())
     assert "ghorbani-topk" in first["versus_noise"]["fmnist-vgg"]
     assert set(first["aai_curve"]["fmnist-vgg"]) == {"0.031", "0.1"}
     text = (tmp_path / "report.md").read_text()
@@ -81,6 +88,8 @@ def test_every_part_runs_reports_and_a_rerun_reuses_the_cells(tmp_path):
     row = next(line for line in lines if "| GRAD, 2×2-pooled map |" in line)
     assert f"{rows['gradient']['adv2']['map_l1_to_target']:.3f}" in row
     assert not row.endswith("reference |")
+    row = next(line for line in lines if ", at another ε |" in line)
+    assert "| 3 | 0.1 |" in row and row.endswith("reference |")
     assert (tmp_path / "figures" / "input_attacks_aai_kendall.png").is_file()
 
     from xred.io import read_json

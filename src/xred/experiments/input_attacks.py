@@ -61,8 +61,9 @@ DEFAULTS: dict[str, Any] = {
     "pgd": {"steps": 100},
     # per interpreter, "options" may also hold "batch_size" and "count" (fewer inputs);
     # "map_only": {interpreter: {"count": N}} adds the map-term-alone reference row (MAP_ONLY);
-    # "references": {interpreter: [{"label": ..., "count": N, "options": {...}}]} adds rows of
-    # the same attack with other options (reported, not barred)
+    # "references": {interpreter: [{"label": ..., "count": N, "options": {...}, "eps": E}]} adds
+    # rows of the same attack with other options and/or at another ε (PGD at that ε too; both
+    # optional), reported, not barred
     "adv2": {"explainers": ["gradient", "cam", "mask", "rts"], "options": {}, "map_only": {},
              "references": {},
              "explainer_options": {}, "bars": {"success": 0.95, "mask_success": 0.9,
@@ -281,22 +282,29 @@ def compute(cfg: dict[str, Any], cells: CellStore, progress: bool,
                               progress, batch)
             rows[wanted] = {**_adv2_row(cell), "explainer": explainer,
                             "map_pool": options.get("map_pool", 1)}
-            # reference rows, (row key, label, count, options, extra fields): the map term alone
-            # (how far can the map be pushed?) and the same attack with other options (e.g. on
-            # the pixel-level map); reported, not barred
+            # reference rows, (row key, label, count, options, ε or None, extra fields):
+            # the map term alone (how far can the map be pushed?) and the same attack with other
+            # options or at another ε (both ADV² and PGD there); reported, not barred
             references = [(f"{wanted} {r['label']}", r["label"], r.get("count", n),
-                           r["options"], {})
+                           r.get("options", {}), r.get("eps"), {})
                           for r in cfg["adv2"].get("references", {}).get(wanted, [])]
             alone = cfg["adv2"].get("map_only", {}).get(wanted)
             if alone is not None:
                 references.insert(0, (f"{wanted} map-only", MAP_ONLY_LABEL,
-                                      alone.get("count", n), MAP_ONLY, {"map_only": True}))
-            for key, label, count, extra, fields in references:
+                                      alone.get("count", n), MAP_ONLY, None, {"map_only": True}))
+            for key, label, count, extra, ref_eps, fields in references:
                 m = min(int(count), n)
                 ref_options = {**options, **extra}
+                ref_pgd = pgd
+                if ref_eps is not None and float(ref_eps) != eps:
+                    ref_eps = float(ref_eps)
+                    ref_pgd = _pgd_cell(model, name, x[:m], targets[:m], ref_eps, cfg, cells,
+                                        progress)
+                    fields = {**fields, "eps": ref_eps}
                 cell = _adv2_cell(model, name, explainer, ex_options, x[:m], targets[:m],
-                                  {k: v[:m] for k, v in pgd.items()}, eps, ref_options, cfg,
-                                  cells, progress, batch)
+                                  {k: v[:m] for k, v in ref_pgd.items()},
+                                  fields.get("eps", eps), ref_options, cfg, cells, progress,
+                                  batch)
                 rows[key] = {**_adv2_row(cell), "explainer": explainer, "reference": label,
                              "map_pool": ref_options.get("map_pool", 1), **fields}
             if progress:
@@ -539,12 +547,13 @@ def render(cfg: dict[str, Any], results: dict[str, Any], provenance: dict[str, A
         "expected to go below it. A \"k×k-pooled map\" is averaged over k×k pixel blocks before "
         "it is normalised and compared, as ADV²'s code compares GRAD maps (2×2 on 32-pixel "
         "CIFAR-10, 4×4 on 224-pixel ImageNet); other reference rows are the same attack with "
-        "the options they name (e.g. on the pixel-level map), reported, not barred.", "",
+        "the options they name (e.g. on the pixel-level map) or at the ε they show (PGD rerun "
+        "at that ε), reported, not barred.", "",
         ADV2_HEADER, ADV2_RULE]
     for name, rows in results["adv2"].items():
         eps = results["eps"][name]["chosen"]
         for explainer, r in rows.items():
-            lines.append(_adv2_line(name, explainer, eps, r, bars))
+            lines.append(_adv2_line(name, explainer, r.get("eps", eps), r, bars))
     photos = results.get("photos")
     if photos:
         lines += ["", f"{photos['model']} on the {len(photos['photos'])} sample photos "
