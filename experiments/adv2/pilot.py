@@ -7,7 +7,7 @@ the interpreter's, e.g. ``{"explainer_options": {"temperature": 10}}`` for RTS);
 is scored as the experiment scores it (xred.experiments.input_attacks): the same random targets
 (seed 0), 50-step PGD at the same ε, and the ADV²/PGD ratio of the map's L1 distance to the
 benign map. ``--interpreter`` is a trained RTS net (a folder written by ``train_rts``) when
-EXPLAINER is ``rts``. Example:
+EXPLAINER is ``rts``; without it one is trained as the experiment trains it. Example:
 
     python experiments/adv2/pilot.py fmnist-vgg gradient 0.1 100 \
         '{"base": {"steps": 300, "optimizer": "adam", "alpha": 0.005, "map_loss": "l1",
@@ -25,7 +25,8 @@ import torch
 from xred import models
 from xred.attacks.input import get
 from xred.data import load_dataset
-from xred.experiments.input_attacks import _interpreter, _random_targets
+from xred.experiments.harness import CellStore
+from xred.experiments.input_attacks import DEFAULTS, _interpreter, _random_targets, _rts_interpreter
 
 
 def main() -> None:
@@ -35,7 +36,9 @@ def main() -> None:
     parser.add_argument("eps", type=float)
     parser.add_argument("n", type=int)
     parser.add_argument("variants", type=json.loads)
-    parser.add_argument("--interpreter", help="a trained RTS net's folder (explainer rts)")
+    parser.add_argument("--interpreter", help="a trained RTS net's folder (explainer rts; default: "
+                        "one trained with the experiment's default settings, kept under "
+                        "runs/pilot-rts)")
     parser.add_argument("--pgd-steps", type=int, default=50)
     args = parser.parse_args()
 
@@ -45,8 +48,12 @@ def main() -> None:
     with torch.no_grad():
         targets = _random_targets(model(x).argmax(1), len(info["classes"]), 0)
     explainer, options = _interpreter(model, args.model, x, args.explainer)
-    if explainer == "rts":
+    if explainer == "rts" and args.interpreter:
         options["interpreter"] = models.load(args.interpreter)
+    elif explainer == "rts":
+        options["interpreter"] = _rts_interpreter(
+            model, args.model, load_dataset(info["dataset"], "train"),
+            {"rts": DEFAULTS["rts"], "seed": 0}, CellStore("runs/pilot-rts"), True, None)
     x_pgd = get("pgd", model, eps=args.eps, steps=args.pgd_steps, seed=0)(
         x, None, target=targets).x_adv
     for label, settings in args.variants.items():
