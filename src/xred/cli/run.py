@@ -31,11 +31,14 @@ def add_arguments(sp: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
-    from xred.io import read_json
+    from xred.experiments.harness import read_config
     from xred.provenance import command_line
 
-    config = read_json(args.config)
+    config = read_config(args.config)
     kind = config.get("kind") if isinstance(config, dict) else None
+    if kind is None:
+        raise XredError(f"{args.config} names no experiment \"kind\" (a shared base that "
+                        "configs extend is not run on its own); run a config that extends it")
     if kind not in RUNNERS:
         raise XredError(f"{args.config}: unknown experiment kind {kind!r}; valid: "
                         f"{', '.join(sorted(RUNNERS))}")

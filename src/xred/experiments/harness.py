@@ -29,7 +29,7 @@ from xred.errors import XredError
 from xred.io import atomic_write, load_tensors, read_json, save_tensors, write_json
 from xred.report.text import merge_config
 
-__all__ = ["CellStore", "Experiment", "display_name", "run", "settings_key"]
+__all__ = ["CellStore", "Experiment", "display_name", "read_config", "run", "settings_key"]
 
 
 def say(progress: bool, text: str) -> None:
@@ -57,6 +57,41 @@ def display_name(name: str, paper_names: dict[str, str] | None = None) -> str:
         return behaviour(name).display_name or name
     except XredError:
         return name
+
+
+def read_config(path: str | os.PathLike) -> dict[str, Any]:
+    """An experiment config (JSON object) from ``path``. ``"extends": "BASE.json"`` (a path
+    relative to the config's folder) lays the config over that base, itself read the same way:
+    objects merge key by key at any depth, any other value (list, number, string, null) replaces
+    the base's. The result has no "extends"; configs that only differ in a few settings (e.g.
+    experiments/adv2/) share the rest this way."""
+    return _read_config(Path(path), ())
+
+
+def _read_config(path: Path, chain: tuple[Path, ...]) -> dict[str, Any]:
+    if path.resolve() in chain:
+        loop = " -> ".join(str(p) for p in (*chain, path.resolve()))
+        raise XredError(f"\"extends\" loops back ({loop}); remove the cycle")
+    config = read_json(path)
+    if not isinstance(config, dict):
+        raise XredError(f"{path}: an experiment config is a JSON object, not "
+                        f"{type(config).__name__}")
+    base = config.pop("extends", None)
+    if base is None:
+        return config
+    if not isinstance(base, str):
+        raise XredError(f"{path}: \"extends\" names one base config, e.g. \"_base.json\"; "
+                        f"got {base!r}")
+    return _overlay(_read_config(path.parent / base, (*chain, path.resolve())), config)
+
+
+def _overlay(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    """``top`` over ``base``: nested objects merged key by key, other values replaced."""
+    out = dict(base)
+    for key, value in top.items():
+        both = isinstance(value, dict) and isinstance(out.get(key), dict)
+        out[key] = _overlay(out[key], value) if both else value
+    return out
 
 
 def settings_key(settings: Any) -> str:

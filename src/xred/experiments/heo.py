@@ -888,8 +888,8 @@ def run_heo(config: dict[str, Any], out: str | os.PathLike, *, command: str | No
 def _read_part(path: Any) -> dict[str, Any]:
     if not isinstance(path, str):
         raise XredError(f"\"parts\" of the heo config are paths of part configs, not {path!r}")
-    part = read_json(path)
-    kind = part.get("kind") if isinstance(part, dict) else None
+    part = harness.read_config(path)
+    kind = part.get("kind")
     if kind not in PARTS:
         raise XredError(f"{path}: unknown part kind {kind!r}; valid: {', '.join(PARTS)}")
     return {"path": path, "config": part}
