@@ -35,7 +35,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
     from xred.provenance import command_line
 
     config = read_config(args.config)
-    kind = config.get("kind") if isinstance(config, dict) else None
+    kind = config.get("kind")
     if kind is None:
         raise XredError(f"{args.config} names no experiment \"kind\" (a shared base that "
                         "configs extend is not run on its own); run a config that extends it")
