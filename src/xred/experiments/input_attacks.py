@@ -295,18 +295,15 @@ def compute(cfg: dict[str, Any], cells: CellStore, progress: bool,
             for key, label, count, extra, ref_eps, fields in references:
                 m = min(int(count), n)
                 ref_options = {**options, **extra}
-                ref_pgd = pgd
-                if ref_eps is not None and float(ref_eps) != eps:
-                    ref_eps = float(ref_eps)
-                    ref_pgd = _pgd_cell(model, name, x[:m], targets[:m], ref_eps, cfg, cells,
-                                        progress)
-                    fields = {**fields, "eps": ref_eps}
+                at = eps if ref_eps is None else float(ref_eps)
+                ref_pgd = pgd if at == eps else _pgd_cell(model, name, x[:m], targets[:m], at,
+                                                          cfg, cells, progress)
                 cell = _adv2_cell(model, name, explainer, ex_options, x[:m], targets[:m],
-                                  {k: v[:m] for k, v in ref_pgd.items()},
-                                  fields.get("eps", eps), ref_options, cfg, cells, progress,
-                                  batch)
+                                  {k: v[:m] for k, v in ref_pgd.items()}, at, ref_options, cfg,
+                                  cells, progress, batch)
                 rows[key] = {**_adv2_row(cell), "explainer": explainer, "reference": label,
-                             "map_pool": ref_options.get("map_pool", 1), **fields}
+                             "map_pool": ref_options.get("map_pool", 1), **fields,
+                             **({"eps": at} if at != eps else {})}
             if progress:
                 for key in [k for k in rows if k == wanted or k.startswith(f"{wanted} ")]:
                     r = rows[key]
