@@ -119,3 +119,38 @@ def test_random_targets_never_hit_the_prediction():
     assert (targets != prediction).all() and targets.min() >= 0 and targets.max() <= 9
     assert torch.equal(targets, random_targets(prediction, 10, torch.Generator().manual_seed(3)))
     assert len(set(targets.tolist())) == 10
+
+
+def test_one_radius_for_the_dataset_is_the_largest_of_the_models_own(tmp_path):
+    """``eps_models``: the attacked model runs at the dataset's radius, the smallest grid radius
+    at which PGD reaches the bar on each listed model, and PGD is tried up to it."""
+    config = {**tiny(tmp_path), "models": ["fmnist-resnet"], "count": 6, "pgd_bar": 0.5,
+              "eps_grid": [0.01, 0.031, 0.2], "eps_models": ["fmnist-vgg", "fmnist-resnet"],
+              "adv2": {**tiny(tmp_path)["adv2"], "explainers": ["cam"],
+                       "options": {"cam": {"steps": 3}}, "map_only": {}, "references": {}},
+              "versus_noise": [], "aai_curve": {"eps": [], "options": {}}}
+    results = run_input_attacks(config, tmp_path / "out", progress=False)
+    own = {}
+    for name, e in results["eps_models"].items():
+        rates = e["pgd_success"]  # smallest radius first, until PGD reaches the bar
+        reached = [float(k) for k, r in rates.items() if r >= 0.5]
+        own[name] = min(reached) if reached else float(list(rates)[-1])
+        assert e["own"] == own[name]
+    chosen = results["eps"]["fmnist-resnet"]
+    assert chosen["chosen"] == max(own.values()) > own["fmnist-resnet"]
+    # the attacked model's sweep reaches the dataset's radius, and agrees with its own sweep
+    assert f"{chosen['chosen']:g}" in chosen["pgd_success"]
+    for k, r in results["eps_models"]["fmnist-resnet"]["pgd_success"].items():
+        assert chosen["pgd_success"][k] == r
+    assert results["adv2"]["fmnist-resnet"]["cam"]["n"] == 6
+    text = (tmp_path / "report.md").read_text()
+    assert "One radius for the dataset" in text and "| own radius |" in text
+
+
+@pytest.mark.parametrize("eps_models, fix", [("fmnist-vgg", "must be a list"),
+                                             (["efficientnet-lite0"], "share one dataset")])
+def test_eps_models_of_the_wrong_shape_are_a_one_line_error(tmp_path, eps_models, fix):
+    with pytest.raises(XredError, match=fix) as caught:
+        run_input_attacks({**tiny(tmp_path), "eps_models": eps_models}, tmp_path / "out",
+                          progress=False)
+    assert "\n" not in str(caught.value)

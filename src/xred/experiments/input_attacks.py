@@ -4,7 +4,9 @@
 - **ε**: targeted PGD with random target classes on the first ``count`` test inputs of each zoo
   model, at the radii of ``eps_grid`` from the smallest up until PGD succeeds on at least
   ``pgd_bar`` (98 %) of the inputs; the ADV² runs use that radius (0.031, the paper's, if PGD
-  reaches the bar there).
+  reaches the bar there). With ``eps_models`` (zoo models of one dataset) the radius is one for
+  the dataset, as in the paper (one ε for all its ImageNet models): the largest of those models'
+  own radii, i.e. the smallest grid radius at which PGD reaches the bar on each of them.
 - **ADV²** (Zhang et al. 2020, attack effectiveness): at that ε, for each interpreter (GRAD, CAM,
   MASK, RTS), the targeted success rate and the L1 distance of the adversarial example's map to
   the target map (the benign input's map), for ADV²'s examples, for plain PGD's examples with the
@@ -58,6 +60,9 @@ def paper_label(explainer: str) -> str:
 DEFAULTS: dict[str, Any] = {
     "models": ["fmnist-vgg", "fmnist-resnet", "fmnist-densenet"], "count": 1000, "seed": 0,
     "batch_size": 250, "eps_grid": [0.031, 0.05, 0.075, 0.1, 0.15, 0.2], "pgd_bar": 0.98,
+    # None: each model's own radius; a list of zoo models of the same dataset: one radius for
+    # the dataset, as the paper uses one for all its models (the largest of their own radii)
+    "eps_models": None,
     "pgd": {"steps": 100},
     # per interpreter, "options" may also hold "batch_size" and "count" (fewer inputs);
     # "map_only": {interpreter: {"count": N}} adds the map-term-alone reference row (MAP_ONLY);
@@ -109,6 +114,58 @@ def _pgd_cell(model: nn.Module, name: str, x: Tensor, targets: Tensor, eps: floa
 
     return cells.batched(folder, len(x), int(cfg["batch_size"]), run, f"{name} pgd ε={eps:g}",
                     progress)
+
+
+def _inputs(name: str, count: int, seed: int) -> tuple[nn.Module, dict[str, Any], Any, Tensor,
+                                                          Tensor, Tensor]:
+    """A zoo model, its description, its test set, its first ``count`` test inputs, its
+    predictions on them and their random target classes."""
+    from xred import models
+    from xred.data import load_dataset
+
+    info = models.describe(name)
+    model = models.load(name)
+    test = load_dataset(info["dataset"], "test")
+    x, _ = test[torch.arange(min(count, len(test)))]
+    with torch.no_grad():
+        prediction = model(x).argmax(1)
+    return model, info, test, x, prediction, _random_targets(prediction, len(info["classes"]),
+                                                              seed)
+
+
+def _pgd_sweep(model: nn.Module, name: str, x: Tensor, targets: Tensor, cfg: dict[str, Any],
+               cells: CellStore, progress: bool, until: float | None = None
+               ) -> dict[str, dict[str, Tensor]]:
+    """PGD at the radii of ``eps_grid``, smallest first, until it succeeds on ``pgd_bar`` of the
+    inputs and the radius is at least ``until`` (larger radii are not needed)."""
+    sweep = {}
+    for eps in sorted(float(e) for e in cfg["eps_grid"]):
+        sweep[f"{eps:g}"] = _pgd_cell(model, name, x, targets, eps, cfg, cells, progress)
+        if _mean(sweep[f"{eps:g}"]["success"]) >= cfg["pgd_bar"] and eps >= (until or 0):
+            break
+    return sweep
+
+
+def _own_radius(sweep: dict[str, dict[str, Tensor]], cfg: dict[str, Any]) -> float:
+    """The smallest radius of ``sweep`` at which PGD reaches the bar, else its largest."""
+    reached = [float(k) for k, v in sweep.items() if _mean(v["success"]) >= cfg["pgd_bar"]]
+    return min(reached) if reached else float(list(sweep)[-1])
+
+
+def _check_eps_models(cfg: dict[str, Any]) -> None:
+    """``eps_models`` must be zoo models trained on the attacked models' dataset."""
+    from xred import models
+    from xred.errors import XredError
+
+    if not isinstance(cfg["eps_models"], list) or not all(isinstance(m, str)
+                                                         for m in cfg["eps_models"]):
+        raise XredError('"eps_models" must be a list of zoo model names, e.g. '
+                        '["fmnist-vgg", "fmnist-resnet"]')
+    datasets = {m: models.describe(m)["dataset"] for m in [*cfg["models"], *cfg["eps_models"]]}
+    if len(set(datasets.values())) > 1:
+        raise XredError(f'"eps_models" and "models" must share one dataset (one radius per '
+                        f"dataset), but they are trained on {datasets}: list models of one "
+                        "dataset")
 
 
 def _adv2_cell(model: nn.Module, name: str, explainer: str, explainer_options: dict[str, Any],
@@ -225,7 +282,6 @@ def run_input_attacks(config: dict[str, Any], out: str | os.PathLike, *,
 def compute(cfg: dict[str, Any], cells: CellStore, progress: bool,
             command: str | None) -> dict[str, Any]:
     """Every number of the report, and its figures."""
-    from xred import models
     from xred.data import load_dataset
 
     figures = Path(cfg["figures"])
@@ -234,22 +290,22 @@ def compute(cfg: dict[str, Any], cells: CellStore, progress: bool,
     results: dict[str, Any] = {"eps": {}, "adv2": {}, "rts_quality": {}, "versus_noise": {},
                                "aai_curve": {}}
     interpreters: dict[str, nn.Module] = {}  # the trained RTS nets, for their figure
+    dataset_eps = None  # one radius for every attacked model, when the config asks for it
+    if cfg.get("eps_models"):
+        _check_eps_models(cfg)
+        results["eps_models"] = {}
+        for other in cfg["eps_models"]:
+            model, _, _, x, _, targets = _inputs(other, count, seed)
+            sweep = _pgd_sweep(model, other, x, targets, cfg, cells, progress)
+            results["eps_models"][other] = {
+                "pgd_success": {k: _mean(v["success"]) for k, v in sweep.items()},
+                "own": _own_radius(sweep, cfg)}
+        dataset_eps = max(r["own"] for r in results["eps_models"].values())
     for name in cfg["models"]:
-        info = models.describe(name)
-        model = models.load(name)
-        test = load_dataset(info["dataset"], "test")
-        x, _ = test[torch.arange(min(count, len(test)))]
-        with torch.no_grad():
-            prediction = model(x).argmax(1)
-        targets = _random_targets(prediction, len(info["classes"]), seed)
-
-        sweep = {}  # ascending radii until PGD reaches the bar (larger ones are not needed)
-        for eps in sorted(float(e) for e in cfg["eps_grid"]):
-            sweep[f"{eps:g}"] = _pgd_cell(model, name, x, targets, eps, cfg, cells, progress)
-            if _mean(sweep[f"{eps:g}"]["success"]) >= cfg["pgd_bar"]:
-                break
+        model, info, test, x, prediction, targets = _inputs(name, count, seed)
+        sweep = _pgd_sweep(model, name, x, targets, cfg, cells, progress, until=dataset_eps)
         rates = {k: _mean(v["success"]) for k, v in sweep.items()}
-        eps = float(list(sweep)[-1])
+        eps = _own_radius(sweep, cfg) if dataset_eps is None else dataset_eps
         results["eps"][name] = {"pgd_success": rates, "chosen": eps,
                                 "reached": rates[f"{eps:g}"] >= cfg["pgd_bar"]}
         pgd = sweep[f"{eps:g}"]
@@ -525,13 +581,25 @@ def render(cfg: dict[str, Any], results: dict[str, Any], provenance: dict[str, A
         "## Which ε", "",
         f"Targeted PGD ({cfg['pgd']['steps']} steps, random start) success (%) at each L∞ "
         f"radius, tried from the smallest up until it reaches {pct(cfg['pgd_bar'], 0)} %; ADV² "
-        "runs at that radius (0.031, the paper's, when PGD reaches the bar there).", "",
+        + ("runs at that radius (0.031, the paper's, when PGD reaches the bar there)."
+           if not results.get("eps_models") else
+           "runs at the dataset's radius (below), and PGD is tried up to it."), "",
         "| model | " + " | ".join(f"ε={e:g}" for e in grid) + " | ε used |",
         "|---|" + "---|" * (len(grid) + 1)]
     for name, e in results["eps"].items():
         lines.append(f"| {name} | " + " | ".join(pct(e["pgd_success"].get(f"{g:g}"))
                                                  for g in grid)
                      + f" | {e['chosen']:g}{'' if e['reached'] else ' (bar not reached)'} |")
+    if results.get("eps_models"):
+        lines += ["", "One radius for the dataset, as the paper uses one ε for all its models: "
+                  "the smallest grid radius at which PGD reaches the bar on each of these zoo "
+                  "models (on their own first inputs and targets), i.e. the largest of their "
+                  "own radii.", "",
+                  "| model | " + " | ".join(f"ε={e:g}" for e in grid) + " | own radius |",
+                  "|---|" + "---|" * (len(grid) + 1)]
+        for name, e in results["eps_models"].items():
+            lines.append(f"| {name} | " + " | ".join(pct(e["pgd_success"].get(f"{g:g}"))
+                                                     for g in grid) + f" | {e['own']:g} |")
     lines += [
         "", "## ADV² against PGD (attack effectiveness)", "",
         "Success: the target class is predicted. L1: mean per-pixel distance of the example's "
