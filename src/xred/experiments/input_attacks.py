@@ -146,10 +146,15 @@ def _pgd_sweep(model: nn.Module, name: str, x: Tensor, targets: Tensor, cfg: dic
     return sweep
 
 
-def _own_radius(sweep: dict[str, dict[str, Tensor]], cfg: dict[str, Any]) -> float:
-    """The smallest radius of ``sweep`` at which PGD reaches the bar, else its largest."""
-    reached = [float(k) for k, v in sweep.items() if _mean(v["success"]) >= cfg["pgd_bar"]]
-    return min(reached) if reached else float(list(sweep)[-1])
+def _success_rates(sweep: dict[str, dict[str, Tensor]]) -> dict[str, float]:
+    """PGD's success rate at each radius of a sweep."""
+    return {k: _mean(v["success"]) for k, v in sweep.items()}
+
+
+def _own_radius(rates: dict[str, float], bar: float) -> float:
+    """The smallest swept radius at which PGD's success rate reaches ``bar``, else the largest."""
+    reached = [float(k) for k, r in rates.items() if r >= bar]
+    return min(reached) if reached else float(list(rates)[-1])
 
 
 def _check_eps_models(cfg: dict[str, Any]) -> None:
@@ -296,16 +301,15 @@ def compute(cfg: dict[str, Any], cells: CellStore, progress: bool,
         results["eps_models"] = {}
         for other in cfg["eps_models"]:
             model, _, _, x, _, targets = _inputs(other, count, seed)
-            sweep = _pgd_sweep(model, other, x, targets, cfg, cells, progress)
-            results["eps_models"][other] = {
-                "pgd_success": {k: _mean(v["success"]) for k, v in sweep.items()},
-                "own": _own_radius(sweep, cfg)}
+            rates = _success_rates(_pgd_sweep(model, other, x, targets, cfg, cells, progress))
+            results["eps_models"][other] = {"pgd_success": rates,
+                                            "own": _own_radius(rates, cfg["pgd_bar"])}
         dataset_eps = max(r["own"] for r in results["eps_models"].values())
     for name in cfg["models"]:
         model, info, test, x, prediction, targets = _inputs(name, count, seed)
         sweep = _pgd_sweep(model, name, x, targets, cfg, cells, progress, until=dataset_eps)
-        rates = {k: _mean(v["success"]) for k, v in sweep.items()}
-        eps = _own_radius(sweep, cfg) if dataset_eps is None else dataset_eps
+        rates = _success_rates(sweep)
+        eps = _own_radius(rates, cfg["pgd_bar"]) if dataset_eps is None else dataset_eps
         results["eps"][name] = {"pgd_success": rates, "chosen": eps,
                                 "reached": rates[f"{eps:g}"] >= cfg["pgd_bar"]}
         pgd = sweep[f"{eps:g}"]
